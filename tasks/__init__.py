@@ -1,1 +1,83 @@
-"""SeqIO task registrations for cost-jax (installed as the package `cost_jax_tasks`)."""
+"""SeqIO task registrations for cost-jax (installed as the package `cost_jax_tasks`).
+
+Importing this package registers one seqio.Task per (tokenizer method, dataset):
+
+  name = f"{METHOD_TASK_PREFIX[method]}_{dataset}"   e.g. cost_mind, rqvae_beauty, rqvae_cost_ml100k
+
+  processed data: cost_jax.paths.dataset_dir(dataset)
+  tokenizer:      cost_jax.paths.tokenizer_dir(dataset, method)   (method dir "rqvae+cost" -> task
+                  prefix "rqvae_cost": seqio task names allow only [A-Za-z0-9_.])
+
+Paths are resolved at import (set $COST_JAX_DATA_DIR first); files are read at
+get_dataset time. Custom dirs: `register_task(name, dataset_dir, tokenizer_dir, max_history)`.
+"""
+
+from __future__ import annotations
+
+import gin
+import seqio
+
+from cost_jax import paths
+from cost_jax_tasks.seqrec import (DEFAULT_MAX_HISTORY, SPLITS, SeqRecSource, SplitIndex,
+                                   load_semantic_ids, load_task_data, register_task,
+                                   retrieval_metric_fn, split_index, task_source)
+
+# Tokenizer method (its output dir name, cost_jax.tokenize --method) -> task-name prefix.
+METHOD_TASK_PREFIX = {
+    "cost": "cost",
+    "rqvae": "rqvae",
+    "rqvae+cost": "rqvae_cost",
+    "rqkmeans": "rqkmeans",
+    "lsh": "lsh",
+    "random": "random",
+}
+DATASETS = ("ml100k", "mind", "beauty", "sports", "toys", "office")
+
+# Items of history in "inputs", per dataset.
+MAX_HISTORY = {
+    "ml100k": DEFAULT_MAX_HISTORY,  # TIGER §4.1.1 cap (20); ML-100K is not in the papers
+    "mind": 70,                     # CoST §4.1: MIND sequences capped at 70 items
+    "beauty": DEFAULT_MAX_HISTORY,  # TIGER §4.1.1: 20
+    "sports": DEFAULT_MAX_HISTORY,  # TIGER §4.1.1: 20
+    "toys": DEFAULT_MAX_HISTORY,    # TIGER §4.1.1: 20
+    "office": DEFAULT_MAX_HISTORY,  # CoST §4.1 Office(S) sequences have 10-20 items; TIGER cap 20
+}
+
+
+def task_name(method: str, dataset: str) -> str:
+  """`{prefix}_{dataset}` for a tokenizer method dir name (see METHOD_TASK_PREFIX)."""
+  return f"{METHOD_TASK_PREFIX.get(method, method.replace('+', '_'))}_{dataset}"
+
+
+def register_builtin_tasks(root: str | None = None) -> list[str]:
+  """Registers every {method}_{dataset} task under data root `root` (default data_root())."""
+  names = []
+  for dataset in DATASETS:
+    for method in METHOD_TASK_PREFIX:
+      name = task_name(method, dataset)
+      register_task(name, paths.dataset_dir(dataset, root), paths.tokenizer_dir(dataset, method, root),
+                    max_history=MAX_HISTORY[dataset])
+      names.append(name)
+  return names
+
+
+@gin.configurable
+def task_vocabulary(task_name: str) -> seqio.Vocabulary:
+  """The "targets" vocabulary of a registered task (gin: VOCABULARY = @task_vocabulary())."""
+  return seqio.get_mixture_or_task(task_name).output_features["targets"].vocabulary
+
+
+def task_dirs(name: str) -> tuple[str, str]:
+  """(dataset_dir, tokenizer_dir) of a task registered by register_task."""
+  source = task_source(name)
+  return source.dataset_dir, source.tokenizer_dir
+
+
+BUILTIN_TASKS = tuple(register_builtin_tasks())
+
+__all__ = [
+    "BUILTIN_TASKS", "DATASETS", "DEFAULT_MAX_HISTORY", "MAX_HISTORY", "METHOD_TASK_PREFIX",
+    "SPLITS", "SeqRecSource", "SplitIndex", "load_semantic_ids", "load_task_data",
+    "register_builtin_tasks", "register_task", "retrieval_metric_fn", "split_index",
+    "task_dirs", "task_name", "task_source", "task_vocabulary",
+]

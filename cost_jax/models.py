@@ -1,0 +1,155 @@
+"""Pure training / evaluation functions for the TIGER encoder-decoder.
+
+No gin and no I/O here: the trainer (cost_jax/train.py) builds the module and the
+optax optimizer from its configuration and calls these functions.
+
+Batch layout (T5X's EncDecFeatureConverter): encoder_input_tokens [B, Ti],
+decoder_input_tokens [B, Tt] (targets shifted right, 0 first), decoder_target_tokens
+[B, Tt], optional decoder_loss_weights [B, Tt] (default: target != 0).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Optional
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+from cost_jax import network
+
+Array = jax.Array
+Batch = Mapping[str, Array]
+
+
+def cross_entropy_loss(logits: Array, targets: Array, weights: Optional[Array] = None,
+                       label_smoothing: float = 0.0, z_loss: float = 0.0) -> tuple[Array, Array]:
+  """Weighted mean token cross-entropy (+ optional z-loss) over [..., V] logits.
+
+  Returns (loss, z_loss_part): both are sums over tokens divided by sum(weights);
+  `loss` already includes the z-loss term z_loss * logsumexp(logits)^2.
+  With label_smoothing eps the target distribution is (1-eps) on the target plus
+  eps/V uniformly; the constant entropy of that distribution is subtracted so the
+  minimum is 0.
+  """
+  logits = logits.astype(jnp.float32)
+  v = logits.shape[-1]
+  if weights is None:
+    weights = (targets > 0).astype(jnp.float32)
+  weights = weights.astype(jnp.float32)
+  lse = jax.nn.logsumexp(logits, axis=-1)
+  target_logit = jnp.take_along_axis(logits, targets[..., None].astype(jnp.int32), axis=-1)[..., 0]
+  nll = lse - target_logit
+  if label_smoothing > 0.0:
+    eps = label_smoothing
+    smooth = lse - jnp.mean(logits, axis=-1)  # cross-entropy against the uniform distribution
+    nll = (1.0 - eps) * nll + eps * smooth
+    p_t, q = 1.0 - eps + eps / v, eps / v  # the smoothed target distribution
+    nll = nll + (p_t * jnp.log(p_t) + (v - 1) * q * jnp.log(q))  # minus its entropy
+  zl = z_loss * jnp.square(lse) if z_loss > 0.0 else jnp.zeros_like(lse)
+  denom = jnp.maximum(jnp.sum(weights), 1e-8)
+  z_part = jnp.sum(zl * weights) / denom
+  loss = jnp.sum((nll + zl) * weights) / denom
+  return loss, z_part
+
+
+def compute_metrics(logits: Array, targets: Array, weights: Array, loss: Array,
+                    z_loss: Array) -> dict[str, Array]:
+  """Token accuracy (weighted) and sequence accuracy (every weighted token right)."""
+  weights = weights.astype(jnp.float32)
+  correct = (jnp.argmax(logits, axis=-1) == targets).astype(jnp.float32)
+  denom = jnp.maximum(jnp.sum(weights), 1e-8)
+  token_acc = jnp.sum(correct * weights) / denom
+  seq_ok = jnp.all((correct > 0) | (weights == 0), axis=-1)
+  has_tokens = jnp.any(weights > 0, axis=-1)
+  seq_acc = jnp.sum(seq_ok & has_tokens) / jnp.maximum(jnp.sum(has_tokens), 1)
+  return {"loss": loss, "z_loss": z_loss, "token_accuracy": token_acc,
+          "sequence_accuracy": seq_acc.astype(jnp.float32), "num_tokens": jnp.sum(weights)}
+
+
+def _weights(batch: Batch) -> Array:
+  w = batch.get("decoder_loss_weights")
+  if w is None:
+    w = batch["decoder_target_tokens"] > 0
+  return w.astype(jnp.float32)
+
+
+def _forward(module: network.Transformer, params: Any, batch: Batch, enable_dropout: bool,
+             dropout_rng: Optional[Array]) -> Array:
+  rngs = {"dropout": dropout_rng} if enable_dropout else None
+  return module.apply(
+      {"params": params}, batch["encoder_input_tokens"], batch["decoder_input_tokens"],
+      batch["decoder_target_tokens"],
+      encoder_segment_ids=batch.get("encoder_segment_ids"),
+      decoder_segment_ids=batch.get("decoder_segment_ids"),
+      enable_dropout=enable_dropout, rngs=rngs)
+
+
+def loss_fn(params: Any, batch: Batch, dropout_rng: Optional[Array], *,
+            module: network.Transformer, label_smoothing: float = 0.0,
+            z_loss: float = 0.0) -> tuple[Array, dict[str, Array]]:
+  """(loss, metrics) of one batch; dropout on iff dropout_rng is not None."""
+  logits = _forward(module, params, batch, dropout_rng is not None, dropout_rng)
+  targets = batch["decoder_target_tokens"]
+  weights = _weights(batch)
+  loss, zl = cross_entropy_loss(logits, targets, weights, label_smoothing, z_loss)
+  return loss, compute_metrics(logits, targets, weights, loss, zl)
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: Array
+  params: Any
+  opt_state: Any
+
+  @classmethod
+  def create(cls, params: Any, optimizer: optax.GradientTransformation) -> "TrainState":
+    return cls(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params))
+
+
+def make_train_step(module: network.Transformer, optimizer: optax.GradientTransformation, *,
+                    label_smoothing: float = 0.0, z_loss: float = 0.0
+                    ) -> Callable[[TrainState, Batch, Array], tuple[TrainState, dict]]:
+  """Pure train_step(state, batch, rng) -> (state, metrics); jit it (donate state)."""
+
+  def train_step(state: TrainState, batch: Batch, rng: Array) -> tuple[TrainState, dict]:
+    dropout_rng = jax.random.fold_in(rng, state.step)
+    grad_fn = jax.value_and_grad(
+        lambda p: loss_fn(p, batch, dropout_rng, module=module,
+                          label_smoothing=label_smoothing, z_loss=z_loss), has_aux=True)
+    (_, metrics), grads = grad_fn(state.params)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = dict(metrics, grad_norm=optax.global_norm(grads))
+    return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+  return train_step
+
+
+def make_eval_step(module: network.Transformer, *, label_smoothing: float = 0.0
+                   ) -> Callable[[Any, Batch], dict]:
+  """Pure eval_step(params, batch) -> metrics (no dropout)."""
+
+  def eval_step(params: Any, batch: Batch) -> dict:
+    _, metrics = loss_fn(params, batch, None, module=module, label_smoothing=label_smoothing)
+    return metrics
+
+  return eval_step
+
+
+def matmul_flops_per_example(config: network.TransformerConfig, input_len: int,
+                             target_len: int) -> float:
+  """Analytic forward matmul FLOPs (2 x MACs) for one example; training ~= 3x this."""
+  e, h, d, m, v = (config.emb_dim, config.num_heads, config.head_dim, config.mlp_dim,
+                   config.vocab_size)
+  hd = h * d
+  n_mlp_in = len(config.mlp_activations)
+  mlp = e * m * n_mlp_in + m * e
+  ti, tt = input_len, target_len
+  enc_layer = ti * (e * 3 * hd + hd * e + mlp) + 2 * ti * ti * hd
+  dec_layer = (tt * (e * 3 * hd + hd * e + e * hd + hd * e + mlp) + ti * e * 2 * hd
+               + 2 * tt * tt * hd + 2 * tt * ti * hd)
+  logits = tt * e * v
+  macs = config.num_encoder_layers * enc_layer + config.num_decoder_layers * dec_layer + logits
+  return 2.0 * macs

@@ -1,0 +1,538 @@
+"""TIGER's encoder-decoder Transformer (T5.1.1 style) in Flax linen.
+
+Pre-norm (RMSNorm) encoder-decoder with T5 relative position biases (computed once
+per stack and forward, shared by all layers), fused QKV projections and a decoding
+cache in the "cache" collection. Defaults are TIGER's (§4.1.3): 4 encoder + 4 decoder
+layers, d_model 128, 6 heads of 64, MLP 1024, ReLU, dropout 0.1.
+
+The module serves both T5X's `EncoderDecoderModel` (the T5X example-network
+contract: `encode`, `decode`, `__call__` with the same argument names) and this
+project's own trainer / beam search. Parameters carry logical axis names through
+`flax.linen.partitioning.param_with_axes` (collection "params_axes") so T5X's
+partitioner can shard them.
+
+Beyond the T5X contract, `decode` accepts two keyword-only speed-ups used by
+`cost_jax.decoding`: `cross_kv` (encoder keys/values precomputed once per example
+with `precompute_cross_kv`) and `logit_range` (compute logits for a token slice
+only). When the decoder batch is a multiple of the encoder batch (beams laid out
+batch-major, as T5X's `flat_batch_beam_expand` does), cross-attention groups the
+beams of one example instead of requiring the encoder output to be tiled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable, Optional, Sequence
+
+import gin
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+from flax.linen import partitioning as nn_partitioning
+
+Array = jax.Array
+param_with_axes = nn_partitioning.param_with_axes
+
+NEG_BIAS = -1e9  # additive attention mask value (finite: fully masked rows stay NaN-free)
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class TransformerConfig:
+  """Hyperparameters; defaults are TIGER's seq2seq model (TIGER §4.1.3)."""
+  # 3 special + 4 x 256 codes + 2000 user buckets = 3027, rounded up to 128 (cost_jax.layout).
+  vocab_size: int = 3072
+  emb_dim: int = 128  # TIGER §4.1.3: "input dimension ... 128"
+  num_heads: int = 6  # TIGER §4.1.3: "6 self-attention heads"
+  head_dim: int = 64  # TIGER §4.1.3: "of dimension 64"
+  num_encoder_layers: int = 4  # TIGER §4.1.3: "4 layers each for the encoder and decoder"
+  num_decoder_layers: int = 4
+  mlp_dim: int = 1024  # TIGER §4.1.3: "The MLP ... dimension was set as 1024"
+  mlp_activations: tuple[str, ...] = ("relu",)  # TIGER §4.1.3: ReLU (T5.1.1 would be gated-gelu)
+  dropout_rate: float = 0.1  # TIGER §4.1.3: "We used a dropout of 0.1"
+  dtype: str = "float32"
+  # T5.1.1 (the T5X network TIGER used, §4.1.3) unties the output projection.
+  logits_via_embedding: bool = False
+  # "relative": T5 bucketed relative attention bias (T5X / TIGER); "absolute": learned.
+  position_embedding: str = "relative"
+  relative_attention_num_buckets: int = 32  # T5 default
+  relative_attention_max_distance: int = 128  # T5 default
+  max_input_len: int = 81  # 1 user token + 20 items x 4 tokens (absolute embeddings only)
+  max_target_len: int = 8  # >= ID length L (absolute embeddings only)
+  # Attention-probability dropout on/off (T5X applies `dropout_rate` there too).
+  attention_dropout: bool = True
+
+  def __post_init__(self):
+    object.__setattr__(self, "mlp_activations", tuple(self.mlp_activations))
+    if self.position_embedding not in ("relative", "absolute"):
+      raise ValueError(f"position_embedding must be 'relative' or 'absolute', "
+                       f"got {self.position_embedding!r}")
+
+  @property
+  def jnp_dtype(self):
+    return jnp.dtype(self.dtype)
+
+
+def _kernel_init(in_axis=0, out_axis=-1) -> Callable:
+  return nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal",
+                                          in_axis=in_axis, out_axis=out_axis)
+
+
+_ACTIVATIONS = {
+    "relu": jax.nn.relu, "gelu": jax.nn.gelu, "silu": jax.nn.silu, "swish": jax.nn.silu,
+    "linear": lambda x: x,
+}
+
+
+def dropout(x: Array, rate: float, rng: Array, broadcast_dims: Sequence[int] = ()) -> Array:
+  """Inverted dropout drawing 8 random bits per element (4x fewer than uint32).
+
+  The drop probability is quantized to multiples of 1/256 (0.1 -> 26/256 = 0.1016);
+  the survivors are rescaled by the exact keep probability, so E[out] = x.
+  """
+  if rate <= 0.0:
+    return x
+  threshold = int(round(rate * 256))
+  if threshold <= 0:
+    return x
+  shape = list(x.shape)
+  for d in broadcast_dims:
+    shape[d] = 1
+  bits = jax.random.bits(rng, tuple(shape), jnp.uint8)
+  keep = bits >= jnp.uint8(threshold)
+  scale = jnp.asarray(256.0 / (256 - threshold), x.dtype)
+  return jnp.where(keep, x * scale, jnp.zeros((), x.dtype))
+
+
+def relative_position_buckets(qlen: int, klen: int, bidirectional: bool, num_buckets: int,
+                              max_distance: int, q_offset: int = 0) -> np.ndarray:
+  """T5's log-spaced relative-position buckets, int32 [qlen, klen] (static numpy)."""
+  ctx = np.arange(qlen)[:, None] + q_offset
+  mem = np.arange(klen)[None, :]
+  rel = mem - ctx  # key position minus query position
+  n = -rel
+  ret = np.zeros_like(n)
+  if bidirectional:
+    num_buckets //= 2
+    ret += (n < 0).astype(n.dtype) * num_buckets
+    n = np.abs(n)
+  else:
+    n = np.maximum(n, 0)
+  max_exact = num_buckets // 2
+  is_small = n < max_exact
+  with np.errstate(divide="ignore"):
+    val_if_large = max_exact + (
+        np.log(np.maximum(n, 1) / max_exact) / np.log(max_distance / max_exact)
+        * (num_buckets - max_exact)).astype(n.dtype)
+  val_if_large = np.minimum(val_if_large, num_buckets - 1)
+  ret += np.where(is_small, n, val_if_large)
+  return ret.astype(np.int32)
+
+
+class RelativePositionBias(nn.Module):
+  """Per-head learned bias over T5 relative-position buckets: [1, H, q, k]."""
+  config: TransformerConfig
+  bidirectional: bool
+
+  @nn.compact
+  def __call__(self, qlen: int, klen: int) -> Array:
+    cfg = self.config
+    table = param_with_axes(
+        "rel_embedding", nn.initializers.normal(0.1),
+        (cfg.num_heads, cfg.relative_attention_num_buckets), jnp.float32,
+        axes=("heads", "relpos_buckets"))
+    buckets = relative_position_buckets(qlen, klen, self.bidirectional,
+                                        cfg.relative_attention_num_buckets,
+                                        cfg.relative_attention_max_distance)
+    # [H, nb] one-hot gather as a take over the static bucket matrix.
+    bias = jnp.take(table.astype(cfg.jnp_dtype), jnp.asarray(buckets), axis=1)  # [H, q, k]
+    return bias[None]
+
+
+class RMSNorm(nn.Module):
+  """T5 layer norm: scale only, no mean subtraction, no bias."""
+  epsilon: float = 1e-6
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    scale = param_with_axes("scale", nn.initializers.ones, (x.shape[-1],), jnp.float32,
+                            axes=("embed",))
+    var = jnp.mean(jnp.square(x), axis=-1, keepdims=True)
+    return x * jax.lax.rsqrt(var + self.epsilon) * scale.astype(x.dtype)
+
+
+def _attend(q: Array, k: Array, v: Array, bias: Optional[Array], drop: Callable) -> Array:
+  """q [B, Tq, H, D], k/v [B, Tk, H, D], bias broadcastable to [B, H, Tq, Tk]."""
+  scores = jnp.einsum("bqhd,bkhd->bhqk", q, k)
+  if bias is not None:
+    scores = scores + bias
+  probs = jax.nn.softmax(scores, axis=-1)
+  probs = drop(probs)
+  return jnp.einsum("bhqk,bkhd->bqhd", probs, v)
+
+
+class SelfAttention(nn.Module):
+  """Multi-head self-attention, fused QKV kernel [E, 3, H, D], optional decode cache."""
+  config: TransformerConfig
+
+  @nn.compact
+  def __call__(self, x: Array, bias: Optional[Array], deterministic: bool,
+               decode: bool = False, cache_index: Optional[Array] = None) -> Array:
+    cfg = self.config
+    dt = cfg.jnp_dtype
+    e, h, d = cfg.emb_dim, cfg.num_heads, cfg.head_dim
+    wqkv = param_with_axes("qkv_kernel", _kernel_init(0, (1, 2, 3)), (e, 3, h, d), jnp.float32,
+                           axes=("embed", None, "heads", "kv"))
+    wo = param_with_axes("out_kernel", _kernel_init((0, 1), 2), (h, d, e), jnp.float32,
+                         axes=("heads", "kv", "embed"))
+    qkv = jnp.einsum("bte,ekhd->btkhd", x, wqkv.astype(dt))
+    q = qkv[:, :, 0] * jnp.asarray(1.0 / np.sqrt(d), dt)
+    k = qkv[:, :, 1]
+    v = qkv[:, :, 2]
+
+    if decode:
+      initialized = self.has_variable("cache", "cached_key")
+      b, t = x.shape[0], x.shape[1]
+      cached_k = self.variable("cache", "cached_key", jnp.zeros, (b, t, h, d), dt)
+      cached_v = self.variable("cache", "cached_value", jnp.zeros, (b, t, h, d), dt)
+      if initialized:
+        if t != 1:
+          raise ValueError(f"decode=True expects a single token per step, got length {t}")
+        idx = cache_index
+        zero = jnp.zeros((), jnp.int32)
+        k = jax.lax.dynamic_update_slice(cached_k.value, k, (zero, idx, zero, zero))
+        v = jax.lax.dynamic_update_slice(cached_v.value, v, (zero, idx, zero, zero))
+        cached_k.value = k
+        cached_v.value = v
+
+    rate = cfg.dropout_rate if (cfg.attention_dropout and not deterministic) else 0.0
+    if rate > 0:
+      rng = self.make_rng("dropout")
+      drop = functools.partial(dropout, rate=rate, rng=rng, broadcast_dims=(2,))
+    else:
+      drop = lambda p: p
+    out = _attend(q, k, v, bias, drop)
+    return jnp.einsum("bthd,hde->bte", out, wo.astype(dt))
+
+
+class CrossAttention(nn.Module):
+  """Decoder-to-encoder attention. Query kernel [E, H, D], fused KV kernel [E, 2, H, D]."""
+  config: TransformerConfig
+
+  def setup(self):
+    cfg = self.config
+    e, h, d = cfg.emb_dim, cfg.num_heads, cfg.head_dim
+    self.q_kernel = param_with_axes("q_kernel", _kernel_init(0, (1, 2)), (e, h, d), jnp.float32,
+                                    axes=("embed", "heads", "kv"))
+    self.kv_kernel = param_with_axes("kv_kernel", _kernel_init(0, (1, 2, 3)), (e, 2, h, d),
+                                     jnp.float32, axes=("embed", None, "heads", "kv"))
+    self.out_kernel = param_with_axes("out_kernel", _kernel_init((0, 1), 2), (h, d, e),
+                                      jnp.float32, axes=("heads", "kv", "embed"))
+
+  def project_kv(self, encoded: Array) -> tuple[Array, Array]:
+    dt = self.config.jnp_dtype
+    kv = jnp.einsum("bte,ekhd->btkhd", encoded, self.kv_kernel.astype(dt))
+    return kv[:, :, 0], kv[:, :, 1]
+
+  def __call__(self, x: Array, encoded: Optional[Array], bias: Optional[Array],
+               deterministic: bool, kv: Optional[tuple[Array, Array]] = None) -> Array:
+    cfg = self.config
+    dt = cfg.jnp_dtype
+    d = cfg.head_dim
+    q = jnp.einsum("bte,ehd->bthd", x, self.q_kernel.astype(dt)) * jnp.asarray(1.0 / np.sqrt(d), dt)
+    k, v = kv if kv is not None else self.project_kv(encoded)
+    bq, tq = q.shape[0], q.shape[1]
+    bk = k.shape[0]
+    group = bq // bk
+    if group * bk != bq:
+      raise ValueError(f"decoder batch {bq} is not a multiple of encoder batch {bk}")
+    if group > 1:  # beams of one example share its encoder keys/values
+      q = q.reshape(bk, group * tq, *q.shape[2:])
+    rate = cfg.dropout_rate if (cfg.attention_dropout and not deterministic) else 0.0
+    if rate > 0:
+      rng = self.make_rng("dropout")
+      drop = functools.partial(dropout, rate=rate, rng=rng, broadcast_dims=(2,))
+    else:
+      drop = lambda p: p
+    out = _attend(q, k, v, bias, drop)
+    if group > 1:
+      out = out.reshape(bq, tq, *out.shape[2:])
+    return jnp.einsum("bthd,hde->bte", out, self.out_kernel.astype(dt))
+
+
+class MlpBlock(nn.Module):
+  config: TransformerConfig
+
+  @nn.compact
+  def __call__(self, x: Array, deterministic: bool) -> Array:
+    cfg = self.config
+    dt = cfg.jnp_dtype
+    acts = cfg.mlp_activations
+    if len(acts) == 1:
+      wi = param_with_axes("wi", _kernel_init(0, 1), (cfg.emb_dim, cfg.mlp_dim), jnp.float32,
+                           axes=("embed", "mlp"))
+      hidden = _ACTIVATIONS[acts[0]](jnp.einsum("bte,em->btm", x, wi.astype(dt)))
+    else:  # gated (T5.1.1-style) variant: product of the activations' branches
+      wi = param_with_axes("wi", _kernel_init(0, (1, 2)), (cfg.emb_dim, len(acts), cfg.mlp_dim),
+                           jnp.float32, axes=("embed", None, "mlp"))
+      hs = jnp.einsum("bte,ekm->btkm", x, wi.astype(dt))
+      hidden = _ACTIVATIONS[acts[0]](hs[:, :, 0])
+      for i, a in enumerate(acts[1:], start=1):
+        hidden = hidden * _ACTIVATIONS[a](hs[:, :, i])
+    if not deterministic and cfg.dropout_rate > 0:
+      hidden = dropout(hidden, cfg.dropout_rate, self.make_rng("dropout"))
+    wo = param_with_axes("wo", _kernel_init(0, 1), (cfg.mlp_dim, cfg.emb_dim), jnp.float32,
+                         axes=("mlp", "embed"))
+    return jnp.einsum("btm,me->bte", hidden, wo.astype(dt))
+
+
+def _residual_dropout(module: nn.Module, deterministic: bool) -> Callable[[Array], Array]:
+  rate = module.config.dropout_rate
+  if deterministic or rate <= 0:
+    return lambda y: y
+  return lambda y: dropout(y, rate, module.make_rng("dropout"))
+
+
+class EncoderLayer(nn.Module):
+  config: TransformerConfig
+
+  @nn.compact
+  def __call__(self, x: Array, bias: Array, deterministic: bool) -> Array:
+    cfg = self.config
+    drop = _residual_dropout(self, deterministic)
+    h = SelfAttention(cfg, name="attention")(RMSNorm(name="pre_attention_layer_norm")(x), bias,
+                                             deterministic)
+    x = x + drop(h)
+    h = MlpBlock(cfg, name="mlp")(RMSNorm(name="pre_mlp_layer_norm")(x), deterministic)
+    return x + drop(h)
+
+
+class DecoderLayer(nn.Module):
+  config: TransformerConfig
+
+  def setup(self):
+    cfg = self.config
+    self.pre_self_attention_layer_norm = RMSNorm()
+    self.self_attention = SelfAttention(cfg)
+    self.pre_cross_attention_layer_norm = RMSNorm()
+    self.encoder_decoder_attention = CrossAttention(cfg)
+    self.pre_mlp_layer_norm = RMSNorm()
+    self.mlp = MlpBlock(cfg)
+
+  def project_kv(self, encoded: Array) -> tuple[Array, Array]:
+    return self.encoder_decoder_attention.project_kv(encoded)
+
+  def __call__(self, x: Array, encoded: Optional[Array], self_bias: Optional[Array],
+               cross_bias: Optional[Array], deterministic: bool, decode: bool = False,
+               cache_index: Optional[Array] = None,
+               cross_kv: Optional[tuple[Array, Array]] = None) -> Array:
+    drop = _residual_dropout(self, deterministic)
+    h = self.self_attention(self.pre_self_attention_layer_norm(x), self_bias, deterministic,
+                            decode=decode, cache_index=cache_index)
+    x = x + drop(h)
+    h = self.encoder_decoder_attention(self.pre_cross_attention_layer_norm(x), encoded,
+                                       cross_bias, deterministic, kv=cross_kv)
+    x = x + drop(h)
+    h = self.mlp(self.pre_mlp_layer_norm(x), deterministic)
+    return x + drop(h)
+
+
+def _padding_bias(key_tokens: Array) -> Array:
+  """[B, Tk] tokens -> additive key-padding bias [B, 1, 1, Tk]."""
+  return jnp.where(key_tokens > 0, 0.0, NEG_BIAS).astype(jnp.float32)[:, None, None, :]
+
+
+def _segment_bias(q_seg: Array, k_seg: Array) -> Array:
+  """Packed examples: attend only within the same (non-zero) segment. [B, 1, Tq, Tk]."""
+  ok = (q_seg[:, :, None] == k_seg[:, None, :]) & (k_seg[:, None, :] > 0)
+  return jnp.where(ok, 0.0, NEG_BIAS).astype(jnp.float32)[:, None]
+
+
+class DecodeIndex(nn.Module):
+  """Holds the decoder's scalar `cache_index` (the position of the next decoded token)."""
+
+  @nn.compact
+  def __call__(self) -> Optional[Array]:
+    initialized = self.has_variable("cache", "cache_index")
+    var = self.variable("cache", "cache_index", lambda: jnp.zeros((), jnp.int32))
+    if not initialized:
+      return None
+    idx = var.value
+    var.value = idx + 1
+    return idx
+
+
+class Transformer(nn.Module):
+  """Encoder-decoder with the T5X example-network contract."""
+  config: TransformerConfig
+
+  def setup(self):
+    cfg = self.config
+    self.embedding = param_with_axes(
+        "token_embedder", nn.initializers.normal(1.0), (cfg.vocab_size, cfg.emb_dim),
+        jnp.float32, axes=("vocab", "embed"))
+    if not cfg.logits_via_embedding:
+      self.logits_kernel = param_with_axes(
+          "logits_dense", _kernel_init(0, 1), (cfg.emb_dim, cfg.vocab_size), jnp.float32,
+          axes=("embed", "vocab"))
+    if cfg.position_embedding == "relative":
+      self.encoder_rel_bias = RelativePositionBias(cfg, bidirectional=True,
+                                                   name="encoder_relpos_bias")
+      self.decoder_rel_bias = RelativePositionBias(cfg, bidirectional=False,
+                                                   name="decoder_relpos_bias")
+    else:
+      self.encoder_pos = param_with_axes(
+          "encoder_position_embedder", nn.initializers.normal(0.02),
+          (cfg.max_input_len, cfg.emb_dim), jnp.float32, axes=("abspos_buckets", "embed"))
+      self.decoder_pos = param_with_axes(
+          "decoder_position_embedder", nn.initializers.normal(0.02),
+          (cfg.max_target_len, cfg.emb_dim), jnp.float32, axes=("abspos_buckets", "embed"))
+    self.encoder_layers = [EncoderLayer(cfg, name=f"encoder_layer_{i}")
+                           for i in range(cfg.num_encoder_layers)]
+    self.encoder_norm = RMSNorm(name="encoder_norm")
+    self.decoder_layers = [DecoderLayer(cfg, name=f"decoder_layer_{i}")
+                           for i in range(cfg.num_decoder_layers)]
+    self.decoder_norm = RMSNorm(name="decoder_norm")
+    self.decoder_cache = DecodeIndex()
+
+  # --- helpers -----------------------------------------------------------------------------
+  def _embed(self, tokens: Array) -> Array:
+    return jnp.take(self.embedding, tokens, axis=0).astype(self.config.jnp_dtype)
+
+  def _dropout(self, x: Array, deterministic: bool) -> Array:
+    if deterministic or self.config.dropout_rate <= 0:
+      return x
+    return dropout(x, self.config.dropout_rate, self.make_rng("dropout"))
+
+  def _logits(self, y: Array, logit_range: Optional[tuple[int, int]] = None) -> Array:
+    cfg = self.config
+    if cfg.logits_via_embedding:
+      w = self.embedding if logit_range is None else self.embedding[logit_range[0]:logit_range[1]]
+      return jnp.einsum("bte,ve->btv", y, w.astype(y.dtype)) / jnp.sqrt(
+          jnp.asarray(cfg.emb_dim, y.dtype))
+    w = self.logits_kernel
+    if logit_range is not None:
+      w = w[:, logit_range[0]:logit_range[1]]
+    return jnp.einsum("bte,ev->btv", y, w.astype(y.dtype))
+
+  # --- T5X contract ------------------------------------------------------------------------
+  def encode(self, encoder_input_tokens: Array, encoder_segment_ids: Optional[Array] = None,
+             enable_dropout: bool = True) -> Array:
+    """[B, T] int tokens (0 = pad) -> encoded [B, T, emb_dim]."""
+    cfg = self.config
+    deterministic = not enable_dropout
+    tokens = encoder_input_tokens.astype(jnp.int32)
+    t = tokens.shape[1]
+    x = self._embed(tokens)
+    if encoder_segment_ids is not None:
+      bias = _segment_bias(encoder_segment_ids, encoder_segment_ids)
+    else:
+      bias = _padding_bias(tokens)
+    if cfg.position_embedding == "relative":
+      bias = bias + self.encoder_rel_bias(t, t)
+    else:
+      x = x + self.encoder_pos[:t].astype(x.dtype)[None]
+    x = self._dropout(x, deterministic)
+    for layer in self.encoder_layers:
+      x = layer(x, bias, deterministic)
+    return self._dropout(self.encoder_norm(x), deterministic)
+
+  def precompute_cross_kv(self, encoded: Array) -> tuple[tuple[Array, Array], ...]:
+    """Per decoder layer (keys, values) [B, T, H, D] of the encoder output (reuse across steps)."""
+    return tuple(layer.project_kv(encoded) for layer in self.decoder_layers)
+
+  def decode(self, encoded: Optional[Array], encoder_input_tokens: Array,
+             decoder_input_tokens: Array, decoder_target_tokens: Optional[Array] = None,
+             encoder_segment_ids: Optional[Array] = None,
+             decoder_segment_ids: Optional[Array] = None,
+             decoder_positions: Optional[Array] = None, enable_dropout: bool = True,
+             decode: bool = False, max_decode_length: Optional[int] = None, *,
+             cross_kv: Optional[Sequence[tuple[Array, Array]]] = None,
+             logit_range: Optional[tuple[int, int]] = None) -> Array:
+    """Decoder logits [B, Td, V] (or [B, Td, stop-start] with `logit_range`).
+
+    decode=True with an initialized "cache" collection runs one autoregressive step
+    (decoder_input_tokens [B, 1]); with an empty cache it runs the full sequence and
+    creates the cache sized by decoder_input_tokens' length (T5X's initialization call).
+    """
+    del decoder_positions, max_decode_length  # positions come from the cache index
+    cfg = self.config
+    deterministic = not enable_dropout
+    tokens = decoder_input_tokens.astype(jnp.int32)
+    b, t = tokens.shape
+    y = self._embed(tokens)
+
+    cache_index = self.decoder_cache() if decode else None
+    step = cache_index is not None
+
+    if step:
+      # The cache length is fixed at initialization; query position = cache_index.
+      max_len = self.variables["cache"]["decoder_layer_0"]["self_attention"]["cached_key"].shape[1]
+      pos = jnp.arange(max_len)
+      self_bias = jnp.where(pos <= cache_index, 0.0, NEG_BIAS).astype(jnp.float32)[None, None,
+                                                                                     None, :]
+      if cfg.position_embedding == "relative":
+        full = self.decoder_rel_bias(max_len, max_len)  # [1, H, L, L]
+        self_bias = self_bias + jax.lax.dynamic_slice_in_dim(full, cache_index, 1, axis=2)
+      else:
+        y = y + jax.lax.dynamic_slice_in_dim(self.decoder_pos, cache_index, 1,
+                                             axis=0).astype(y.dtype)[None]
+    else:
+      causal = np.tril(np.ones((t, t), bool))
+      if decoder_segment_ids is not None:
+        self_bias = _segment_bias(decoder_segment_ids, decoder_segment_ids)
+        self_bias = self_bias + jnp.where(jnp.asarray(causal), 0.0, NEG_BIAS)[None, None]
+      else:
+        self_bias = jnp.where(jnp.asarray(causal), 0.0, NEG_BIAS).astype(jnp.float32)[None, None]
+      if cfg.position_embedding == "relative":
+        self_bias = self_bias + self.decoder_rel_bias(t, t)
+      else:
+        y = y + self.decoder_pos[:t].astype(y.dtype)[None]
+
+    if encoder_segment_ids is not None and decoder_segment_ids is not None and not step:
+      cross_bias = _segment_bias(decoder_segment_ids, encoder_segment_ids)
+    else:
+      cross_bias = _padding_bias(encoder_input_tokens)
+
+    y = self._dropout(y, deterministic)
+    for i, layer in enumerate(self.decoder_layers):
+      y = layer(y, encoded, self_bias, cross_bias, deterministic, decode=decode,
+                cache_index=cache_index, cross_kv=None if cross_kv is None else cross_kv[i])
+    y = self._dropout(self.decoder_norm(y), deterministic)
+    return self._logits(y, logit_range)
+
+  def __call__(self, encoder_input_tokens: Array, decoder_input_tokens: Array,
+               decoder_target_tokens: Optional[Array] = None,
+               encoder_segment_ids: Optional[Array] = None,
+               decoder_segment_ids: Optional[Array] = None,
+               encoder_positions: Optional[Array] = None,
+               decoder_positions: Optional[Array] = None, enable_dropout: bool = True,
+               decode: bool = False, max_decode_length: Optional[int] = None) -> Array:
+    del encoder_positions
+    encoded = self.encode(encoder_input_tokens, encoder_segment_ids=encoder_segment_ids,
+                          enable_dropout=enable_dropout)
+    return self.decode(encoded, encoder_input_tokens, decoder_input_tokens,
+                       decoder_target_tokens, encoder_segment_ids=encoder_segment_ids,
+                       decoder_segment_ids=decoder_segment_ids,
+                       decoder_positions=decoder_positions, enable_dropout=enable_dropout,
+                       decode=decode, max_decode_length=max_decode_length)
+
+
+def init_variables(module: Transformer, rng: Array, input_len: int, target_len: int,
+                   batch_size: int = 1) -> dict:
+  """Initialize {'params', 'params_axes'} with dummy inputs of the given lengths."""
+  enc = jnp.ones((batch_size, input_len), jnp.int32)
+  dec = jnp.ones((batch_size, target_len), jnp.int32)
+  return module.init({"params": rng, "dropout": rng}, enc, dec, dec, enable_dropout=False)
+
+
+def init_params(module: Transformer, rng: Array, input_len: int, target_len: int) -> Any:
+  """Just the 'params' collection (jitted init, cheap)."""
+  fn = jax.jit(lambda r: init_variables(module, r, input_len, target_len)["params"])
+  return fn(rng)
+
+
+def param_count(params: Any) -> int:
+  return int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(params)))

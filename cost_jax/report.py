@@ -1,0 +1,390 @@
+"""Results report for the CoST ablation: results.md, results.csv and PNG plots.
+
+Input: metric rows (one per method and seed, the keys of the trainer's metrics.json), optional
+tokenizer statistics per method and seed (codebook usage per level, ID collisions before dedup),
+stage timings and free-text notes (deviations from the papers). Output, in `output_dir`:
+
+  results.csv          method, seed, then the metrics.json keys (one row per method and seed)
+  results.md           CoST Table 2 layout (per method an NDCG row and a Recall row, columns
+                       @5/@10/@20/@40, mean ± std over seeds) + "Impr." (cost over rqvae),
+                       the papers' orderings checked from the numbers, timings, notes
+  metrics.png          Recall@k / NDCG@k per method, bars = mean, error bars = std over seeds
+  codebook_usage.png   fraction of codes used per level per method
+  collisions.png       items sharing an ID before dedup, and the largest such group, per method
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+
+DEFAULT_KS = (5, 10, 20, 40)  # CoST Table 2 columns
+METRIC_KEYS = tuple(f"recall@{k}" for k in DEFAULT_KS) + tuple(f"ndcg@{k}" for k in DEFAULT_KS) + (
+    "invalid_id_rate", "num_users")
+
+# Display names: CoST Table 2 names the ablation by its loss; TIGER Table 3 by its ID type.
+METHOD_LABELS = {
+    "random": "Random ID",
+    "lsh": "LSH",
+    "rqvae": "L_re (RQ-VAE)",
+    "cost": "L_co (CoST)",
+    "rqvae+cost": "L_re + L_co",
+    "rqkmeans": "RQ-KMeans",
+    "popularity": "MostPop",
+    "sasrec": "SASRec",
+}
+ABLATION_ORDER = ("random", "lsh", "rqvae", "cost", "rqvae+cost", "rqkmeans")
+BASELINE_ORDER = ("popularity", "sasrec")
+
+# The papers' claims, as (better, worse, source).
+PAPER_ORDERINGS = (
+    ("cost", "rqvae", "CoST Table 2: L_co > L_re"),
+    ("rqvae", "random", "CoST Table 2 / TIGER Table 3: L_re (RQ-VAE) > Random ID"),
+    ("cost", "random", "CoST Table 2: L_co > Random ID"),
+    ("rqvae", "lsh", "TIGER Table 3: RQ-VAE > LSH"),
+    ("lsh", "random", "TIGER Table 3: LSH > Random ID"),
+)
+
+
+def label(method: str) -> str:
+  return METHOD_LABELS.get(method, method)
+
+
+def order_methods(methods: Iterable[str]) -> list[str]:
+  """Ablation methods in the papers' order, then unknown ones, then baselines."""
+  methods = list(dict.fromkeys(methods))
+  known = [m for m in ABLATION_ORDER if m in methods]
+  base = [m for m in BASELINE_ORDER if m in methods]
+  other = [m for m in methods if m not in known and m not in base]
+  return known + other + base
+
+
+# --- aggregation -------------------------------------------------------------------
+
+
+def summarize(rows: Sequence[Mapping], keys: Sequence[str] | None = None
+              ) -> dict[str, dict[str, tuple[float, float, int]]]:
+  """{method: {metric: (mean, std, n)}} over seeds; std is the sample std (ddof=1), 0 if n=1."""
+  keys = list(keys) if keys is not None else metric_columns(rows)
+  out: dict[str, dict[str, tuple[float, float, int]]] = {}
+  for method in order_methods(r["method"] for r in rows):
+    sel = [r for r in rows if r["method"] == method]
+    out[method] = {}
+    for k in keys:
+      vals = np.array([float(r[k]) for r in sel if k in r and r[k] is not None and r[k] != ""],
+                      np.float64)
+      vals = vals[~np.isnan(vals)]
+      if len(vals) == 0:
+        continue
+      std = float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
+      out[method][k] = (float(np.mean(vals)), std, int(len(vals)))
+  return out
+
+
+def improvement(new: float, old: float) -> float:
+  """Relative improvement (new - old) / old; nan when old is 0."""
+  return (new - old) / old if old else float("nan")
+
+
+def check_orderings(summary: Mapping[str, Mapping[str, tuple]], ks: Sequence[int] = DEFAULT_KS,
+                    claims=PAPER_ORDERINGS) -> list[dict]:
+  """For each claim whose methods both ran: per metric whether mean(better) > mean(worse)."""
+  results = []
+  metrics = [f"ndcg@{k}" for k in ks] + [f"recall@{k}" for k in ks]
+  for better, worse, source in claims:
+    if better not in summary or worse not in summary:
+      continue
+    per_metric = {}
+    for m in metrics:
+      if m in summary[better] and m in summary[worse]:
+        per_metric[m] = summary[better][m][0] > summary[worse][m][0]
+    if not per_metric:
+      continue
+    n_held = sum(per_metric.values())
+    results.append({"better": better, "worse": worse, "source": source,
+                    "per_metric": per_metric, "held": n_held, "total": len(per_metric),
+                    "verdict": ("held" if n_held == len(per_metric) else
+                                "did not hold" if n_held == 0 else "partly held")})
+  return results
+
+
+def metric_columns(rows: Sequence[Mapping]) -> list[str]:
+  """The metrics.json keys present in rows: known keys first (in METRIC_KEYS order), then others."""
+  present = []
+  for r in rows:
+    for k in r:
+      if k not in ("method", "seed") and k not in present:
+        present.append(k)
+  return [k for k in METRIC_KEYS if k in present] + [k for k in present if k not in METRIC_KEYS]
+
+
+# --- tables ------------------------------------------------------------------------
+
+
+def _cell(stat: tuple | None, with_std: bool) -> str:
+  if stat is None:
+    return "-"
+  mean, std, n = stat
+  return f"{mean:.4f} ± {std:.4f}" if with_std and n > 1 else f"{mean:.4f}"
+
+
+def _pct(x: float) -> str:
+  return "n/a" if x != x or math.isinf(x) else f"{100 * x:+.2f}%"
+
+
+def table2_markdown(summary: Mapping[str, Mapping[str, tuple]], ks: Sequence[int] = DEFAULT_KS,
+                    methods: Sequence[str] | None = None, with_std: bool = True,
+                    impr: tuple[str, str] | None = ("cost", "rqvae")) -> str:
+  """CoST Table 2 layout: per method an NDCG row and a Recall row; @k columns; Impr. row."""
+  methods = list(methods) if methods is not None else list(summary)
+  header = "| Methods | Metrics | " + " | ".join(f"@{k}" for k in ks) + " |"
+  lines = [header, "|" + "---|" * (len(ks) + 2)]
+  for method in methods:
+    stats = summary.get(method, {})
+    seeds = max((s[2] for s in stats.values()), default=0)
+    name = f"{label(method)} (n={seeds})" if seeds else label(method)
+    for i, metric in enumerate(("ndcg", "recall")):
+      cells = [_cell(stats.get(f"{metric}@{k}"), with_std) for k in ks]
+      lines.append(f"| {name if i == 0 else ''} | {'NDCG' if metric == 'ndcg' else 'Recall'} | "
+                   + " | ".join(cells) + " |")
+  if impr is not None and impr[0] in summary and impr[1] in summary:
+    new, old = summary[impr[0]], summary[impr[1]]
+    for i, metric in enumerate(("ndcg", "recall")):
+      cells = []
+      for k in ks:
+        key = f"{metric}@{k}"
+        cells.append(_pct(improvement(new[key][0], old[key][0])) if key in new and key in old
+                     else "-")
+      lines.append(f"| {'Impr.' if i == 0 else ''} | {'NDCG' if metric == 'ndcg' else 'Recall'} | "
+                   + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def rows_to_csv(rows: Sequence[Mapping]) -> str:
+  """method, seed, then the metrics.json keys; one row per method and seed."""
+  cols = ["method", "seed"] + metric_columns(rows)
+  buf = io.StringIO()
+  w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
+  w.writeheader()
+  key = lambda r: (order_methods([x["method"] for x in rows]).index(r["method"]), int(r["seed"]))
+  for r in sorted(rows, key=key):
+    w.writerow({c: r.get(c, "") for c in cols})
+  return buf.getvalue()
+
+
+def orderings_markdown(checks: Sequence[dict]) -> str:
+  if not checks:
+    return "(no pair of methods of the papers' orderings ran)"
+  lines = ["| Claim (paper) | Here | Metrics where it held |", "|---|---|---|"]
+  for c in checks:
+    failed = [m for m, ok in c["per_metric"].items() if not ok]
+    detail = f"{c['held']}/{c['total']}" + (f" (not: {', '.join(failed)})" if failed else "")
+    lines.append(f"| {label(c['better'])} > {label(c['worse'])} ({c['source']}) | "
+                 f"**{c['verdict']}** | {detail} |")
+  return "\n".join(lines)
+
+
+def tokenizer_table_markdown(stats: Sequence[Mapping]) -> str:
+  """Per method: mean codebook usage per level, colliding items and largest group (before dedup)."""
+  if not stats:
+    return "(no tokenizer statistics)"
+  by_method = _group_stats(stats)
+  lines = ["| Method | seeds | codebook usage per level (mean) | items in collisions before dedup "
+           "| largest group | ID length |", "|---|---|---|---|---|---|"]
+  for method, st in by_method.items():
+    usage = " / ".join(f"{u:.2f}" for u in st["usage_mean"])
+    lines.append(f"| {label(method)} | {st['n']} | {usage} | {st['collided_mean']:.1f} | "
+                 f"{st['largest_mean']:.1f} | {st['id_length']} |")
+  return "\n".join(lines)
+
+
+def _group_stats(stats: Sequence[Mapping]) -> dict[str, dict]:
+  out = {}
+  for method in order_methods(s["method"] for s in stats):
+    sel = [s for s in stats if s["method"] == method]
+    levels = max(len(s.get("usage", [])) for s in sel)
+    usage = np.full((len(sel), levels), np.nan)
+    for i, s in enumerate(sel):
+      u = s.get("usage", [])
+      usage[i, :len(u)] = u
+    collided = np.array([s.get("collided_items", np.nan) for s in sel], np.float64)
+    largest = np.array([s.get("largest_group", np.nan) for s in sel], np.float64)
+    out[method] = {
+        "n": len(sel),
+        "usage_mean": np.nanmean(usage, axis=0) if levels else np.zeros(0),
+        "usage_std": np.nanstd(usage, axis=0) if levels else np.zeros(0),
+        "collided_mean": float(np.nanmean(collided)) if np.isfinite(collided).any() else float("nan"),
+        "collided_std": float(np.nanstd(collided)) if np.isfinite(collided).any() else 0.0,
+        "largest_mean": float(np.nanmean(largest)) if np.isfinite(largest).any() else float("nan"),
+        "largest_std": float(np.nanstd(largest)) if np.isfinite(largest).any() else 0.0,
+        "id_length": sel[0].get("id_length", "?"),
+    }
+  return out
+
+
+def timings_markdown(timings: Sequence[Mapping]) -> str:
+  """Stage, status (ran / cached), wall seconds (as measured when the stage ran)."""
+  if not timings:
+    return "(no timings)"
+  lines = ["| Stage | Status | Wall time |", "|---|---|---|"]
+  total = 0.0
+  for t in timings:
+    sec = float(t.get("seconds") or 0.0)
+    total += sec if t.get("status") == "ran" else 0.0
+    lines.append(f"| {t['stage']} | {t.get('status', '?')} | {_fmt_seconds(sec)} |")
+  measured = sum(float(t.get("seconds") or 0.0) for t in timings)
+  lines.append(f"| **all stages** (as measured when each ran) | | **{_fmt_seconds(measured)}** |")
+  lines.append(f"| **this invocation** (stages that ran now) | | **{_fmt_seconds(total)}** |")
+  return "\n".join(lines)
+
+
+def _fmt_seconds(s: float) -> str:
+  m, sec = divmod(int(round(s)), 60)
+  h, m = divmod(m, 60)
+  return f"{h}:{m:02d}:{sec:02d}"
+
+
+# --- plots -------------------------------------------------------------------------
+
+
+def _plt():
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  return plt
+
+
+def plot_metrics(summary: Mapping[str, Mapping[str, tuple]], path: str,
+                 ks: Sequence[int] = DEFAULT_KS) -> None:
+  """Two panels (Recall@k, NDCG@k): grouped bars per method, error bars = std over seeds."""
+  plt = _plt()
+  methods = list(summary)
+  fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+  width = 0.8 / max(len(methods), 1)
+  x = np.arange(len(ks))
+  for ax, metric in zip(axes, ("recall", "ndcg")):
+    for i, m in enumerate(methods):
+      stats = [summary[m].get(f"{metric}@{k}", (np.nan, 0.0, 0)) for k in ks]
+      ax.bar(x + (i - (len(methods) - 1) / 2) * width, [s[0] for s in stats], width,
+             yerr=[s[1] for s in stats], capsize=2, label=label(m))
+    ax.set_xticks(x, [f"@{k}" for k in ks])
+    ax.set_title("Recall@k" if metric == "recall" else "NDCG@k")
+    ax.grid(axis="y", alpha=0.3)
+  axes[0].legend(fontsize=8)
+  fig.suptitle("Test metrics per method (mean ± std over seeds)")
+  fig.tight_layout()
+  _savefig(fig, path)
+  plt.close(fig)
+
+
+def plot_codebook_usage(stats: Sequence[Mapping], path: str) -> None:
+  """Fraction of codes used per level (bars = methods), mean ± std over seeds."""
+  plt = _plt()
+  grouped = _group_stats(stats)
+  fig, ax = plt.subplots(figsize=(8, 4.5))
+  levels = max((len(g["usage_mean"]) for g in grouped.values()), default=0)
+  width = 0.8 / max(len(grouped), 1)
+  x = np.arange(levels)
+  for i, (m, g) in enumerate(grouped.items()):
+    mean = np.full(levels, np.nan)
+    std = np.zeros(levels)
+    mean[:len(g["usage_mean"])] = g["usage_mean"]
+    std[:len(g["usage_std"])] = g["usage_std"]
+    ax.bar(x + (i - (len(grouped) - 1) / 2) * width, mean, width, yerr=std, capsize=2,
+           label=label(m))
+  ax.set_xticks(x, [f"level {l + 1}" for l in range(levels)])
+  ax.set_ylim(0, 1.05)
+  ax.set_ylabel("fraction of codebook entries used")
+  ax.set_title("Codebook usage per level")
+  ax.grid(axis="y", alpha=0.3)
+  if grouped:
+    ax.legend(fontsize=8)
+  fig.tight_layout()
+  _savefig(fig, path)
+  plt.close(fig)
+
+
+def plot_collisions(stats: Sequence[Mapping], path: str) -> None:
+  """Per method: items sharing their ID with another item before dedup, and the largest group."""
+  plt = _plt()
+  grouped = _group_stats(stats)
+  methods = list(grouped)
+  fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+  x = np.arange(len(methods))
+  for ax, key, title in ((axes[0], "collided", "items in collisions (before dedup)"),
+                         (axes[1], "largest", "largest group sharing one ID")):
+    ax.bar(x, [grouped[m][f"{key}_mean"] for m in methods],
+           yerr=[grouped[m][f"{key}_std"] for m in methods], capsize=3,
+           color=[f"C{i}" for i in range(len(methods))])
+    ax.set_xticks(x, [label(m) for m in methods], rotation=20, fontsize=8)
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+  fig.suptitle("Semantic-ID collisions per method (mean ± std over seeds)")
+  fig.tight_layout()
+  _savefig(fig, path)
+  plt.close(fig)
+
+
+# --- the report ----------------------------------------------------------------------
+
+
+def write_report(output_dir: str, rows: Sequence[Mapping], *,
+                 tokenizer_stats: Sequence[Mapping] = (), timings: Sequence[Mapping] = (),
+                 title: str = "CoST ablation", notes: Sequence[str] = (),
+                 setup: Sequence[str] = (), ks: Sequence[int] = DEFAULT_KS) -> dict[str, str]:
+  """Writes results.md, results.csv and the PNGs; returns {name: path}."""
+  os.makedirs(output_dir, exist_ok=True)
+  paths = {name: os.path.join(output_dir, name) for name in (
+      "results.md", "results.csv", "metrics.png", "codebook_usage.png", "collisions.png")}
+  summary = summarize(rows)
+  ablation = [m for m in summary if m not in BASELINE_ORDER]
+  baselines = [m for m in summary if m in BASELINE_ORDER]
+  checks = check_orderings(summary, ks)
+
+  md = [f"# {title}", ""]
+  if setup:
+    md += ["## Setup", ""] + [f"- {s}" for s in setup] + [""]
+  md += ["## Results (test split, leave-one-out, full ranking over all items)", "",
+         "CoST Table 2 layout: mean ± std (sample std, ddof=1) over seeds; n = number of seeds. "
+         "Impr. = relative improvement of L_co (CoST) over L_re (RQ-VAE), from the means.", "",
+         table2_markdown(summary, ks, ablation), ""]
+  if baselines:
+    md += ["### Baselines for context", "",
+           f"{', '.join(label(b) for b in baselines)}: scored with the same metric function on the "
+           "same split (same layout).", "",
+           table2_markdown(summary, ks, baselines, impr=None), ""]
+  md += ["## Do the papers' orderings hold here?", "",
+         "Computed from the means above, per metric (NDCG and Recall @5/@10/@20/@40).", "",
+         orderings_markdown(checks), ""]
+  md += ["## Semantic IDs", "", tokenizer_table_markdown(tokenizer_stats), ""]
+  md += ["## Plots", "", "![metrics](metrics.png)", "", "![codebook usage](codebook_usage.png)", "",
+         "![collisions](collisions.png)", ""]
+  md += ["## Wall time per stage", "", timings_markdown(timings), ""]
+  if notes:
+    md += ["## Deviations from the papers and notes", ""] + [f"- {n}" for n in notes] + [""]
+  md += ["## Per-seed values", "", "See results.csv (one row per method and seed).", ""]
+
+  _atomic_write(paths["results.md"], "\n".join(md))
+  _atomic_write(paths["results.csv"], rows_to_csv(rows))
+  plot_metrics(summary, paths["metrics.png"], ks)
+  plot_codebook_usage(tokenizer_stats, paths["codebook_usage.png"])
+  plot_collisions(tokenizer_stats, paths["collisions.png"])
+  return paths
+
+
+def _savefig(fig, path: str) -> None:
+  tmp = f"{path}.tmp-{os.getpid()}"
+  fig.savefig(tmp, dpi=110, format="png")
+  os.replace(tmp, path)
+
+
+def _atomic_write(path: str, text: str) -> None:
+  tmp = f"{path}.tmp-{os.getpid()}"
+  with open(tmp, "w") as f:
+    f.write(text)
+  os.replace(tmp, path)

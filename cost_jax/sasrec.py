@@ -1,0 +1,299 @@
+"""SASRec-style sequential recommender in Flax, with its own train / eval loop.
+
+A baseline for context (TIGER Table 1 compares against SASRec [Kang & McAuley, ICDM'18]):
+item-ID embeddings + learned position embeddings, `num_blocks` causal self-attention blocks
+(pre-LayerNorm, ReLU feed-forward, dropout), a final LayerNorm, and scores as the dot product
+of a position's output with the (shared) item embeddings.
+
+Loss (`SASRecConfig.loss`):
+  "softmax": full softmax cross-entropy over all items at every non-pad position (default;
+             a common stronger variant, and it needs no negative sampling).
+  "bce":     the SASRec paper's binary cross-entropy with one uniformly sampled negative per
+             position.
+Training data: each user's training part (items[:-2]); every epoch draws one random window of
+up to max_len + 1 items per user (next-item targets at every position). Evaluation ranks all
+items (full ranking, no sampled negatives, history items not filtered - as TIGER/CoST) from the
+last max_len items of train (validation) or train + [valid] (test), scored by
+cost_jax.metrics.retrieval_metrics.
+
+Token convention: item index i is token i + 1; 0 is padding (sequences are left-padded).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from cost_jax.errors import UserError
+from cost_jax.progress import Progress
+
+DEFAULT_KS = (5, 10, 20, 40)  # CoST Table 2 columns
+
+
+@dataclasses.dataclass(frozen=True)
+class SASRecConfig:
+  """Hyperparameters; defaults follow SASRec §4 (ML-1M setting) unless stated."""
+
+  num_items: int
+  max_len: int = 50        # issue 5 (SASRec used 200 for ML-1M, 50 for the sparse sets)
+  emb_dim: int = 64        # issue 5 (SASRec d=50)
+  num_blocks: int = 2      # SASRec b=2
+  num_heads: int = 1       # SASRec: single-head attention
+  dropout_rate: float = 0.2  # SASRec: 0.2 on ML-1M
+  learning_rate: float = 1e-3  # SASRec: Adam, lr 0.001
+  batch_size: int = 128    # SASRec: 128
+  num_epochs: int = 200    # SASRec trains ~200 epochs
+  loss: str = "softmax"    # "softmax" (full CE) or "bce" (SASRec paper, 1 negative)
+  eval_batch_size: int = 256
+
+  def __post_init__(self):
+    if self.loss not in ("softmax", "bce"):
+      raise UserError(f"sasrec.loss: must be 'softmax' or 'bce', got {self.loss!r}")
+    if self.num_items < 1 or self.max_len < 1 or self.emb_dim % self.num_heads:
+      raise UserError(f"sasrec: bad config {self}")
+
+
+class SASRecBlock(nn.Module):
+  """Pre-LN causal self-attention + ReLU feed-forward, both residual."""
+
+  emb_dim: int
+  num_heads: int
+  dropout_rate: float
+
+  @nn.compact
+  def __call__(self, x, mask, deterministic: bool):
+    y = nn.LayerNorm(epsilon=1e-8)(x)
+    y = nn.MultiHeadDotProductAttention(
+        num_heads=self.num_heads, qkv_features=self.emb_dim, out_features=self.emb_dim,
+        dropout_rate=self.dropout_rate, deterministic=deterministic)(y, y, mask=mask)
+    x = x + nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
+    y = nn.LayerNorm(epsilon=1e-8)(x)
+    y = nn.Dense(self.emb_dim)(y)
+    y = nn.relu(y)
+    y = nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
+    y = nn.Dense(self.emb_dim)(y)
+    return x + nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
+
+
+class SASRec(nn.Module):
+  """tokens int[B, L] (0 = pad) -> hidden float[B, L, D]; `item_logits` scores all items."""
+
+  config: SASRecConfig
+
+  def setup(self):
+    c = self.config
+    self.item_embed = nn.Embed(c.num_items + 1, c.emb_dim,
+                               embedding_init=nn.initializers.normal(stddev=c.emb_dim ** -0.5))
+    self.pos_embed = nn.Embed(c.max_len, c.emb_dim,
+                              embedding_init=nn.initializers.normal(stddev=0.02))
+    self.blocks = [SASRecBlock(c.emb_dim, c.num_heads, c.dropout_rate) for _ in range(c.num_blocks)]
+    self.final_norm = nn.LayerNorm(epsilon=1e-8)
+    self.dropout = nn.Dropout(c.dropout_rate)
+
+  def __call__(self, tokens, deterministic: bool = True):
+    c = self.config
+    length = tokens.shape[1]
+    valid = (tokens > 0)
+    x = self.item_embed(tokens) * (c.emb_dim ** 0.5)
+    x = x + self.pos_embed(jnp.arange(length))[None]
+    x = self.dropout(x, deterministic=deterministic)
+    x = x * valid[..., None]
+    causal = nn.make_causal_mask(tokens)                       # [B, 1, L, L]
+    keys = valid[:, None, None, :]                             # mask pad keys
+    mask = jnp.logical_and(causal, keys)
+    for block in self.blocks:
+      x = block(x, mask, deterministic)
+      x = x * valid[..., None]
+    return self.final_norm(x)
+
+  def item_logits(self, hidden):
+    """hidden [..., D] -> logits over items [..., num_items] (pad row excluded)."""
+    return hidden @ self.item_embed.embedding[1:].T
+
+  def score_last(self, tokens):
+    """Logits over all items from the last position of left-padded `tokens`."""
+    return self.item_logits(self(tokens, deterministic=True)[:, -1])
+
+
+# --- pure loss / step functions ------------------------------------------------
+
+
+def sequence_loss(item_table, hidden, targets, rng, loss: str):
+  """Mean loss over non-pad target positions.
+
+  item_table float[N, D] (item embeddings, no pad row); hidden float[B, L, D];
+  targets int[B, L] tokens (item index + 1; 0 = no target).
+  """
+  num_items = item_table.shape[0]
+  weights = (targets > 0).astype(jnp.float32)
+  labels = jnp.maximum(targets - 1, 0)  # item index
+  if loss == "softmax":
+    logits = hidden @ item_table.T                               # [B, L, N]
+    per_pos = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+  else:  # "bce": one uniform negative != positive (SASRec §3.5)
+    shift = jax.random.randint(rng, labels.shape, 1, max(num_items, 2))
+    negatives = (labels + shift) % num_items
+    pos = jnp.sum(hidden * item_table[labels], axis=-1)
+    neg = jnp.sum(hidden * item_table[negatives], axis=-1)
+    per_pos = -jax.nn.log_sigmoid(pos) - jax.nn.log_sigmoid(-neg)
+  return jnp.sum(per_pos * weights) / jnp.maximum(jnp.sum(weights), 1.0)
+
+
+def make_train_step(model: SASRec, tx: optax.GradientTransformation):
+  """Returns a jitted (params, opt_state, inputs, targets, rng) -> (params, opt_state, loss)."""
+  config = model.config
+
+  def loss_fn(params, inputs, targets, rng):
+    drop_rng, neg_rng = jax.random.split(rng)
+
+    def run(module, toks):
+      hidden = module(toks, deterministic=False)
+      return sequence_loss(module.item_embed.embedding[1:], hidden, targets, neg_rng,
+                           config.loss)
+
+    return nn.apply(run, model)({"params": params}, inputs, rngs={"dropout": drop_rng})
+
+  @jax.jit
+  def train_step(params, opt_state, inputs, targets, rng):
+    loss, grads = jax.value_and_grad(loss_fn)(params, inputs, targets, rng)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+  return train_step
+
+
+# --- data -----------------------------------------------------------------------
+
+
+def left_pad(seqs: Sequence[np.ndarray], length: int) -> np.ndarray:
+  """Last `length` item indices of each sequence as tokens (index + 1), left-padded with 0."""
+  out = np.zeros((len(seqs), length), np.int32)
+  for i, s in enumerate(seqs):
+    s = np.asarray(s, np.int64)[-length:]
+    if len(s):
+      out[i, length - len(s):] = s + 1
+  return out
+
+
+def sample_windows(train: Sequence[np.ndarray], max_len: int, rng: np.random.Generator
+                   ) -> tuple[np.ndarray, np.ndarray]:
+  """One random window per user with >= 2 training items: (inputs, targets) int32 [U, max_len]."""
+  inputs, targets = [], []
+  for s in train:
+    s = np.asarray(s)
+    if len(s) < 2:
+      continue
+    end = int(rng.integers(2, len(s) + 1))
+    w = s[max(0, end - max_len - 1):end]
+    inputs.append(w[:-1])
+    targets.append(w[1:])
+  return left_pad(inputs, max_len), left_pad(targets, max_len)
+
+
+# --- train / evaluate -----------------------------------------------------------
+
+
+def init_params(model: SASRec, seed: int):
+  dummy = jnp.ones((1, model.config.max_len), jnp.int32)
+  return model.init(jax.random.PRNGKey(seed), dummy)["params"]
+
+
+def train(config: SASRecConfig, train_seqs: Sequence[np.ndarray], seed: int = 0,
+          progress_desc: str = "sasrec") -> tuple[dict, list[float]]:
+  """Trains from scratch; returns (params, per-epoch mean losses)."""
+  model = SASRec(config)
+  params = init_params(model, seed)
+  tx = optax.adam(config.learning_rate, b2=0.98)  # SASRec: beta2 = 0.98
+  opt_state = tx.init(params)
+  step_fn = make_train_step(model, tx)
+  np_rng = np.random.default_rng(seed)
+  rng = jax.random.PRNGKey(seed + 1)
+  num_users = sum(1 for s in train_seqs if len(s) >= 2)
+  if num_users == 0:
+    raise UserError("sasrec: no user has >= 2 training items")
+  steps_per_epoch = -(-num_users // config.batch_size)
+  progress = Progress(config.num_epochs * steps_per_epoch, desc=progress_desc, unit="steps",
+                      items_per_step=config.batch_size)
+  losses, step = [], 0
+  for _ in range(config.num_epochs):
+    inputs, targets = sample_windows(train_seqs, config.max_len, np_rng)
+    order = np_rng.permutation(len(inputs))
+    epoch_losses = []
+    for b in range(steps_per_epoch):
+      idx = order[b * config.batch_size:(b + 1) * config.batch_size]
+      if len(idx) < config.batch_size:  # fixed shapes: top up from the front of the order
+        idx = np.concatenate([idx, order[:config.batch_size - len(idx)]])
+      rng, step_rng = jax.random.split(rng)
+      params, opt_state, loss = step_fn(params, opt_state, inputs[idx], targets[idx], step_rng)
+      step += 1
+      epoch_losses.append(loss)
+      progress.update(step, {"loss": float(loss)} if step % 20 == 0 else None)
+    losses.append(float(np.mean(jax.device_get(epoch_losses))))
+  progress.close({"loss": losses[-1]})
+  return params, losses
+
+
+def predict_topk(config: SASRecConfig, params, histories: Sequence[np.ndarray], k: int
+                 ) -> np.ndarray:
+  """int32 [U, k] item indices ranked over all items from each history's last max_len items."""
+  model = SASRec(config)
+  k = min(k, config.num_items)
+
+  @jax.jit
+  def topk_fn(p, toks):
+    logits = model.apply({"params": p}, toks, method=SASRec.score_last)
+    return jax.lax.top_k(logits, k)[1]
+
+  tokens = left_pad(histories, config.max_len)
+  out = []
+  bs = config.eval_batch_size
+  for b in range(0, len(tokens), bs):
+    chunk = tokens[b:b + bs]
+    n = len(chunk)
+    if n < bs:  # pad to a fixed shape (one compile)
+      chunk = np.concatenate([chunk, np.zeros((bs - n, chunk.shape[1]), np.int32)])
+    out.append(np.asarray(topk_fn(params, chunk))[:n])
+  return np.concatenate(out).astype(np.int32) if out else np.zeros((0, k), np.int32)
+
+
+def train_and_evaluate(loo, num_items: int, config: SASRecConfig | None = None, seed: int = 0,
+                       output_dir: str | None = None, ks: Sequence[int] = DEFAULT_KS,
+                       **overrides) -> dict:
+  """Trains on `loo.train`, scores the test split; returns metrics.json's keys (+ timing).
+
+  With `output_dir`: writes metrics.json, topk.npy, targets.npy, config.json, losses.json.
+  """
+  from cost_jax import metrics as metrics_lib  # pylint: disable=import-outside-toplevel
+  if config is None:
+    config = SASRecConfig(num_items=num_items, **overrides)
+  elif overrides:
+    config = dataclasses.replace(config, **overrides)
+  t0 = time.perf_counter()
+  params, losses = train(config, loo.train, seed=seed)
+  train_s = time.perf_counter() - t0
+  histories = [np.concatenate([np.asarray(t), [v]]) for t, v in zip(loo.train, loo.valid_target)]
+  topk = predict_topk(config, params, histories, max(ks))
+  targets = np.asarray(loo.test_target, np.int32)
+  result = {key: float(v) for key, v in metrics_lib.retrieval_metrics(topk, targets, ks=tuple(ks)).items()}
+  result["invalid_id_rate"] = 0.0
+  result["num_users"] = int(len(targets))
+  if output_dir is not None:
+    os.makedirs(output_dir, exist_ok=True)
+    with open(os.path.join(output_dir, "metrics.json"), "w") as f:
+      json.dump(result, f, indent=2, sort_keys=True)
+    with open(os.path.join(output_dir, "config.json"), "w") as f:
+      json.dump(dataclasses.asdict(config), f, indent=2)
+    with open(os.path.join(output_dir, "losses.json"), "w") as f:
+      json.dump({"epoch_loss": losses, "train_seconds": train_s, "seed": seed}, f, indent=2)
+    np.save(os.path.join(output_dir, "topk.npy"), topk)
+    np.save(os.path.join(output_dir, "targets.npy"), targets)
+  return result

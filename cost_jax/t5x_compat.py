@@ -1,0 +1,132 @@
+"""Glue between the paper setups (gin/setups/*.gin macros) and the real T5X.
+
+Gin-configurable factories used by gin/t5x/model.gin; T5X (not on PyPI) is
+imported inside the functions that need it, so this module imports without it.
+
+  learning_rate_schedule(learning_rate, schedule, constant_steps) -> step -> lr
+      "rsqrt": lr * sqrt(c / max(step, c)), i.e. constant for c steps then inverse
+      square root decay (TIGER §4.1.3: 0.01 for 10k steps); "constant": lr.
+      The same formula as cost_jax.train.learning_rate_fn (the built-in trainer).
+  optimizer(name, learning_rate_fn, weight_decay) -> a T5X OptimizerDef
+      "adafactor": t5x.adafactor.Adafactor with T5X's base.gin defaults (the learning
+      rate comes from trainer.Trainer.learning_rate_fn); "adamw": optax.adamw in
+      t5x.optimizers.OptaxWrapper (the schedule is given to optax).
+  constrained_decode_fn(vocabulary | tokenizer_dir) -> T5X decode_fn with the item trie
+      bound (cost_jax.decoding), for models.EncoderDecoderModel.decode_fn.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+from typing import Any, Callable
+
+import gin
+import numpy as np
+
+from cost_jax.errors import UserError
+
+SCHEDULES = ("rsqrt", "constant")
+OPTIMIZERS = ("adafactor", "adamw")
+
+
+@gin.configurable
+def learning_rate_schedule(learning_rate: float = 0.01, schedule: str = "rsqrt",
+                           constant_steps: int = 10_000) -> Callable[[Any], Any]:
+  """step -> learning rate (jnp float32). Defaults: TIGER §4.1.3."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  if schedule not in SCHEDULES:
+    raise UserError(f"learning_rate_schedule: schedule must be one of {SCHEDULES}, got {schedule!r}")
+  if learning_rate <= 0 or constant_steps < 1:
+    raise UserError("learning_rate_schedule: need learning_rate > 0 and constant_steps >= 1")
+  lr, c = float(learning_rate), float(constant_steps)
+  if schedule == "constant":
+    return lambda step: jnp.full((), lr, jnp.float32)
+
+  def rsqrt(step):
+    s = jnp.maximum(jnp.asarray(step, jnp.float32), c)
+    return lr * jnp.sqrt(c / s)
+
+  return rsqrt
+
+
+@gin.configurable
+def optimizer(name: str = "adafactor", learning_rate_fn: Callable[[Any], Any] | None = None,
+              weight_decay: float = 0.0):
+  """A T5X OptimizerDef for the setup's optimizer name (see module doc)."""
+  if name == "adafactor":
+    from t5x import adafactor  # pylint: disable=g-import-not-at-top
+    # T5X's defaults (t5x/examples/t5/t5_1_1/base.gin): decay_rate 0.8, step_offset 0.
+    return adafactor.Adafactor(decay_rate=0.8, step_offset=0,
+                               logical_factor_rules=adafactor.standard_logical_factor_rules())
+  if name == "adamw":
+    import optax  # pylint: disable=g-import-not-at-top
+    from t5x import optimizers  # pylint: disable=g-import-not-at-top
+    lr = learning_rate_fn if learning_rate_fn is not None else learning_rate_schedule()
+    return optimizers.OptaxWrapper(optax.adamw(learning_rate=lr, weight_decay=weight_decay))
+  raise UserError(f"optimizer: name must be one of {OPTIMIZERS}, got {name!r}")
+
+
+def item_tokens_of(vocabulary: Any = None, tokenizer_dir: str | None = None) -> np.ndarray:
+  """int32 [N, L] token ids of every item's semantic ID, from a tokenizer dir (Contract 1)."""
+  if tokenizer_dir is None:
+    tokenizer_dir = getattr(vocabulary, "tokenizer_dir", None)
+  if not tokenizer_dir:
+    raise UserError("constrained_decode_fn: give tokenizer_dir or a SemanticIDVocabulary "
+                    "built from a tokenizer dir")
+  from cost_jax_tasks import load_semantic_ids  # pylint: disable=g-import-not-at-top
+  _, item_tokens = load_semantic_ids(os.fspath(tokenizer_dir))
+  return item_tokens
+
+
+class ConstrainedDecodeFn:
+  """T5X decode_fn delegating to cost_jax.decoding.decode_fn with the item trie bound.
+
+  The trie is built on the first call (at trace time), so a model can be built and
+  trained before decoding is needed. Keyword arguments T5X passes that the target
+  does not take (e.g. decode_rng, cache_offset) are dropped.
+  """
+
+  def __init__(self, vocabulary: Any = None, tokenizer_dir: str | None = None,
+               constrained: bool = True, decode_kwargs: dict | None = None):
+    self.vocabulary = vocabulary
+    self.tokenizer_dir = tokenizer_dir
+    self.constrained = constrained
+    self.decode_kwargs = dict(decode_kwargs or {})
+
+  @functools.cached_property
+  def _bound(self) -> tuple[Callable[..., Any], frozenset | None]:
+    try:
+      from cost_jax import decoding  # pylint: disable=g-import-not-at-top
+    except ImportError as e:
+      raise UserError(f"constrained decoding needs cost_jax.decoding ({e})") from None
+    fn = decoding.decode_fn
+    params = inspect.signature(fn).parameters
+    kwargs = dict(self.decode_kwargs)
+    kwargs["trie"] = decoding.ItemTrie.from_tokens(item_tokens_of(self.vocabulary, self.tokenizer_dir))
+    if "constrained" in params:
+      kwargs["constrained"] = self.constrained
+    elif not self.constrained:
+      raise UserError("cost_jax.decoding.decode_fn has no unconstrained mode")
+    takes_any = any(p.kind == inspect.Parameter.VAR_KEYWORD for p in params.values())
+    return functools.partial(fn, **kwargs), None if takes_any else frozenset(params)
+
+  def __call__(self, *, inputs, cache, tokens_to_logits, eos_id, num_decodes, **kwargs):
+    fn, accepted = self._bound
+    if accepted is not None:
+      kwargs = {k: v for k, v in kwargs.items() if k in accepted}
+    return fn(inputs=inputs, cache=cache, tokens_to_logits=tokens_to_logits, eos_id=eos_id,
+              num_decodes=num_decodes, **kwargs)
+
+
+@gin.configurable
+def constrained_decode_fn(vocabulary: Any = None, tokenizer_dir: str | None = None,
+                          constrained: bool = True, **decode_kwargs) -> ConstrainedDecodeFn:
+  """T5X decode_fn: beam search restricted to valid item IDs (prefix trie of the catalogue).
+
+  Bound in gin as models.EncoderDecoderModel.decode_fn; T5X calls it like
+  t5x.decoding.beam_search(inputs=, cache=, tokens_to_logits=, eos_id=, num_decodes=, ...)
+  and expects (decodes [B, num_decodes, L] sorted by increasing score, scores [B, num_decodes]).
+  """
+  return ConstrainedDecodeFn(vocabulary, tokenizer_dir, constrained, decode_kwargs)

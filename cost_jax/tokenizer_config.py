@@ -1,0 +1,198 @@
+"""Tokenizer configuration: one frozen dataclass, two paper presets, overrides.
+
+Precedence: dataclass defaults < preset < gin bindings (`tokenizer.<field> = value`) <
+--set key=value / `overrides` dict. The preset is chosen by the method unless given
+(`preset` key): cost, rqvae+cost, rqkmeans, random -> "cost"; rqvae, lsh -> "tiger".
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import typing
+from typing import Any, Mapping
+
+from cost_jax.errors import UserError
+
+METHODS = ("cost", "rqvae", "rqvae+cost", "rqkmeans", "lsh", "random")
+NEURAL_METHODS = ("cost", "rqvae", "rqvae+cost")
+DEDUP_MODES = ("cost_reassign", "tiger_extra_token", "none")
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenizerConfig:
+  """Every hyperparameter of the tokenizer. Defaults = CoST (RecSys'24 §4.1) unless noted."""
+
+  preset: str = "cost"
+  # Objective: rqvae = L_mse + L_rq (CoST eq. 1, TIGER §3.1.1); cost = alpha L_cl + L_rq (eq. 5);
+  # rqvae+cost = their sum. Set from --method.
+  loss: str = "cost"
+  # Encoder hidden layers, ReLU (CoST §4.1, TIGER §4.1.3: 512, 256, 128). Decoder mirrors them.
+  hidden_dims: tuple[int, ...] = (512, 256, 128)
+  latent_dim: int = 96            # CoST §4.1: 96; TIGER §4.1.3: 32
+  codebook_size: int = 64         # K. CoST §4.1: 64; TIGER §4.1.3: 256
+  num_levels: int = 3             # M. CoST §4.1 and TIGER §4.1.3: 3
+  shared_codebook: bool = True    # CoST §4.1: one codebook shared by the 3 levels; TIGER: per level
+  beta: float = 0.25              # commitment weight in L_rq. CoST §4.1, TIGER §4.1.3: 0.25
+  alpha: float = 0.1              # weight of L_cl in L_co. CoST §4.1: 0.1
+  tau: float = 0.1                # InfoNCE temperature. CoST §4.1: 0.1 (Fig. 3 also 0.5, 1.0)
+  optimizer: str = "adam"         # CoST §4.1: Adam; TIGER §4.1.3: Adagrad
+  learning_rate: float = 1e-4     # CoST §4.1: 1e-4; TIGER §4.1.3: 0.4
+  batch_size: int = 256           # CoST §4.1: 256; TIGER §4.1.3: 1024
+  # Epochs. Papers: CoST Fig. 3 trains 20/50/100 epochs; TIGER §4.1.3 trains 20k epochs.
+  # Default here: 50 (cost) / 100 (tiger), which finish in a few minutes on 2 CPU cores
+  # for ~20k items (see README / tools/bench_tokenizer.py).
+  epochs: int = 50
+  kmeans_init: bool = True        # k-means init on the first batch (CoST §3.1.1, TIGER §3.1.1)
+  kmeans_iters: int = 100         # CoST preprint §3.1.1: 100 iterations
+  # Dead-code remedy (not in the papers; keeps usage high, cf. TIGER's ">= 80% usage" §4.1.3):
+  # every `dead_code_window` steps, codes unused at their level during the window are re-seeded
+  # from random current residuals of that level.
+  dead_code_remedy: bool = True
+  dead_code_window: int = 100
+  # Unique IDs: cost_reassign (CoST preprint §4.1 "no items share the same code"; colliding items
+  # move to the nearest free last-level code), tiger_extra_token (TIGER §3.1.3 / §4.1.3), none.
+  dedup: str = "cost_reassign"
+  lsh_bits: int = 8               # h hyperplanes per level, TIGER §4.3.2: 8 (codes 0..2^h-1)
+  lsh_levels: int = 4             # m levels, TIGER §4.3.2: 4
+  neighbor_k: int = 10            # K of neighbour precision@K (CoST preprint §4.1 "Top-K precision")
+  neighbor_sample: int = 5000     # items sampled for neighbour precision when N is larger
+  log_every_s: float = 2.0        # progress line interval (seconds)
+
+  def validate(self) -> "TokenizerConfig":
+    if self.loss not in ("rqvae", "cost", "rqvae+cost"):
+      raise UserError(f"config: loss must be rqvae, cost or rqvae+cost, got {self.loss!r}")
+    if self.dedup not in DEDUP_MODES:
+      raise UserError(f"config: dedup must be one of {DEDUP_MODES}, got {self.dedup!r}")
+    if self.optimizer not in ("adam", "adagrad", "sgd"):
+      raise UserError(f"config: optimizer must be adam, adagrad or sgd, got {self.optimizer!r}")
+    for name in ("latent_dim", "codebook_size", "num_levels", "batch_size", "kmeans_iters",
+                 "dead_code_window", "lsh_bits", "lsh_levels", "neighbor_k", "neighbor_sample"):
+      if getattr(self, name) < 1:
+        raise UserError(f"config: {name} must be >= 1, got {getattr(self, name)}")
+    if self.epochs < 0:
+      raise UserError(f"config: epochs must be >= 0, got {self.epochs}")
+    if not 1 <= self.lsh_bits <= 30:
+      raise UserError(f"config: lsh_bits must be in 1..30, got {self.lsh_bits}")
+    return self
+
+  def to_dict(self) -> dict:
+    d = dataclasses.asdict(self)
+    d["hidden_dims"] = list(self.hidden_dims)
+    return d
+
+  @classmethod
+  def from_dict(cls, d: Mapping[str, Any]) -> "TokenizerConfig":
+    known = {f.name for f in dataclasses.fields(cls)}
+    kw = {k: v for k, v in d.items() if k in known}
+    if "hidden_dims" in kw:
+      kw["hidden_dims"] = tuple(kw["hidden_dims"])
+    return cls(**kw)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # CoST RecSys'24 §4.1 (= preprint §4.1).
+    "cost": dict(latent_dim=96, codebook_size=64, num_levels=3, shared_codebook=True,
+                 optimizer="adam", learning_rate=1e-4, batch_size=256, epochs=50,
+                 dedup="cost_reassign"),
+    # TIGER §4.1.3 (20k epochs in the paper; 100 here).
+    "tiger": dict(latent_dim=32, codebook_size=256, num_levels=3, shared_codebook=False,
+                  optimizer="adagrad", learning_rate=0.4, batch_size=1024, epochs=100,
+                  dedup="tiger_extra_token"),
+}
+
+METHOD_PRESET = {"cost": "cost", "rqvae+cost": "cost", "rqkmeans": "cost", "random": "cost",
+                 "rqvae": "tiger", "lsh": "tiger"}
+
+
+def _field_types() -> dict[str, Any]:
+  return typing.get_type_hints(TokenizerConfig)
+
+
+def coerce(key: str, value: Any) -> Any:
+  """Converts a --set string (or gin value) to the type of field `key`."""
+  types = _field_types()
+  if key not in types:
+    raise UserError(f"config: unknown key {key!r}; known keys: {', '.join(sorted(types))}")
+  t = types[key]
+  try:
+    if isinstance(value, str):
+      if t is bool:
+        low = value.strip().lower()
+        if low in ("1", "true", "yes", "on"):
+          return True
+        if low in ("0", "false", "no", "off"):
+          return False
+        raise ValueError(value)
+      if t is str:
+        return value.strip().strip("'\"")
+      value = ast.literal_eval(value.strip())
+    if t is bool:
+      if not isinstance(value, (bool, int)):
+        raise ValueError(value)
+      return bool(value)
+    if t is int:
+      if isinstance(value, float) and not value.is_integer():
+        raise ValueError(value)
+      return int(value)
+    if t is float:
+      return float(value)
+    if t is str:
+      return str(value)
+    # tuple[int, ...]
+    if isinstance(value, int):
+      value = (value,)
+    return tuple(int(v) for v in value)
+  except (ValueError, SyntaxError, TypeError):
+    raise UserError(f"config: bad value {value!r} for {key} (expected {t})") from None
+
+
+def parse_set_args(items: list[str] | None) -> dict[str, Any]:
+  """["key=value", ...] -> {key: typed value}."""
+  out: dict[str, Any] = {}
+  for item in items or []:
+    if "=" not in item:
+      raise UserError(f"--set {item!r}: expected key=value")
+    k, v = item.split("=", 1)
+    out[k.strip()] = coerce(k.strip(), v)
+  return out
+
+
+def gin_overrides(gin_files: list[str] | None, gin_params: list[str] | None) -> dict[str, Any]:
+  """Reads `tokenizer.<field> = value` bindings from gin files / params into a dict."""
+  if not gin_files and not gin_params:
+    return {}
+  import gin  # pylint: disable=g-import-not-at-top
+
+  @gin.configurable("tokenizer")
+  def _bindings(**kwargs):
+    return kwargs
+
+  gin.clear_config()
+  try:
+    gin.parse_config_files_and_bindings(gin_files or [], gin_params or [], finalize_config=False)
+    values = _bindings()
+  except (OSError, IOError) as e:
+    raise UserError(f"gin: cannot read {getattr(e, 'filename', '') or e}") from None
+  except Exception as e:  # gin raises ValueError/KeyError/SyntaxError subclasses
+    raise UserError(f"gin: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+  finally:
+    gin.clear_config()
+  return {k: coerce(k, v) for k, v in values.items()}
+
+
+def make_config(method: str, overrides: Mapping[str, Any] | None = None) -> TokenizerConfig:
+  """Preset for `method` (or overrides['preset']), then overrides (already typed or strings)."""
+  if method not in METHODS:
+    raise UserError(f"--method: unknown method {method!r}; expected one of {', '.join(METHODS)}")
+  overrides = dict(overrides or {})
+  preset = overrides.pop("preset", None) or METHOD_PRESET[method]
+  if preset not in PRESETS:
+    raise UserError(f"config: unknown preset {preset!r}; expected one of {', '.join(PRESETS)}")
+  values: dict[str, Any] = dict(PRESETS[preset])
+  values["preset"] = preset
+  if method in NEURAL_METHODS:
+    values["loss"] = method
+  for k, v in overrides.items():
+    values[k] = coerce(k, v)
+  return TokenizerConfig(**values).validate()

@@ -1,0 +1,328 @@
+"""Next-item prediction as a seqio.Task over semantic-ID tokens (TIGER §3.2, CoST §3.2).
+
+One example = (user, history, next item):
+  "inputs"  = [user token] + the L semantic-ID tokens of each of the latest
+              `max_history` history items, oldest first (TIGER §4.1.3), no EOS;
+  "targets" = the next item's L tokens, no EOS (IDs have a fixed length L);
+  "item_index" (the target item) and "user_index" (int32 scalars) ride along for metrics.
+
+Splits follow the leave-one-out protocol (TIGER §4.1.1, CoST §4.1) of
+ProcessedDataset.leave_one_out():
+  train       every prefix of each user's training part: history items[:t], target items[t], t >= 1
+  validation  history = training part,                    target = valid_target (items[-2])
+  test        history = training part + [valid_target],   target = test_target (items[-1])
+
+Files are read at get_dataset time (not at registration), so tasks register
+before the data and tokenizer exist; a missing file is a UserError naming it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import seqio
+import tensorflow as tf
+
+from cost_jax.errors import UserError
+from cost_jax.layout import TokenLayout
+from cost_jax.vocabulary import SemanticIDVocabulary
+
+SPLITS = ("train", "validation", "test")
+SEMANTIC_IDS_FILE = "semantic_ids.npy"
+VOCABULARY_FILE = "vocabulary.json"
+DEFAULT_MAX_HISTORY = 20  # TIGER §4.1.1: "we limit the number of items in a user's history to 20"
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitIndex:
+  """Examples of one split as index arrays into `sequences` (numpy, built once).
+
+  Example e has history sequences[start[e]:end[e]] (item indices, oldest first)
+  and target item target[e] (= sequences[end[e]]).
+  """
+
+  sequences: np.ndarray   # int32 [total], every user's train + [valid, test] items, concatenated
+  start: np.ndarray       # int64 [E]
+  end: np.ndarray         # int64 [E]
+  target: np.ndarray      # int32 [E]
+  user_row: np.ndarray    # int64 [E], row of the user in the LeaveOneOut
+
+  def __len__(self) -> int:
+    return len(self.target)
+
+
+def split_index(train: Sequence[np.ndarray], valid_target: np.ndarray, test_target: np.ndarray,
+                split: str, max_history: int) -> SplitIndex:
+  """The examples of `split` (see module doc) as index arrays; pure numpy."""
+  if split not in SPLITS:
+    raise UserError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+  if max_history < 1:
+    raise UserError(f"max_history must be >= 1, got {max_history}")
+  n_train = np.asarray([len(t) for t in train], np.int64)
+  full = [np.concatenate([np.asarray(t, np.int32), [v, s]]).astype(np.int32)
+          for t, v, s in zip(train, valid_target, test_target)]
+  offsets = np.concatenate([[0], np.cumsum(n_train + 2)])[:-1].astype(np.int64)
+  sequences = np.concatenate(full) if full else np.zeros([0], np.int32)
+  if split == "train":
+    # One example per target position t = 1 .. n_train - 1 of each user.
+    counts = np.maximum(n_train - 1, 0)
+    user_row = np.repeat(np.arange(len(train), dtype=np.int64), counts)
+    first = np.repeat(np.cumsum(counts) - counts, counts)
+    t = np.arange(int(counts.sum()), dtype=np.int64) - first + 1
+    end = offsets[user_row] + t
+  else:
+    user_row = np.arange(len(train), dtype=np.int64)
+    end = offsets + n_train + (1 if split == "test" else 0)
+  start = np.maximum(end - max_history, offsets[user_row])
+  return SplitIndex(sequences=sequences, start=start, end=end,
+                    target=sequences[end] if len(end) else np.zeros([0], np.int32),
+                    user_row=user_row)
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskData:
+  """What one task reads from its dataset and tokenizer dirs."""
+
+  layout: TokenLayout
+  item_tokens: np.ndarray       # int32 [N, L]: token ids of each item's semantic ID
+  user_ids: list[str]           # raw user ids, LeaveOneOut order
+  user_index: np.ndarray        # int32 [U]
+  user_tokens: np.ndarray       # int32 [U]: hashed user token (TIGER §4.1.3)
+  train: list[np.ndarray]
+  valid_target: np.ndarray
+  test_target: np.ndarray
+
+  @property
+  def id_length(self) -> int:
+    return self.item_tokens.shape[1]
+
+
+def load_semantic_ids(tokenizer_dir: str, num_items: int | None = None) -> tuple[TokenLayout, np.ndarray]:
+  """(layout, item_tokens int32 [N, L]) of a tokenizer dir (Contract 1), validated."""
+  vocab_file = os.path.join(tokenizer_dir, VOCABULARY_FILE)
+  ids_file = os.path.join(tokenizer_dir, SEMANTIC_IDS_FILE)
+  for f in (vocab_file, ids_file):
+    if not os.path.isfile(f):
+      raise UserError(f"{f}: missing; build the tokenizer dir with "
+                      f"`python -m cost_jax.tokenize --embeddings EMB --method METHOD --output {tokenizer_dir}`")
+  layout = TokenLayout.load(vocab_file)
+  try:
+    ids = np.load(ids_file)
+  except (OSError, ValueError) as e:
+    raise UserError(f"{ids_file}: cannot read ({e})") from None
+  if ids.ndim != 2 or not np.issubdtype(ids.dtype, np.integer):
+    raise UserError(f"{ids_file}: expected an int array [num_items, L], got {ids.dtype} {ids.shape}")
+  if ids.shape[1] != layout.num_levels:
+    raise UserError(f"{ids_file}: IDs have length {ids.shape[1]} but {vocab_file} has "
+                    f"{layout.num_levels} levels")
+  bad = (ids < 0) | (ids >= np.asarray(layout.codebook_sizes))
+  if bad.any():
+    row, col = map(int, np.argwhere(bad)[0])
+    raise UserError(f"{ids_file}: row {row} level {col}: code {int(ids[row, col])} outside "
+                    f"[0, {layout.codebook_sizes[col]}) of {vocab_file}")
+  if num_items is not None and ids.shape[0] != num_items:
+    raise UserError(f"{ids_file}: {ids.shape[0]} rows but the dataset has {num_items} items")
+  return layout, layout.codes_to_tokens(ids)
+
+
+def load_task_data(dataset_dir: str, tokenizer_dir: str) -> TaskData:
+  from cost_jax.data.processed import ProcessedDataset  # Contract 2
+
+  if not os.path.isdir(dataset_dir):
+    raise UserError(f"{dataset_dir}: dataset directory missing; build it with "
+                    "`python -m cost_jax.data prepare ...`")
+  ds = ProcessedDataset.load(dataset_dir)
+  layout, item_tokens = load_semantic_ids(tokenizer_dir, ds.num_items)
+  loo = ds.leave_one_out()
+  user_index = (np.asarray(loo.user_index, np.int32) if loo.user_index is not None
+                else np.arange(len(loo.user_ids), dtype=np.int32))
+  if layout.num_user_buckets:
+    user_tokens = np.asarray([layout.user_token(u) for u in loo.user_ids], np.int32)
+  else:
+    user_tokens = np.full([len(loo.user_ids)], 2, np.int32)  # unk when the layout has no user tokens
+  return TaskData(layout=layout, item_tokens=item_tokens, user_ids=list(loo.user_ids),
+                  user_index=user_index, user_tokens=user_tokens, train=list(loo.train),
+                  valid_target=np.asarray(loo.valid_target, np.int32),
+                  test_target=np.asarray(loo.test_target, np.int32))
+
+
+class SeqRecSource:
+  """Lazily loads one (dataset dir, tokenizer dir) pair; dataset_fn / preprocessor / postprocessor."""
+
+  def __init__(self, name: str, dataset_dir: str, tokenizer_dir: str, max_history: int):
+    self.name = name
+    self.dataset_dir = os.path.abspath(dataset_dir)
+    self.tokenizer_dir = os.path.abspath(tokenizer_dir)
+    self.max_history = int(max_history)
+
+  @functools.cached_property
+  def data(self) -> TaskData:
+    return load_task_data(self.dataset_dir, self.tokenizer_dir)
+
+  @functools.cached_property
+  def _item_of_codes(self) -> dict[tuple[int, ...], int]:
+    codes = self.data.layout.tokens_to_codes(self.data.item_tokens)
+    return {tuple(int(c) for c in row): i for i, row in enumerate(codes)}
+
+  def split_index(self, split: str) -> SplitIndex:
+    d = self.data
+    return split_index(d.train, d.valid_target, d.test_target, split, self.max_history)
+
+  def num_examples(self, split: str) -> int:
+    return len(self.split_index(split))
+
+  # --- seqio hooks -----------------------------------------------------------------
+  def dataset_fn(self, split: str, shuffle_files: bool = False, seed: int | None = None) -> tf.data.Dataset:
+    """seqio.FunctionDataSource dataset_fn; shuffle_files shuffles all examples (numpy)."""
+    d = self.data
+    idx = self.split_index(split)
+    order = np.arange(len(idx))
+    if shuffle_files:
+      np.random.default_rng(seed).shuffle(order)
+    num_levels = d.id_length
+    sequences = tf.constant(idx.sequences, tf.int32)
+    item_tokens = tf.constant(d.item_tokens, tf.int32)
+    slices = {
+        "start": idx.start[order],
+        "end": idx.end[order],
+        "user_token": d.user_tokens[idx.user_row[order]],
+        "user_index": d.user_index[idx.user_row[order]],
+        "item_index": idx.target[order],
+    }
+
+    def to_example(ex: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+      history = sequences[ex["start"]:ex["end"]]
+      history_tokens = tf.reshape(tf.gather(item_tokens, history), [-1])
+      return {
+          "inputs": tf.concat([ex["user_token"][None], history_tokens], axis=0),
+          "targets": tf.ensure_shape(tf.gather(item_tokens, ex["item_index"]), [num_levels]),
+          "item_index": ex["item_index"],
+          "user_index": ex["user_index"],
+      }
+
+    return tf.data.Dataset.from_tensor_slices(slices).map(
+        to_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+  def fit_lengths(self, dataset: tf.data.Dataset,
+                  sequence_length: Mapping[str, int | None] | None = None) -> tf.data.Dataset:
+    """Checks targets == L; trims whole items from the *oldest* end when inputs are too long.
+
+    seqio's own trimming cuts the end of a sequence, which would drop the latest history.
+    """
+    if not sequence_length:
+      return dataset
+    num_levels = self.data.id_length
+    t_len = sequence_length.get("targets")
+    if t_len is not None and t_len != num_levels:
+      raise UserError(
+          f"task {self.name}: feature length targets={t_len}, but the semantic IDs in "
+          f"{os.path.join(self.tokenizer_dir, SEMANTIC_IDS_FILE)} have length {num_levels}; "
+          f"set TASK_FEATURE_LENGTHS = {{'inputs': {1 + self.max_history * num_levels}, "
+          f"'targets': {num_levels}}}")
+    i_len = sequence_length.get("inputs")
+    if i_len is None or i_len >= 1 + self.max_history * num_levels:
+      return dataset
+    if i_len < 1 + num_levels:
+      raise UserError(f"task {self.name}: feature length inputs={i_len} cannot hold the user "
+                      f"token and one item of {num_levels} tokens")
+    keep = (i_len - 1) // num_levels * num_levels
+
+    def trim(ex):
+      ex = dict(ex)
+      ex["inputs"] = tf.concat([ex["inputs"][:1], ex["inputs"][1:][-keep:]], axis=0)
+      return ex
+
+    return dataset.map(trim, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+  def item_of_tokens(self, tokens: Sequence[int]) -> int:
+    """Item index of a token sequence (its first L tokens), -1 when no item has that ID."""
+    num_levels = self.data.id_length
+    tokens = np.asarray(list(tokens)[:num_levels], np.int64)
+    if len(tokens) != num_levels:
+      return -1
+    codes = self.data.layout.tokens_to_codes(tokens)
+    return self._item_of_codes.get(tuple(int(c) for c in codes), -1)
+
+  def postprocess(self, output: Any, example: Mapping[str, Any] | None = None,
+                  is_target: bool = False) -> Any:
+    """seqio postprocess_fn: decoded string(s) -> item index(es).
+
+    Targets -> example["item_index"] (int). Predictions: one decoded string (top-1)
+    -> [item]; a list of strings (T5X `return_all_decodes=True`, sorted by increasing
+    score) -> items best first. -1 marks an ID that matches no item.
+    """
+    if is_target:
+      if example is not None and "item_index" in example:
+        return int(np.asarray(example["item_index"]))
+      return self._item_of_string(output)
+    if isinstance(output, (str, bytes)):
+      return [self._item_of_string(output)]
+    return [self._item_of_string(s) for s in reversed(list(output))]
+
+  @functools.cached_property
+  def _vocab(self) -> SemanticIDVocabulary:
+    return SemanticIDVocabulary(layout=self.data.layout)
+
+  def _item_of_string(self, s: str | bytes) -> int:
+    if isinstance(s, bytes):
+      s = s.decode("utf-8")
+    return self.item_of_tokens(self._vocab.encode(s))
+
+
+def retrieval_metric_fn(targets: Sequence[int], predictions: Sequence[Sequence[int]],
+                        ks: Sequence[int] = (5, 10, 20, 40)) -> dict[str, float]:
+  """seqio metric fn: recall@k / ndcg@k (cost_jax.metrics) and the invalid-ID rate.
+
+  `predictions[i]` are item indices best first (-1 = invalid ID), as the task's
+  postprocess_fn returns them.
+  """
+  from cost_jax import metrics  # Contract 4; imported here so tasks register without it
+
+  k_max = max([len(p) for p in predictions] + [1])
+  topk = np.full([len(predictions), k_max], -1, np.int32)
+  for i, p in enumerate(predictions):
+    topk[i, :len(p)] = p
+  out = {k: float(v) for k, v in metrics.retrieval_metrics(
+      topk, np.asarray(targets, np.int32), ks=tuple(ks)).items()}
+  out["invalid_id_rate"] = float((topk < 0).mean()) if topk.size else 0.0
+  return out
+
+
+def register_task(name: str, dataset_dir: str, tokenizer_dir: str,
+                  max_history: int = DEFAULT_MAX_HISTORY, *,
+                  metric_fns: Sequence[Callable[..., Any]] | None = None,
+                  replace: bool = True) -> seqio.Task:
+  """Registers (or replaces) task `name` over a processed dir and a tokenizer dir.
+
+  Nothing is read until get_dataset. metric_fns default to [retrieval_metric_fn].
+  """
+  source = SeqRecSource(name, dataset_dir, tokenizer_dir, max_history)
+  vocab = SemanticIDVocabulary(tokenizer_dir=source.tokenizer_dir)
+  if replace and name in seqio.TaskRegistry.names():
+    seqio.TaskRegistry.remove(name)
+  return seqio.TaskRegistry.add(
+      name,
+      source=seqio.FunctionDataSource(source.dataset_fn, splits=SPLITS,
+                                      num_input_examples=None),
+      preprocessors=[source.fit_lengths],
+      output_features={
+          "inputs": seqio.Feature(vocab, add_eos=False, dtype=tf.int32),
+          "targets": seqio.Feature(vocab, add_eos=False, dtype=tf.int32),
+      },
+      postprocess_fn=source.postprocess,
+      metric_fns=list(metric_fns) if metric_fns is not None else [retrieval_metric_fn],
+  )
+
+
+def task_source(task: seqio.Task | str) -> SeqRecSource:
+  """The SeqRecSource behind a registered task (for tools that want its files/items)."""
+  task = seqio.get_mixture_or_task(task) if isinstance(task, str) else task
+  fn = task.postprocessor
+  owner = getattr(fn, "__self__", None)
+  if not isinstance(owner, SeqRecSource):
+    raise UserError(f"task {task.name} is not a cost_jax_tasks task")
+  return owner

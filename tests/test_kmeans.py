@@ -1,0 +1,71 @@
+"""k-means and the tokenizer's k-means codebook initialisation."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cost_jax import kmeans as km
+from cost_jax import quantizer as rq
+from cost_jax import rqvae
+from cost_jax import tokenizer_config as tc
+from cost_jax import tokenizer_train as tt
+
+
+def test_lloyd_two_clusters_by_hand():
+  x = jnp.asarray([[0.0, 0.0], [0.0, 2.0], [10.0, 0.0], [10.0, 2.0]])
+  res = km.lloyd(x, jnp.asarray([[0.0, 0.0], [0.0, 2.0]]), iterations=10)
+  cents = sorted(map(tuple, np.asarray(res.centroids).round(6).tolist()))
+  assert cents == [(0.0, 1.0), (10.0, 1.0)]
+  assert float(res.distortion) == 1.0    # every point at distance 1 from its centroid
+
+
+def test_empty_cluster_is_reseeded():
+  x = jnp.asarray([[0.0], [1.0], [10.0], [11.0]])
+  # Centroid 2 starts far away and gets no points: it takes the farthest point instead.
+  res = km.lloyd(x, jnp.asarray([[0.5], [10.5], [100.0]]), iterations=5)
+  assert len(np.unique(np.asarray(res.assignments))) == 3
+
+
+def test_kmeans_beats_random_points():
+  rng = np.random.default_rng(0)
+  centers = rng.normal(size=(8, 6)) * 5
+  x = jnp.asarray((centers[rng.integers(0, 8, 400)] + rng.normal(size=(400, 6))).astype(np.float32))
+  key = jax.random.PRNGKey(0)
+  init = km.init_from_points(x, 8, key)
+  res = km.kmeans(x, 8, key, iterations=100)
+  assert float(res.distortion) < 0.5 * float(km.distortion(x, init))
+  assert float(res.distortion) < 1.5 * 6  # close to the noise variance (6 dims x 1)
+
+
+def test_residual_kmeans_levels_reduce_error():
+  rng = np.random.default_rng(1)
+  x = jnp.asarray(rng.normal(size=(300, 4)).astype(np.float32))
+  cents, codes = km.residual_kmeans(x, 8, 3, jax.random.PRNGKey(0), iterations=30)
+  assert cents.shape == (3, 8, 4) and codes.shape == (300, 3)
+  errs = []
+  for m in range(1, 4):
+    rec = rq.decode_codes(codes[:, :m], cents[:m])
+    errs.append(float(jnp.mean(jnp.sum((x - rec) ** 2, -1))))
+  assert errs[0] > errs[1] > errs[2]
+
+
+def test_tokenizer_kmeans_init_lowers_quantization_distortion():
+  rng = np.random.default_rng(2)
+  x = jnp.asarray(rng.normal(size=(256, 24)).astype(np.float32))
+  for shared in (False, True):
+    cfg = dataclasses.replace(tc.TokenizerConfig(), hidden_dims=(32,), latent_dim=8,
+                              codebook_size=16, num_levels=3, shared_codebook=shared,
+                              kmeans_iters=50)
+    model = rqvae.make_model(cfg, 24)
+    params = rqvae.init_params(model, jax.random.PRNGKey(0))
+    z = model.apply({"params": params}, x, method=rqvae.RQVAE.encode)
+
+    def err(p):
+      q = rq.residual_quantize(z, p["codebooks"], 3)
+      return float(jnp.mean(jnp.sum((z - q.quantized) ** 2, -1)))
+
+    init = tt.kmeans_init(model, params, x, cfg, jax.random.PRNGKey(1))
+    assert init["codebooks"].shape == params["codebooks"].shape
+    assert err(init) < 0.5 * err(params), shared

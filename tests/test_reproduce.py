@@ -1,0 +1,313 @@
+"""Tests for cost_jax.reproduce: stage cache, pipeline orchestration, CLI, end-to-end smoke."""
+
+import csv
+import dataclasses
+import json
+import os
+
+import numpy as np
+import pytest
+
+from cost_jax import reproduce
+from cost_jax.errors import UserError
+
+
+# --- stage cache -------------------------------------------------------------------------------
+
+
+def test_config_hash_is_canonical_and_changes_with_config():
+  a = reproduce.config_hash({"x": 1, "y": {"b": 2, "a": [1, 2]}})
+  assert a == reproduce.config_hash({"y": {"a": [1, 2], "b": 2}, "x": 1})  # key order irrelevant
+  assert a != reproduce.config_hash({"x": 2, "y": {"b": 2, "a": [1, 2]}})
+  assert a != reproduce.config_hash({"x": 1, "y": {"b": 2, "a": [2, 1]}})
+  assert len(a) == 12 and int(a, 16) >= 0
+
+
+def test_stage_cache_runs_once_then_skips(tmp_path):
+  cache = reproduce.StageCache(str(tmp_path))
+  calls = []
+
+  def fn(d):
+    calls.append(d)
+    with open(os.path.join(d, "out.txt"), "w") as f:
+      f.write("hello")
+    return {"n": 1}
+
+  r1 = cache.run("s", {"a": 1}, fn)
+  assert (r1.status, r1.value) == ("ran", {"n": 1})
+  assert open(os.path.join(r1.path, "out.txt")).read() == "hello"
+  marker = json.load(open(os.path.join(r1.path, reproduce.DONE_FILE)))
+  assert marker["config"] == {"a": 1} and marker["hash"] == reproduce.config_hash({"a": 1})
+  assert r1.hash in os.path.basename(r1.path)
+  r2 = cache.run("s", {"a": 1}, fn)
+  assert (r2.status, r2.value, len(calls)) == ("cached", {"n": 1}, 1)
+  assert r2.seconds == pytest.approx(r1.seconds)
+  r3 = cache.run("s", {"a": 2}, fn)  # new config -> new dir, runs
+  assert r3.status == "ran" and r3.path != r1.path and len(calls) == 2
+
+
+def test_stage_cache_reruns_interrupted_stage(tmp_path):
+  cache = reproduce.StageCache(str(tmp_path))
+
+  def crash(d):
+    with open(os.path.join(d, "partial"), "w") as f:
+      f.write("x")
+    raise KeyboardInterrupt
+
+  with pytest.raises(KeyboardInterrupt):
+    cache.run("s", {"a": 1}, crash)
+  path = cache.path("s", {"a": 1})
+  assert not os.path.exists(path)                 # nothing half-written in place
+  assert cache.done_marker("s", {"a": 1}) is None
+  # also a final dir without DONE (e.g. copied in by hand) counts as unfinished
+  os.makedirs(path)
+  r = cache.run("s", {"a": 1}, lambda d: open(os.path.join(d, "ok"), "w").close())
+  assert r.status == "ran"
+  assert sorted(os.listdir(path)) == ["DONE", "ok"]
+  assert not os.path.exists(path + ".tmp")
+
+
+# --- pipeline with fake stages ----------------------------------------------------------------
+
+METHODS = ("random", "lsh", "rqvae", "cost", "rqvae+cost")
+QUALITY = {"random": 0.01, "lsh": 0.015, "rqvae": 0.02, "cost": 0.025, "rqvae+cost": 0.022}
+
+
+class Fakes:
+  """Fake stage functions that record their calls and write what the real ones write."""
+
+  def __init__(self, fail_train=None):
+    self.calls = []
+    self.fail_train = fail_train
+
+  def fns(self):
+    return reproduce.StageFns(prepare=self.prepare, embed=self.embed, tokenize=self.tokenize,
+                              train=self.train, popularity=self.popularity, sasrec=self.sasrec)
+
+  def prepare(self, dataset, output):
+    self.calls.append(("prepare", dataset))
+    os.makedirs(output)
+    for f in reproduce.DATASET_FILES:
+      with open(os.path.join(output, f), "w") as fh:
+        fh.write(json.dumps({"users": 3, "items": 5, "interactions": 15}) if f == "stats.json"
+                 else "x")
+    return output
+
+  def embed(self, path, model):
+    self.calls.append(("embed", model))
+    np.save(os.path.join(path, "embeddings.npy"), np.eye(5, dtype=np.float32))
+    with open(os.path.join(path, "embeddings.json"), "w") as f:
+      json.dump({"model": model, "dim": 5}, f)
+
+  def tokenize(self, emb, method, output, seed, overrides):
+    self.calls.append(("tokenize", method, seed))
+    assert emb.shape == (5, 5)
+    os.makedirs(output)
+    np.save(os.path.join(output, "semantic_ids.npy"), np.arange(15, dtype=np.int32).reshape(5, 3))
+    return {"usage_per_level": [1.0, 0.5, 0.25],
+            "collisions_before_dedup": {"colliding_items": seed + 2, "largest_group": 2},
+            "id_length": 3, "wall_time_s": 0.1}
+
+  def _metrics(self, q):
+    m = {f"recall@{k}": q * k / 5 for k in (5, 10, 20, 40)}
+    m.update({f"ndcg@{k}": q * k / 10 for k in (5, 10, 20, 40)})
+    m.update(invalid_id_rate=0.0, num_users=3)
+    return m
+
+  def train(self, dataset_dir, tokenizer_dir, model_dir, seed, **tiger):
+    method = json.load(open(os.path.join(os.path.dirname(tokenizer_dir), "DONE")))["config"][
+        "method"]
+    self.calls.append(("train", method, seed))
+    assert os.path.isfile(os.path.join(tokenizer_dir, "semantic_ids.npy"))
+    assert os.path.isfile(os.path.join(dataset_dir, "embeddings.npy"))
+    if self.fail_train == (method, seed):
+      raise RuntimeError("boom")
+    m = self._metrics(QUALITY[method] + 0.001 * seed)
+    os.makedirs(model_dir)
+    with open(os.path.join(model_dir, "metrics.json"), "w") as f:
+      json.dump(m, f)
+    return m
+
+  def popularity(self, dataset_dir, output, ks):
+    self.calls.append(("popularity",))
+    return self._metrics(0.005)
+
+  def sasrec(self, dataset_dir, output, seed, ks, **cfg):
+    self.calls.append(("sasrec", seed))
+    return self._metrics(0.03)
+
+
+def small_profile(**kw):
+  return dataclasses.replace(reproduce.CPU, seeds=(0, 1), **kw)
+
+
+def test_pipeline_runs_all_stages_then_skips_them(tmp_path, capsys):
+  fakes = Fakes()
+  out = str(tmp_path / "out")
+  pipe = reproduce.Pipeline(small_profile(), out, fns=fakes.fns())
+  results = pipe.run()
+  assert {r.status for r in results} == {"ran"}
+  assert len(results) == 2 + 1 + 2 * (2 * len(METHODS) + 1)
+  assert fakes.calls.count(("train", "cost", 1)) == 1
+  # the report
+  rows = list(csv.DictReader(open(os.path.join(out, "results.csv"))))
+  assert len(rows) == 2 * len(METHODS) + 1 + 2
+  assert list(rows[0])[:4] == ["method", "seed", "recall@5", "recall@10"]
+  md = open(os.path.join(out, "results.md")).read()
+  assert "| Impr. | NDCG | +24.39% |" in md  # (0.0255 - 0.0205) / 0.0205
+  assert "L_co (CoST) > L_re (RQ-VAE)" in md and "**held**" in md
+  for png in ("metrics.png", "codebook_usage.png", "collisions.png"):
+    assert os.path.getsize(os.path.join(out, png)) > 0
+  err = capsys.readouterr().err
+  assert "[stage 5/" in err and "stage summary" in err
+  # second run: everything cached, nothing called
+  fakes.calls.clear()
+  results = reproduce.Pipeline(small_profile(), out, fns=fakes.fns()).run()
+  assert {r.status for r in results} == {"cached"}
+  assert fakes.calls == []
+  assert "skipped (cached)" in capsys.readouterr().err
+
+
+def test_changed_train_config_reruns_only_training(tmp_path):
+  fakes = Fakes()
+  out = str(tmp_path / "out")
+  reproduce.Pipeline(small_profile(), out, fns=fakes.fns()).run()
+  fakes.calls.clear()
+  prof = reproduce.apply_overrides(small_profile(), ["tiger.num_train_steps=7"])
+  results = {r.name: r.status for r in reproduce.Pipeline(prof, out, fns=fakes.fns()).run()}
+  assert results["tokenize-cost-s0"] == "cached" and results["train-cost-s0"] == "ran"
+  assert results["sasrec-s1"] == "cached" and results["popularity"] == "cached"
+  assert sorted(c[0] for c in fakes.calls) == ["train"] * (2 * len(METHODS))
+  # a tokenizer change re-runs that method's tokenizer and training only
+  fakes.calls.clear()
+  prof2 = reproduce.apply_overrides(prof, ["tokenizer.cost.tau=0.5"])
+  results = {r.name: r.status for r in reproduce.Pipeline(prof2, out, fns=fakes.fns()).run()}
+  ran = sorted(n for n, s in results.items() if s == "ran")
+  assert ran == ["tokenize-cost-s0", "tokenize-cost-s1", "train-cost-s0", "train-cost-s1"]
+
+
+def test_failed_stage_does_not_stop_the_rest(tmp_path):
+  fakes = Fakes(fail_train=("lsh", 0))
+  out = str(tmp_path / "out")
+  results = {r.name: r for r in reproduce.Pipeline(small_profile(), out, fns=fakes.fns()).run()}
+  assert results["train-lsh-s0"].status == "failed" and "boom" in results["train-lsh-s0"].error
+  assert results["train-cost-s1"].status == "ran"
+  rows = list(csv.DictReader(open(os.path.join(out, "results.csv"))))
+  assert len(rows) == 2 * len(METHODS) - 1 + 3
+  assert "train-lsh-s0" in open(os.path.join(out, "results.md")).read()
+  # the next run retries only the failed stage
+  fakes2 = Fakes()
+  results = {r.name: r.status for r in reproduce.Pipeline(small_profile(), out,
+                                                          fns=fakes2.fns()).run()}
+  assert fakes2.calls == [("train", "lsh", 0)]
+  assert results["train-lsh-s0"] == "ran"
+
+
+def test_interrupted_pipeline_resumes(tmp_path):
+  class Interrupt(Fakes):
+    def train(self, dataset_dir, tokenizer_dir, model_dir, seed, **tiger):
+      if seed == 1:
+        raise KeyboardInterrupt
+      return super().train(dataset_dir, tokenizer_dir, model_dir, seed, **tiger)
+
+  out = str(tmp_path / "out")
+  with pytest.raises(KeyboardInterrupt):
+    reproduce.Pipeline(small_profile(), out, fns=Interrupt().fns()).run()
+  # a partial report (seed 0) was written before seed 1 started
+  md = open(os.path.join(out, "results.md")).read()
+  assert "PARTIAL" in md and "(n=1)" in md
+  fakes = Fakes()
+  results = {r.name: r.status for r in reproduce.Pipeline(small_profile(), out,
+                                                          fns=fakes.fns()).run()}
+  assert results["train-random-s0"] == "cached" and results["tokenize-random-s1"] == "cached"
+  assert results["train-random-s1"] == "ran"
+  assert ("train", "random", 0) not in fakes.calls
+
+
+def test_cli_list_and_overrides(tmp_path, capsys):
+  out = str(tmp_path / "o")
+  assert reproduce.main(["--list", "--output", out, "--seeds", "3,4", "--methods", "cost,rqvae",
+                         "--baselines", ""], fns=Fakes().fns()) == 0
+  err = capsys.readouterr().err
+  assert "tokenize-cost-s3" in err and "train-rqvae-s4" in err and "sasrec" not in err
+  assert not os.path.exists(os.path.join(out, "stages"))
+  prof = reproduce.apply_overrides(reproduce.CPU, ["tiger.mlp_dim=32", "sasrec.loss=bce",
+                                                   "tokenizer.epochs=3", "seeds=0,1"])
+  assert prof.tiger["mlp_dim"] == 32 and prof.sasrec["loss"] == "bce" and prof.seeds == (0, 1)
+  assert prof.tokenizer_overrides("cost") == {"preset": "cost", "epochs": 3}
+  assert reproduce.CPU.tiger["mlp_dim"] == 256  # the preset itself is untouched
+  with pytest.raises(SystemExit) as e:
+    reproduce.main(["--list", "--set", "bogus.key=1", "--output", out])
+  assert e.value.code == 2
+  assert "unknown key" in capsys.readouterr().err
+  with pytest.raises(UserError):
+    reproduce.Pipeline(dataclasses.replace(reproduce.CPU, methods=("nope",)), out)
+
+
+def test_cli_end_to_end_with_fakes_and_report_only(tmp_path):
+  out = str(tmp_path / "o")
+  fakes = Fakes()
+  assert reproduce.main(["--output", out, "--seeds", "0"], fns=fakes.fns()) == 0
+  os.remove(os.path.join(out, "results.md"))
+  assert reproduce.main(["--output", out, "--seeds", "0", "--report_only"], fns=fakes.fns()) == 0
+  assert os.path.isfile(os.path.join(out, "results.md"))
+  assert reproduce.main(["--output", out, "--seeds", "0", "--methods", "cost",
+                         "--set", "tiger.num_train_steps=1"], fns=Fakes(
+                             fail_train=("cost", 0)).fns()) == 1
+
+
+def test_tokenizer_stats_normalizes_report():
+  rep = {"usage_per_level": [1.0, 0.75], "collisions_before_dedup": {
+      "colliding_items": 7, "largest_group": 3, "collision_groups": 2, "unique_ids": 9},
+         "id_length": 3, "neighbor_precision": {"value": 0.4}, "wall_time_s": 2.5}
+  s = reproduce.tokenizer_stats(rep, "cost", 1)
+  assert s == {"method": "cost", "seed": 1, "usage": [1.0, 0.75], "collided_items": 7,
+               "largest_group": 3, "collision_groups": 2, "unique_ids": 9, "id_length": 3,
+               "neighbor_precision": 0.4, "seconds": 2.5}
+
+
+# --- end to end with the real stages ------------------------------------------------------------
+
+
+def _synthetic_dataset(path, num_users=24, num_items=30, seed=0):
+  from cost_jax.data import processed  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(seed)
+  events = {}
+  for u in range(num_users):
+    start = int(rng.integers(0, num_items))
+    n = int(rng.integers(5, 10))
+    events[f"u{u}"] = [(t, f"i{(start + t) % num_items}") for t in range(n)]
+  fields = {f"i{i}": {"text": f"Item category: c{i % 3}. Title: item {i}."}
+            for i in range(num_items)}
+  data = processed.Interactions(user_events=events, item_fields=fields, sources=[])
+  processed.build_and_write("synthetic", data, str(path), malformed_json={"rows": 0},
+                            min_seq_len=None, max_seq_len=None, options={})
+  ds = processed.ProcessedDataset.load(str(path))
+  np.save(os.path.join(path, "embeddings.npy"),
+          rng.normal(size=(ds.num_items, 16)).astype(np.float32))
+  return str(path)
+
+
+@pytest.mark.slow
+def test_reproduce_smoke_real_stages(tmp_path):
+  ds = _synthetic_dataset(tmp_path / "ds")
+  out = str(tmp_path / "out")
+  sets = ["tiger.num_train_steps=4", "tiger.batch_size=16", "tiger.emb_dim=16",
+          "tiger.num_heads=2", "tiger.head_dim=8", "tiger.mlp_dim=32",
+          "tiger.num_encoder_layers=1", "tiger.num_decoder_layers=1", "tiger.num_beams=4",
+          "tiger.topk=4", "tiger.eval_num_users=4", "tiger.eval_batch_size=8",
+          "tokenizer.epochs=2", "tokenizer.codebook_size=4", "tokenizer.latent_dim=8",
+          "tokenizer.hidden_dims=(16,)", "tokenizer.batch_size=16", "tokenizer.kmeans_iters=5",
+          "tokenizer.lsh.lsh_bits=2", "sasrec.num_epochs=2", "sasrec.max_len=8",
+          "sasrec.emb_dim=8", "ks=(1,2,4)"]
+  args = ["--output", out, "--dataset_dir", ds, "--seeds", "0"]
+  for s in sets:
+    args += ["--set", s]
+  assert reproduce.main(args) == 0
+  rows = list(csv.DictReader(open(os.path.join(out, "results.csv"))))
+  assert {r["method"] for r in rows} == set(METHODS) | {"popularity", "sasrec"}
+  for r in rows:
+    assert 0.0 <= float(r["recall@4"]) <= 1.0
+  assert "Impr." in open(os.path.join(out, "results.md")).read()
+  # a re-run skips every stage
+  assert reproduce.main(args) == 0
