@@ -82,12 +82,14 @@ class Profile:
 
 # The CoST ablation compares losses with one architecture: every neural tokenizer (L_re, L_co,
 # L_re + L_co) and the random IDs use CoST's preset (§4.1: latent 96, 3 levels x 64 codes shared,
-# Adam 1e-4, batch 256, unique IDs by re-assignment). LSH keeps TIGER §4.3.2 (8 bits x 4 levels).
+# Adam 1e-4, batch 256, unique IDs by re-assignment). LSH keeps TIGER §4.3.2's hashing (8 bits x
+# 4 levels) but resolves collisions the same way as the others (no extra token).
 _ABLATION_TOKENIZER = {
     "rqvae": {"preset": "cost"},
     "cost": {"preset": "cost"},
     "rqvae+cost": {"preset": "cost"},
     "random": {"preset": "cost"},
+    "lsh": {"dedup": "cost_reassign"},
 }
 
 PAPER = Profile(
@@ -107,6 +109,7 @@ PAPER = Profile(
         # inverse sqrt, 200k steps for Beauty/Sports)
         "batch_size": 256, "learning_rate": 0.01, "lr_schedule": "rsqrt",
         "lr_constant_steps": 10_000, "num_train_steps": 200_000,
+        "max_history": 20,                                       # TIGER §4.1.1
         "num_beams": 50, "topk": 40,                             # top-40 for Recall@40
         "eval_every": 5_000, "eval_num_users": 0, "checkpoint_every": 1_000,
     },
@@ -123,11 +126,12 @@ CPU = Profile(
         "emb_dim": 64, "num_heads": 4, "head_dim": 16,
         "num_encoder_layers": 2, "num_decoder_layers": 2,
         "mlp_dim": 256, "dropout_rate": 0.1,
+        "max_history": 10,  # TIGER §4.1.1: 20; halves the encoder cost on CPU
         "batch_size": 256, "learning_rate": 0.01, "lr_schedule": "rsqrt",
-        "lr_constant_steps": 300, "num_train_steps": 1500,
+        "lr_constant_steps": 300, "num_train_steps": 1200,  # ~3 epochs of ML-100K prefixes
         "num_beams": 40, "topk": 40,
-        # validation only at the end, on a user subsample (the test split is always complete)
-        "eval_every": 0, "eval_num_users": 200, "checkpoint_every": 100_000,
+        # no validation runs (the test split is always scored on all users)
+        "eval_every": 0, "eval_at_end": False, "checkpoint_every": 300,
     },
     sasrec={"num_epochs": 100},
 )
@@ -214,8 +218,14 @@ class StageCache:
     canonical = json.loads(json.dumps(config, sort_keys=True, default=str))
     return marker if marker.get("config") == canonical else None
 
-  def run(self, name: str, config: Mapping[str, Any], fn: Callable[[str], Any]) -> StageResult:
-    """fn(tmp_dir) writes the stage's files into tmp_dir and returns a JSON-able summary."""
+  def run(self, name: str, config: Mapping[str, Any], fn: Callable[[str], Any],
+          resume: bool = False) -> StageResult:
+    """fn(tmp_dir) writes the stage's files into tmp_dir and returns a JSON-able summary.
+
+    The work happens in <dir>.tmp, renamed to <dir> with its DONE marker at the end. The
+    .tmp of an interrupted attempt (same config hash) is removed first, or, with `resume`
+    (stages that resume by themselves, e.g. the trainer from its checkpoints), kept.
+    """
     path = self.path(name, config)
     h = config_hash(config)
     marker = self.done_marker(name, config)
@@ -224,12 +234,20 @@ class StageCache:
                          value=marker.get("result"))
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = f"{path}.tmp"
-    if os.path.exists(tmp):  # an interrupted earlier attempt
+    if os.path.exists(tmp) and not resume:  # an interrupted earlier attempt
       shutil.rmtree(tmp)
-    os.makedirs(tmp)
+    os.makedirs(tmp, exist_ok=True)
+    spent = _read_spent(tmp)  # wall time of earlier interrupted attempts (resumable stages)
     t0 = time.perf_counter()
-    value = fn(tmp)
-    seconds = time.perf_counter() - t0
+    try:
+      value = fn(tmp)
+    except BaseException:
+      if resume:
+        _write_spent(tmp, spent + time.perf_counter() - t0)
+      raise
+    seconds = spent + time.perf_counter() - t0
+    if os.path.exists(os.path.join(tmp, SPENT_FILE)):
+      os.remove(os.path.join(tmp, SPENT_FILE))
     marker = {
         "stage": name, "hash": h,
         "config": json.loads(json.dumps(config, sort_keys=True, default=str)),
@@ -243,6 +261,22 @@ class StageCache:
       shutil.rmtree(path)
     os.replace(tmp, path)
     return StageResult(name, path, h, "ran", seconds, value=marker["result"])
+
+
+SPENT_FILE = "SPENT_SECONDS"
+
+
+def _read_spent(tmp: str) -> float:
+  try:
+    with open(os.path.join(tmp, SPENT_FILE)) as f:
+      return float(f.read().strip() or 0.0)
+  except (OSError, ValueError):
+    return 0.0
+
+
+def _write_spent(tmp: str, seconds: float) -> None:
+  with open(os.path.join(tmp, SPENT_FILE), "w") as f:
+    f.write(f"{seconds:.3f}\n")
 
 
 def safe_name(name: str) -> str:
@@ -281,18 +315,10 @@ def _real_tokenize(embeddings, method: str, output: str, seed: int, overrides: d
 
 def _real_train(dataset_dir: str, tokenizer_dir: str, model_dir: str, seed: int,
                 **tiger: Any) -> dict:
-  from cost_jax import network, train  # pylint: disable=import-outside-toplevel
-  train_fields = {f.name for f in dataclasses.fields(train.TrainConfig)}
-  model_fields = {f.name for f in dataclasses.fields(network.TransformerConfig)}
-  unknown = sorted(set(tiger) - train_fields - model_fields)
-  if unknown:
-    raise UserError(f"tiger: unknown key(s) {', '.join(unknown)}; expected fields of "
-                    "cost_jax.train.TrainConfig or cost_jax.network.TransformerConfig")
-  overrides = {k: v for k, v in tiger.items() if k in train_fields}
-  overrides["seed"] = seed
-  model_overrides = {k: v for k, v in tiger.items() if k in model_fields and k not in train_fields}
-  metrics = train.train_and_evaluate((dataset_dir, tokenizer_dir), model_dir,
-                                     overrides=overrides, model_overrides=model_overrides)
+  """TIGER seq2seq training + test scoring; `tiger` = TrainConfig / TransformerConfig fields."""
+  from cost_jax import train  # pylint: disable=import-outside-toplevel
+  metrics = train.train_and_evaluate(dataset_dir=dataset_dir, tokenizer_dir=tokenizer_dir,
+                                     model_dir=model_dir, seed=seed, **tiger)
   metrics.pop("summary", None)
   return metrics
 
@@ -330,6 +356,7 @@ class PlannedStage:
   run: Callable[[str], Any]
   method: str = ""
   seed: int | None = None
+  resume: bool = False  # keep an interrupted attempt's files (the trainer resumes from them)
 
 
 class Pipeline:
@@ -412,7 +439,8 @@ class Pipeline:
         tr_cfg = {"data": self._hash("embed"), "tokenizer": self._hash(tok_name), "seed": seed,
                   "tiger": dict(p.tiger), "ks": list(p.ks)}
         self._add(PlannedStage(f"train-{m}-s{seed}", "train", tr_cfg, (tok_name,),
-                               self._train_fn(tok_name, seed), method=m, seed=seed))
+                               self._train_fn(tok_name, seed), method=m, seed=seed,
+                               resume=True))
       if "sasrec" in p.baselines:
         cfg = {"data": self._hash("data"), "seed": seed, "sasrec": dict(p.sasrec),
                "ks": list(p.ks)}
@@ -509,7 +537,7 @@ class Pipeline:
       cached = self.status_of(st) == "cached"
       self.log(f"[stage {i}/{total}] {st.name}: " + ("skipped (cached)" if cached else "running"))
       try:
-        res = self.cache.run(st.name, st.config, st.run)
+        res = self.cache.run(st.name, st.config, st.run, resume=st.resume)
       except KeyboardInterrupt:
         raise
       except Exception as e:  # pylint: disable=broad-except
@@ -616,14 +644,16 @@ class Pipeline:
         "20k epochs).",
         "Ablation tokenizers (random, L_re, L_co, L_re + L_co) share CoST's architecture (§4.1: "
         "latent 96, 3 levels x 64 codes, shared codebook), so only the loss differs; collisions "
-        "are resolved by re-assigning colliding items to free codes (IDs of length 3). LSH follows "
-        "TIGER §4.3.2 (8 hyperplanes x 4 levels). TIGER's Random ID uses 4 x 255 codes; here "
-        "random IDs have CoST's 3 x 64 cardinality.",
+        "are resolved by re-assigning colliding items to free codes (IDs of length 3; TIGER adds a "
+        "4th token instead). LSH follows TIGER §4.3.2 (8 hyperplanes x 4 levels, IDs of length 4, "
+        "same re-assignment). TIGER's Random ID uses 4 x 255 codes; here random IDs have CoST's "
+        "3 x 64 cardinality.",
         f"Seeds: {len(p.seeds)} ({', '.join(map(str, p.seeds))}); the papers report single runs "
         "without spread.",
         f"Decoding: trie-constrained beam search, {t.get('num_beams')} beams, top-{max(p.ks)}; "
         "metrics over all items (full ranking), no history filtering; leave-one-out test split "
-        "(history = train + validation item, the last 20 items as in TIGER §4.1.1).",
+        f"(history = train + validation item, the last {t.get('max_history') or 20} items; "
+        "TIGER §4.1.1: 20).",
         "Baselines: MostPop counts training + validation interactions; SASRec-style model "
         f"({self._sasrec_desc()}) ranks all items, same split and metric function. TIGER "
         "Table 1's SASRec numbers are on Amazon, not comparable in value.",

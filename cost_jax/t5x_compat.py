@@ -18,13 +18,10 @@ imported inside the functions that need it, so this module imports without it.
 from __future__ import annotations
 
 import functools
-import inspect
 import os
 from typing import Any, Callable
 
 import gin
-import numpy as np
-
 from cost_jax.errors import UserError
 
 SCHEDULES = ("rsqrt", "constant")
@@ -68,24 +65,21 @@ def optimizer(name: str = "adafactor", learning_rate_fn: Callable[[Any], Any] | 
   raise UserError(f"optimizer: name must be one of {OPTIMIZERS}, got {name!r}")
 
 
-def item_tokens_of(vocabulary: Any = None, tokenizer_dir: str | None = None) -> np.ndarray:
-  """int32 [N, L] token ids of every item's semantic ID, from a tokenizer dir (Contract 1)."""
+def tokenizer_dir_of(vocabulary: Any = None, tokenizer_dir: str | None = None) -> str:
+  """The tokenizer dir (Contract 1) given directly or behind a SemanticIDVocabulary."""
   if tokenizer_dir is None:
     tokenizer_dir = getattr(vocabulary, "tokenizer_dir", None)
   if not tokenizer_dir:
     raise UserError("constrained_decode_fn: give tokenizer_dir or a SemanticIDVocabulary "
                     "built from a tokenizer dir")
-  from cost_jax_tasks import load_semantic_ids  # pylint: disable=g-import-not-at-top
-  _, item_tokens = load_semantic_ids(os.fspath(tokenizer_dir))
-  return item_tokens
+  return os.fspath(tokenizer_dir)
 
 
 class ConstrainedDecodeFn:
-  """T5X decode_fn delegating to cost_jax.decoding.decode_fn with the item trie bound.
+  """T5X decode_fn: cost_jax.decoding.t5x_beam_search with the tokenizer dir's item trie.
 
-  The trie is built on the first call (at trace time), so a model can be built and
-  trained before decoding is needed. Keyword arguments T5X passes that the target
-  does not take (e.g. decode_rng, cache_offset) are dropped.
+  The trie is loaded on the first call (at trace time), so a model can be built and
+  trained before the decoder is needed.
   """
 
   def __init__(self, vocabulary: Any = None, tokenizer_dir: str | None = None,
@@ -96,28 +90,20 @@ class ConstrainedDecodeFn:
     self.decode_kwargs = dict(decode_kwargs or {})
 
   @functools.cached_property
-  def _bound(self) -> tuple[Callable[..., Any], frozenset | None]:
+  def _fn(self) -> Callable[..., Any]:
     try:
       from cost_jax import decoding  # pylint: disable=g-import-not-at-top
     except ImportError as e:
       raise UserError(f"constrained decoding needs cost_jax.decoding ({e})") from None
-    fn = decoding.decode_fn
-    params = inspect.signature(fn).parameters
-    kwargs = dict(self.decode_kwargs)
-    kwargs["trie"] = decoding.ItemTrie.from_tokens(item_tokens_of(self.vocabulary, self.tokenizer_dir))
-    if "constrained" in params:
-      kwargs["constrained"] = self.constrained
-    elif not self.constrained:
-      raise UserError("cost_jax.decoding.decode_fn has no unconstrained mode")
-    takes_any = any(p.kind == inspect.Parameter.VAR_KEYWORD for p in params.values())
-    return functools.partial(fn, **kwargs), None if takes_any else frozenset(params)
+    tokenizer_dir = tokenizer_dir_of(self.vocabulary, self.tokenizer_dir)
+    fn = decoding.make_t5x_decode_fn(tokenizer_dir=tokenizer_dir, constrained=self.constrained)
+    return functools.partial(fn, **self.decode_kwargs) if self.decode_kwargs else fn
 
   def __call__(self, *, inputs, cache, tokens_to_logits, eos_id, num_decodes, **kwargs):
-    fn, accepted = self._bound
-    if accepted is not None:
-      kwargs = {k: v for k, v in kwargs.items() if k in accepted}
-    return fn(inputs=inputs, cache=cache, tokens_to_logits=tokens_to_logits, eos_id=eos_id,
-              num_decodes=num_decodes, **kwargs)
+    # No `initial_index` in this signature: T5X then skips prompt prefilling, which
+    # fixed-length semantic-ID decoding does not use.
+    return self._fn(inputs=inputs, cache=cache, tokens_to_logits=tokens_to_logits, eos_id=eos_id,
+                    num_decodes=num_decodes, **kwargs)
 
 
 @gin.configurable

@@ -219,7 +219,7 @@ class Tokenizer:
     """(raw codes, scorer, reconstruction or None) for x."""
     if self.model is not None:
       from cost_jax import tokenizer_train as tt  # pylint: disable=g-import-not-at-top
-      codes, z, x_hat = tt.encode(self.model, self.params, x)
+      codes, z, x_hat = tt.encode(self.model, self.params, x, cfg=self.config)
       cbs = np.asarray(self.params["codebooks"])
       books = [cbs[min(l, cbs.shape[0] - 1)] for l in range(self.config.num_levels)]
       return codes, sid.ResidualScorer(z, books), x_hat

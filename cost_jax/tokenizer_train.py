@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -157,6 +157,46 @@ def kmeans_init(model: rqvae.RQVAE, params: dict, batch: jax.Array, cfg: Tokeniz
   return params
 
 
+_COMPILE_IRRELEVANT = dict(preset="", epochs=0, dedup="none", neighbor_k=1, neighbor_sample=1,
+                           log_every_s=0.0, lsh_bits=1, lsh_levels=1)
+
+
+class Compiled(NamedTuple):
+  model: rqvae.RQVAE
+  tx: optax.GradientTransformation
+  init_fn: Callable      # (init_key, kmeans_batch, kmeans_key) -> (params, usage [M])
+  train_epoch: Callable
+  encode_chunk: Callable  # (params, x) -> (codes, z, x_hat)
+
+
+def compiled(cfg: TokenizerConfig, input_dim: int) -> Compiled:
+  """Model and jitted functions, shared by runs whose configs only differ in irrelevant fields
+  (so a second run in the same process does not recompile)."""
+  return _compiled(dataclasses.replace(cfg, **_COMPILE_IRRELEVANT), input_dim)
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled(cfg: TokenizerConfig, input_dim: int) -> Compiled:
+  model = rqvae.make_model(cfg, input_dim)
+  tx = make_optimizer(cfg)
+
+  @jax.jit
+  def init_fn(init_key, km_batch, km_key):
+    params = rqvae.init_params(model, init_key)
+    if cfg.kmeans_init:
+      params = kmeans_init(model, params, km_batch, cfg, km_key)
+    z = model.apply({"params": params}, km_batch, method=rqvae.RQVAE.encode)
+    codes = rq.residual_quantize(z, params["codebooks"], cfg.num_levels).codes
+    return params, jnp.mean(rq.code_counts(codes, cfg.codebook_size) > 0, axis=-1)
+
+  @jax.jit
+  def encode_chunk(params, x):
+    out = model.apply({"params": params}, x)
+    return out["codes"], out["z"], out["x_hat"]
+
+  return Compiled(model, tx, init_fn, make_train_epoch(model, tx, cfg), encode_chunk)
+
+
 @dataclasses.dataclass
 class TrainResult:
   params: dict
@@ -181,24 +221,19 @@ def train(x: np.ndarray, cfg: TokenizerConfig, seed: int = 0, desc: str = "token
           log: bool = True) -> TrainResult:
   """Trains the tokenizer on x [N, D] (N >= codebook_size) for cfg.epochs epochs."""
   n, dim = x.shape
-  model = rqvae.make_model(cfg, dim)
-  tx = make_optimizer(cfg)
+  fns = compiled(cfg, dim)
+  model, tx = fns.model, fns.tx
   rng = jax.random.PRNGKey(seed)
   rng, init_key, km_key = jax.random.split(rng, 3)
   np_rng = np.random.default_rng(seed)
-  params = rqvae.init_params(model, init_key)
   batch_size = min(cfg.batch_size, n)
   steps_per_epoch = n // batch_size
   data = jnp.asarray(x, jnp.float32)
   first = np_rng.permutation(n)
-  if cfg.kmeans_init:
-    params = kmeans_init(model, params, data[first[:max(batch_size, cfg.codebook_size)]], cfg,
-                         km_key)
-  init_codes = encode_codes(model, params, data[first[:max(batch_size, cfg.codebook_size)]])
-  init_usage = [float(len(np.unique(init_codes[:, l])) / cfg.codebook_size)
-                for l in range(cfg.num_levels)]
+  params, init_usage = fns.init_fn(init_key, data[first[:max(batch_size, cfg.codebook_size)]], km_key)
+  init_usage = [float(u) for u in np.asarray(init_usage)]
   opt_state = tx.init(params)
-  train_epoch = make_train_epoch(model, tx, cfg)
+  train_epoch = fns.train_epoch
   window_counts = jnp.zeros((cfg.num_levels, cfg.codebook_size), jnp.float32)
   total_steps = cfg.epochs * steps_per_epoch
   remedy_until = int(0.9 * total_steps)
@@ -236,19 +271,24 @@ def train(x: np.ndarray, cfg: TokenizerConfig, seed: int = 0, desc: str = "token
 
 
 # --- inference ---------------------------------------------------------------------------------
-def encode(model: rqvae.RQVAE, params: dict, x: np.ndarray, chunk: int = 4096
-           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """Raw codes int32 [N, M], latents z [N, d] and reconstructions x_hat [N, D], in chunks."""
+def encode(model: rqvae.RQVAE, params: dict, x: np.ndarray, chunk: int = 4096,
+           cfg: TokenizerConfig | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Raw codes int32 [N, M], latents z [N, d] and reconstructions x_hat [N, D], in chunks.
+
+  With `cfg`, the cached jitted encoder of that config is used (no recompilation).
+  """
   x = np.asarray(x, np.float32)
   n = len(x)
   size = min(chunk, max(n, 1))
+  if cfg is not None:
+    encode_chunk = compiled(cfg, x.shape[1]).encode_chunk
+  else:
+    @jax.jit
+    def encode_chunk(params, x):
+      out = model.apply({"params": params}, x)
+      return out["codes"], out["z"], out["x_hat"]
+
   codes, zs, xh = [], [], []
-
-  @jax.jit
-  def encode_chunk(params, x):
-    out = model.apply({"params": params}, x)
-    return out["codes"], out["z"], out["x_hat"]
-
   for s in range(0, n, size):
     part = x[s:s + size]
     pad = size - len(part)
@@ -259,7 +299,3 @@ def encode(model: rqvae.RQVAE, params: dict, x: np.ndarray, chunk: int = 4096
     zs.append(z[:size - pad])
     xh.append(h[:size - pad])
   return np.concatenate(codes), np.concatenate(zs), np.concatenate(xh)
-
-
-def encode_codes(model: rqvae.RQVAE, params: dict, x) -> np.ndarray:
-  return encode(model, params, np.asarray(x))[0]

@@ -34,6 +34,7 @@ import contextlib
 import dataclasses
 import functools
 import json
+import logging
 import math
 import os
 import sys
@@ -374,7 +375,7 @@ class DeviceLayout:
 
 
 def init_state(module, tx, lengths: Mapping[str, int], seed: int, replicated):
-  """{"params", "opt_state", "step"} placed (replicated) on the mesh."""
+  """{"params", "opt_state", "step", "dropout_rng"} placed (replicated) on the mesh."""
   import flax  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
@@ -384,7 +385,9 @@ def init_state(module, tx, lengths: Mapping[str, int], seed: int, replicated):
     dec = jnp.ones((1, int(lengths["targets"])), jnp.int32)
     variables = module.init({"params": rng, "dropout": rng}, enc, dec, dec, enable_dropout=False)
     params = flax.core.meta.unbox(variables["params"])
-    return {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32)}
+    # The dropout key of step s is fold_in(dropout_rng, s): a function of (seed, step).
+    return {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32),
+            "dropout_rng": jax.random.fold_in(rng, 0x0D0)}
 
   return jax.jit(init_fn, out_shardings=replicated)(jax.random.PRNGKey(seed))
 
@@ -395,17 +398,17 @@ def make_train_step(module, tx, config: TrainConfig, layout: DeviceLayout):
   import optax  # pylint: disable=g-import-not-at-top
   from cost_jax import models  # pylint: disable=g-import-not-at-top
   schedule = learning_rate_fn(config)
-  dropout_base = jax.random.fold_in(jax.random.PRNGKey(config.seed), 0x0D0)
   loss_fn = functools.partial(models.loss_fn, module=module)
 
   def step_fn(state, batch):
-    rng = jax.random.fold_in(dropout_base, state["step"])
+    rng = jax.random.fold_in(state["dropout_rng"], state["step"])
     (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], batch, rng)
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
     params = optax.apply_updates(state["params"], updates)
     out = {k: v for k, v in dict(metrics or {}).items() if getattr(v, "ndim", 1) == 0}
     out.update(loss=loss, learning_rate=schedule(state["step"]), grad_norm=optax.global_norm(grads))
-    return {"params": params, "opt_state": opt_state, "step": state["step"] + 1}, out
+    return {"params": params, "opt_state": opt_state, "step": state["step"] + 1,
+            "dropout_rng": state["dropout_rng"]}, out
 
   return jax.jit(step_fn, in_shardings=(layout.replicated, layout.batch),
                  out_shardings=(layout.replicated, layout.replicated), donate_argnums=(0,))
@@ -710,30 +713,49 @@ def _repo_gin_dirs() -> list[str]:
   return [d for d in (os.getcwd(), root, os.path.join(root, "gin")) if os.path.isdir(d)]
 
 
+class _DropGinPathNoise(logging.Filter):
+  """gin logs 'Path not found' for every search-path miss before a hit; hide those."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not str(record.getMessage()).startswith("Path not found")
+
+
+def _resolve_gin_file(f: str) -> str:
+  for d in [""] + _repo_gin_dirs():
+    p = os.path.join(d, f) if d else f
+    if os.path.isfile(p):
+      return os.path.abspath(p)
+  raise UserError(f"{f}: gin file not found (searched ., {', '.join(_repo_gin_dirs())})")
+
+
 def configs_from_gin(gin_files: Sequence[str] = (), gin_bindings: Sequence[str] = ()):
   """(TrainConfig, TransformerConfig, operative gin text) from gin files + bindings.
 
   Clears the global gin config before and after, so it can be called many times.
   """
   from cost_jax import network  # pylint: disable=g-import-not-at-top
-  for f in gin_files:
-    if not os.path.exists(f) and not any(os.path.exists(os.path.join(d, f))
-                                         for d in _repo_gin_dirs()):
-      raise UserError(f"{f}: gin file not found")
-  with _fresh_gin():
-    for d in _repo_gin_dirs():
-      gin.add_config_file_search_path(d)
-    try:
-      gin.parse_config_files_and_bindings(list(gin_files), list(gin_bindings))
-    except (ValueError, SyntaxError, IOError, KeyError) as e:
-      raise UserError(f"gin: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-    try:
-      cfg = _GinTrainConfig()
-      model_config = network.TransformerConfig()
-    except TypeError as e:
-      raise UserError(f"gin: {e}") from None
-    operative = gin.config_str()
-  train_config = TrainConfig(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(TrainConfig)})
+  files = [_resolve_gin_file(f) for f in gin_files]
+  noise = _DropGinPathNoise()
+  logging.getLogger().addFilter(noise)
+  try:
+    with _fresh_gin():
+      for d in _repo_gin_dirs():
+        gin.add_config_file_search_path(d)
+      try:
+        gin.parse_config_files_and_bindings(files, list(gin_bindings), finalize_config=False)
+      except (ValueError, SyntaxError, IOError, KeyError, ImportError, RuntimeError) as e:
+        msg = " ".join(str(e).split("\n")[:3]) if str(e) else type(e).__name__
+        raise UserError(f"gin: {msg}") from None
+      try:
+        cfg = _GinTrainConfig()
+        model_config = network.TransformerConfig()
+      except (TypeError, ValueError) as e:
+        raise UserError(f"gin: {e}") from None
+      operative = gin.config_str()
+  finally:
+    logging.getLogger().removeFilter(noise)
+  train_config = TrainConfig(**{f.name: getattr(cfg, f.name)
+                                for f in dataclasses.fields(TrainConfig)})
   return train_config, model_config, operative
 
 

@@ -72,6 +72,14 @@ def test_filter_cap_counts(tmp_path):
           f["interactions_dropped_by_cap"]) == (1, 2, 1, 1)
 
 
+def test_drop_longer(tmp_path):
+  stats = _write(tmp_path / "d", min_seq_len=3, max_seq_len=4, drop_longer=True)
+  ds = processed.ProcessedDataset.load(str(tmp_path / "d"))
+  assert ds.user_ids() == ["u1"] and ds.items["item_id"].tolist() == ["i2", "i3", "i10"]
+  f = stats["filtering"]
+  assert (f["users_dropped_too_short"], f["users_dropped_too_long"], f["users_capped"]) == (1, 1, 0)
+
+
 def test_embeddings_carried_over_only_if_items_unchanged(tmp_path):
   d = tmp_path / "d"
   _write(d)

@@ -59,7 +59,7 @@ def test_cli_writes_contract_files(cost_dir):
   assert rep["neighbor_precision"]["sampled"] is True
   assert set(rep["training"]["final_losses"]) == {"loss", "mse", "infonce", "rq"}
   assert len(rep["training"]["history"]) == 3
-  assert rep["config"]["shared_codebook"] is True and rep["config"]["latent_dim"] == 8
+  assert rep["config"]["shared_codebook"] is False and rep["config"]["latent_dim"] == 8
   assert rep["wall_time_s"] > 0
   assert os.path.isdir(os.path.join(cost_dir, "checkpoint"))
   assert json.load(open(os.path.join(cost_dir, "config.json")))["input_dim"] == 32

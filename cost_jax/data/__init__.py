@@ -41,7 +41,8 @@ def prepare(name: str, output: str | None = None, **opts) -> str:
   """Builds the processed dir for `name` and returns its path.
 
   Options (all keyword): strict (bool, malformed rows are errors), min_seq_len,
-  max_seq_len (None = no limit), force (rebuild even if an identical dir exists);
+  max_seq_len (None = no limit; longer sequences keep their latest items), drop_longer
+  (drop users above max_seq_len instead), force (rebuild even if an identical dir exists);
   ml100k: directory (ml-100k.{inter,item}; default: the verified PyPI download);
   mind: mind_dir, dedup_clicks (default True);
   amazon: amazon_dir, category (e.g. "Beauty"), description_chars (default 512).
@@ -55,6 +56,7 @@ def prepare(name: str, output: str | None = None, **opts) -> str:
     if key in opts:
       value = opts.pop(key)
       settings[key] = None if value is None or int(value) <= 0 else int(value)
+  settings["drop_longer"] = bool(opts.pop("drop_longer", False))
   output = os.path.abspath(os.path.expanduser(output or default_output(name, **opts)))
 
   if name == "ml100k":
@@ -67,7 +69,7 @@ def prepare(name: str, output: str | None = None, **opts) -> str:
       sources = [{"file": f, "sha256": s} for f, s in movielens.FILES.items()]
     if not force and directory is None and processed.existing_matches(output, options):
       return output
-    data, malformed = movielens.load(directory, strict=strict, **settings)
+    data, malformed = movielens.load(directory, strict=strict)
   elif name == "mind":
     from cost_jax.data import mind
     mind_dir = opts.pop("mind_dir", None)

@@ -6,7 +6,8 @@
   prepare mind --mind_dir PATH                   MINDsmall_train/ [+ MINDsmall_dev/] or news.tsv+behaviors.tsv
   prepare amazon --amazon_dir PATH --category Beauty
       common: --output DIR (default $COST_JAX_DATA_DIR/<name>), --min_seq_len N, --max_seq_len N
-              (0 = no limit), --strict (malformed rows are errors), --force, --embed MODEL
+              (0 = no limit), --drop_longer, --strict (malformed rows are errors), --force,
+              --embed MODEL (also embed the item texts)
   embed DIR|NAME [--model all-MiniLM-L6-v2|all-mpnet-base-v2|PATH] [--batch_size 64]
                  [--threads N] [--device cpu|cuda] [--force] [--no_cache]
   embed DIR|NAME --from_npy FILE                 install precomputed [num_items, D] vectors
@@ -43,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
   pr.add_argument("--min_seq_len", type=int, help="drop users with fewer interactions "
                   "(defaults: mind 15, amazon 5, ml100k none)")
   pr.add_argument("--max_seq_len", type=int, help="keep each user's latest N (defaults: mind 70; 0 = none)")
+  pr.add_argument("--drop_longer", action="store_true",
+                  help="drop users above --max_seq_len instead of keeping their latest N "
+                  "(CoST Office(S): --min_seq_len 10 --max_seq_len 20 --drop_longer)")
   pr.add_argument("--no_dedup_clicks", action="store_true",
                   help="MIND: keep repeated clicks of news already in the sequence")
   pr.add_argument("--description_chars", type=int, help="Amazon: description chars in the item text")
@@ -80,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
 
   if args.command == "prepare":
     from cost_jax.data import embed, prepare
-    opts: dict = {"strict": args.strict, "force": args.force}
+    opts: dict = {"strict": args.strict, "force": args.force, "drop_longer": args.drop_longer}
     for key in ("min_seq_len", "max_seq_len"):
       if getattr(args, key) is not None:
         opts[key] = getattr(args, key)

@@ -259,6 +259,7 @@ class EmbeddingCache:
     fd, tmp = tempfile.mkstemp(prefix=".shard-", suffix=".npz", dir=self.directory)
     os.close(fd)
     np.savez(tmp, keys=np.asarray(keys), rows=np.asarray(rows, np.float32))
+    os.chmod(tmp, processed.default_mode())
     os.replace(tmp, os.path.join(self.directory, f"shard-{name}.npz"))
 
 
@@ -303,13 +304,20 @@ def _write(path: str, emb: np.ndarray, meta: dict) -> str:
   npy = os.path.join(path, processed.EMBEDDINGS_FILE)
   fd, tmp = tempfile.mkstemp(prefix=".embeddings-", suffix=".npy", dir=path)
   os.close(fd)
-  np.save(tmp, emb.astype(np.float32))
   fd, tmp_json = tempfile.mkstemp(prefix=".embeddings-", suffix=".json", dir=path)
-  with os.fdopen(fd, "w") as f:
-    json.dump(meta, f, indent=2)
-    f.write("\n")
-  os.replace(tmp, npy)
-  os.replace(tmp_json, os.path.join(path, processed.EMBEDDINGS_META_FILE))
+  try:
+    np.save(tmp, emb.astype(np.float32))
+    with os.fdopen(fd, "w") as f:
+      json.dump(meta, f, indent=2)
+      f.write("\n")
+    for f in (tmp, tmp_json):
+      os.chmod(f, processed.default_mode())  # mkstemp makes them 0600
+    os.replace(tmp, npy)
+    os.replace(tmp_json, os.path.join(path, processed.EMBEDDINGS_META_FILE))
+  finally:
+    for f in (tmp, tmp_json):
+      if os.path.exists(f):
+        os.remove(f)
   return npy
 
 

@@ -141,8 +141,7 @@ def load_items(path: str, malformed: MalformedRows) -> dict[str, dict[str, str]]
   return items
 
 
-def load(directory: str | None = None, *, strict: bool = False,
-         min_seq_len: int | None = None, max_seq_len: int | None = None
+def load(directory: str | None = None, *, strict: bool = False
          ) -> tuple[processed.Interactions, MalformedRows]:
   directory = directory or download()
   inter_path = os.path.join(directory, "ml-100k.inter")

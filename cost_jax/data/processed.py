@@ -201,8 +201,14 @@ class Interactions:
 
 
 def build_and_write(name: str, data: Interactions, output: str, *, malformed_json: dict,
-                    min_seq_len: int | None, max_seq_len: int | None, options: Mapping) -> dict:
-  """Filters users, caps sequences, indexes items/users, writes the dir atomically. Returns stats."""
+                    min_seq_len: int | None, max_seq_len: int | None, options: Mapping,
+                    drop_longer: bool = False) -> dict:
+  """Filters users, caps sequences, indexes items/users, writes the dir atomically. Returns stats.
+
+  Users with fewer than `min_seq_len` events are dropped; longer than `max_seq_len`
+  are cut to their latest `max_seq_len` events, or dropped with `drop_longer`
+  (for ranges like CoST's Office(S) [10, 20]).
+  """
   lengths_before = np.asarray([len(e) for e in data.user_events.values()], dtype=np.int64)
   users_before = len(data.user_events)
   interactions_before = int(lengths_before.sum())
@@ -210,10 +216,15 @@ def build_and_write(name: str, data: Interactions, output: str, *, malformed_jso
 
   kept: dict[str, list[tuple[int, str]]] = {}
   dropped_short = dropped_short_interactions = capped_users = capped_interactions = 0
+  dropped_long = dropped_long_interactions = 0
   for user, events in data.user_events.items():
     if min_seq_len is not None and len(events) < min_seq_len:
       dropped_short += 1
       dropped_short_interactions += len(events)
+      continue
+    if drop_longer and max_seq_len is not None and len(events) > max_seq_len:
+      dropped_long += 1
+      dropped_long_interactions += len(events)
       continue
     if max_seq_len is not None and len(events) > max_seq_len:
       capped_users += 1
@@ -268,6 +279,9 @@ def build_and_write(name: str, data: Interactions, output: str, *, malformed_jso
           "users_dropped_too_short": dropped_short,
           "interactions_before": interactions_before,
           "interactions_dropped_with_short_users": dropped_short_interactions,
+          "drop_longer": drop_longer,
+          "users_dropped_too_long": dropped_long,
+          "interactions_dropped_with_long_users": dropped_long_interactions,
           "users_capped": capped_users,
           "interactions_dropped_by_cap": capped_interactions,
           "items_before": len(items_before),
@@ -303,6 +317,7 @@ def write_atomically(output: str, items_table: pa.Table, seq_table: pa.Table, st
   parent = os.path.dirname(output)
   os.makedirs(parent, exist_ok=True)
   tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(output)}.tmp-", dir=parent)
+  os.chmod(tmp, default_mode(directory=True))  # mkdtemp makes it 0700
   try:
     pq.write_table(items_table, os.path.join(tmp, ITEMS_FILE))
     pq.write_table(seq_table, os.path.join(tmp, SEQUENCES_FILE))
@@ -338,6 +353,13 @@ def write_atomically(output: str, items_table: pa.Table, seq_table: pa.Table, st
   finally:
     if tmp and os.path.exists(tmp):
       shutil.rmtree(tmp, ignore_errors=True)
+
+
+def default_mode(directory: bool = False) -> int:
+  """Permissions a plain open()/mkdir() would give under the current umask."""
+  umask = os.umask(0)
+  os.umask(umask)
+  return (0o777 if directory else 0o666) & ~umask
 
 
 def _link_or_copy(src: str, dst: str) -> str:

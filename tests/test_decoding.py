@@ -1,0 +1,231 @@
+"""Trie, constrained beam search, sampling and the T5X-style decode_fn on tiny random models."""
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cost_jax import decoding, network
+from cost_jax.errors import UserError
+
+OFFSETS = (3, 7, 12)  # level token ranges [3, 7), [7, 12), [12, 15)
+SIZES = (4, 5, 3)
+VOCAB = 24
+
+
+def _tiny_module(vocab=VOCAB, **kw):
+  cfg = network.TransformerConfig(vocab_size=vocab, emb_dim=16, num_heads=2, head_dim=8,
+                                  num_encoder_layers=1, num_decoder_layers=2, mlp_dim=32,
+                                  dropout_rate=0.0, **kw)
+  return network.Transformer(cfg)
+
+
+def _random_items(rng, n, sizes=SIZES, offsets=OFFSETS):
+  space = np.stack(np.meshgrid(*[np.arange(k) for k in sizes], indexing="ij"), -1).reshape(
+      -1, len(sizes))
+  codes = space[rng.choice(len(space), n, replace=False)]
+  return (codes + np.asarray(offsets)).astype(np.int32)
+
+
+@pytest.fixture(scope="module")
+def setup():
+  rng = np.random.default_rng(0)
+  items = _random_items(rng, 25)
+  trie = decoding.ItemTrie.from_tokens(items, OFFSETS, SIZES)
+  module = _tiny_module()
+  params = network.init_params(module, jax.random.PRNGKey(0), 6, 3)
+  # Make the model opinionated so rankings are not near-ties.
+  params = jax.tree_util.tree_map(lambda x: x * 3.0, params)
+  enc = jnp.asarray(rng.integers(3, VOCAB, size=(5, 6)), jnp.int32).at[:, -1].set(0)
+  return items, trie, module, params, enc
+
+
+def _brute_force(module, params, enc, items):
+  """Teacher-forced log-prob of every item for every example: [B, N]."""
+  b, n = enc.shape[0], items.shape[0]
+  tgt = jnp.tile(jnp.asarray(items)[None], (b, 1, 1)).reshape(b * n, -1)
+  dec_in = jnp.concatenate([jnp.zeros((b * n, 1), jnp.int32), tgt[:, :-1]], axis=1)
+  enc_rep = jnp.repeat(enc, n, axis=0)
+  logits = module.apply({"params": params}, enc_rep, dec_in, tgt, enable_dropout=False)
+  logp = jax.nn.log_softmax(logits, -1)
+  return np.asarray(jnp.take_along_axis(logp, tgt[..., None], -1)[..., 0].sum(-1)).reshape(b, n)
+
+
+def test_trie_tables_and_lookup():
+  items = np.array([[3, 7, 12], [3, 8, 12], [3, 8, 13], [5, 11, 14]], np.int32)
+  trie = decoding.ItemTrie.from_tokens(items, OFFSETS, SIZES)
+  assert trie.num_nodes == (1, 2, 3)
+  np.testing.assert_array_equal(np.asarray(trie.dense[0]), [[0, -1, 1, -1]])
+  # level 2 node order: prefixes (3,7), (3,8), (5,11) -> items
+  np.testing.assert_array_equal(np.asarray(trie.dense[2]), [[0, -1, -1], [1, 2, -1], [-1, -1, 3]])
+  got = trie.lookup(jnp.array([[3, 8, 13], [5, 11, 14], [5, 11, 12], [4, 7, 12], [3, 3, 3]]))
+  np.testing.assert_array_equal(np.asarray(got), [2, 3, -1, -1, -1])
+  # CSR (sparse) levels give the same children as dense ones.
+  sparse = decoding.ItemTrie.from_tokens(items, OFFSETS, SIZES, dense_limit=0)
+  assert all(d is None for d in sparse.dense)
+  for l in range(3):
+    nodes = jnp.arange(-1, trie.num_nodes[l])
+    np.testing.assert_array_equal(np.asarray(sparse.children(l, nodes)),
+                                  np.asarray(trie.children(l, nodes)))
+
+
+def test_trie_rejects_duplicates_and_out_of_range():
+  with pytest.raises(UserError, match="rows 0 and 2"):
+    decoding.ItemTrie.from_tokens(np.array([[3, 7, 12], [3, 8, 12], [3, 7, 12]]), OFFSETS, SIZES)
+  with pytest.raises(UserError, match="outside"):
+    decoding.ItemTrie.from_tokens(np.array([[3, 7, 15]]), OFFSETS, SIZES)
+
+
+def test_cache_decode_equals_full_decode(setup):
+  _, _, module, params, enc = setup
+  dec = jnp.array([[0, 4, 9], [0, 6, 7], [0, 3, 11], [0, 5, 8], [0, 3, 10]], jnp.int32)
+  full = module.apply({"params": params}, enc, dec, dec, enable_dropout=False)
+  cache = decoding.init_decoder_cache(module, params, 5, 3)
+  encoded = module.apply({"params": params}, enc, enable_dropout=False, method=module.encode)
+  steps = []
+  for i in range(3):
+    lg, v = module.apply({"params": params, "cache": cache}, encoded, enc, dec[:, i:i + 1],
+                         dec[:, i:i + 1], enable_dropout=False, decode=True, mutable=["cache"],
+                         method=module.decode)
+    cache = v["cache"]
+    steps.append(lg)
+  np.testing.assert_allclose(np.asarray(jnp.concatenate(steps, 1)), np.asarray(full), rtol=1e-3, atol=1e-4)
+
+
+def test_beam_search_equals_brute_force(setup):
+  items, trie, module, params, enc = setup
+  ref = _brute_force(module, params, enc, items)
+  n = len(items)
+  got, scores = decoding.predict_topk(module, params, enc, trie, num_beams=n, topk=n)
+  got, scores = np.asarray(got), np.asarray(scores)
+  order = np.argsort(-ref, axis=1, kind="stable")
+  np.testing.assert_array_equal(got, order)
+  np.testing.assert_allclose(scores, np.take_along_axis(ref, order, 1), rtol=1e-3, atol=1e-4)
+  # More beams than items: the tail is padded with item -1 / score -inf, never duplicates.
+  got2, scores2 = decoding.predict_topk(module, params, enc, trie, num_beams=n + 7, topk=n + 7)
+  np.testing.assert_array_equal(np.asarray(got2)[:, :n], order)
+  assert (np.asarray(got2)[:, n:] == -1).all() and np.isneginf(np.asarray(scores2)[:, n:]).all()
+
+
+def test_small_beams_valid_and_top1_not_worse_than_greedy(setup):
+  items, trie, module, params, enc = setup
+  ref = _brute_force(module, params, enc, items)
+  got, scores = decoding.predict_topk(module, params, enc, trie, num_beams=3, topk=3)
+  greedy, gscore, _ = decoding.sample_items(module, params, enc, trie, 1, jax.random.PRNGKey(0),
+                                            temperature=0.0)
+  got, scores = np.asarray(got), np.asarray(scores)
+  assert (got >= 0).all()
+  for i in range(len(got)):
+    assert len(set(got[i])) == 3
+    np.testing.assert_allclose(scores[i], ref[i, got[i]], rtol=1e-3, atol=1e-4)  # scores are real log-probs
+    assert scores[i, 0] >= float(gscore[i, 0]) - 1e-5
+    assert np.all(np.diff(scores[i]) <= 1e-6)
+
+
+def test_constrained_never_invalid_many_users():
+  rng = np.random.default_rng(1)
+  items = _random_items(rng, 9)
+  trie = decoding.ItemTrie.from_tokens(items, OFFSETS, SIZES)
+  module = _tiny_module()
+  params = network.init_params(module, jax.random.PRNGKey(3), 6, 3)
+  enc = jnp.asarray(rng.integers(3, VOCAB, size=(200, 6)), jnp.int32)
+  got, scores = decoding.predict_topk(module, params, enc, trie, num_beams=6, topk=6)
+  got = np.asarray(got)
+  assert ((got >= 0) & (got < 9)).all()
+  assert all(len(set(r)) == 6 for r in got)
+  # Unconstrained search over the 4*5*3 = 60 IDs mostly lands outside the 9 items.
+  ug, us = decoding.predict_topk(module, params, enc, trie, num_beams=6, topk=6,
+                                 constrained=False)
+  ug = np.asarray(ug)
+  assert (ug == -1).mean() > 0.5
+  assert np.all(np.isfinite(np.asarray(us)))
+
+
+def test_fewer_children_than_beams_at_step0():
+  # Level 0 has a single valid code: beams 2.. must be padded with -inf, not invalid IDs.
+  items = np.array([[3, 7, 12], [3, 8, 12], [3, 8, 14]], np.int32)
+  trie = decoding.ItemTrie.from_tokens(items, OFFSETS, SIZES)
+  module = _tiny_module()
+  params = network.init_params(module, jax.random.PRNGKey(1), 6, 3)
+  enc = jnp.ones((2, 6), jnp.int32)
+  got, scores = decoding.predict_topk(module, params, enc, trie, num_beams=5, topk=5)
+  got, scores = np.asarray(got), np.asarray(scores)
+  assert sorted(got[0, :3].tolist()) == [0, 1, 2]
+  assert (got[:, 3:] == -1).all() and np.isneginf(scores[:, 3:]).all()
+
+
+def test_score_over_level_is_renormalized_per_level(setup):
+  items, trie, module, params, enc = setup
+  _, s_vocab = decoding.predict_topk(module, params, enc, trie, 4, 4)
+  _, s_level = decoding.predict_topk(module, params, enc, trie, 4, 4, score_over="level")
+  assert (np.asarray(s_level)[:, 0] >= np.asarray(s_vocab)[:, 0] - 1e-6).all()
+
+
+def test_temperature_sampling(setup):
+  items, trie, module, params, enc = setup
+  ref = _brute_force(module, params, enc, items)
+  g, gs, _ = decoding.sample_items(module, params, enc, trie, 4, jax.random.PRNGKey(0),
+                                   temperature=1e-6)
+  g = np.asarray(g)
+  assert (g == g[:, :1]).all()  # T -> 0: every sample is the greedy ID
+  np.testing.assert_allclose(np.asarray(gs)[:, 0], ref[np.arange(len(g)), g[:, 0]], rtol=1e-3, atol=1e-4)
+  s, ss, _ = decoding.sample_items(module, params, enc, trie, 64, jax.random.PRNGKey(1),
+                                   temperature=2.0)
+  s, ss = np.asarray(s), np.asarray(ss)
+  assert ((s >= 0) & (s < len(items))).all()
+  np.testing.assert_allclose(ss, np.take_along_axis(ref, s, 1), rtol=1e-3, atol=1e-4)
+  assert np.all(np.diff(ss, axis=1) <= 1e-6)
+  assert np.mean([len(set(r)) for r in s]) > np.mean([len(set(r)) for r in g])
+
+
+def _fake_t5x_setup(trie, b, beams, seed=0):
+  """A T5X-like tokens_to_logits: logits depend on the prefix through a fixed table,
+  with a cache that counts steps (cache_index) and remembers the last token per row."""
+  rng = np.random.default_rng(seed)
+  table = jnp.asarray(rng.normal(size=(b, VOCAB, VOCAB)) * 3, jnp.float32)
+
+  def tokens_to_logits(state):
+    cache = state.cache
+    row = cache["decoder"]["row"]  # [B*beams] which example a row belongs to
+    logits = table[row, state.cur_token[:, 0]] + cache["decoder"]["acc"]
+    new = {"decoder": {"row": row, "acc": cache["decoder"]["acc"] * 0.5 + logits * 0.1,
+                       "cache_index": cache["decoder"]["cache_index"] + 1}}
+    return logits, new
+
+  cache = {"decoder": {"row": jnp.arange(b), "acc": jnp.zeros((b, VOCAB)),
+                       "cache_index": jnp.zeros((), jnp.int32)}}
+  return tokens_to_logits, cache, table
+
+
+def _fake_brute_force(trie, table, items, b):
+  scores = np.zeros((b, len(items)))
+  for i in range(b):
+    for j, it in enumerate(items):
+      acc = np.zeros(VOCAB)
+      tok, s = 0, 0.0
+      for t in it:
+        logits = np.asarray(table[i, tok]) + acc
+        acc = acc * 0.5 + logits * 0.1
+        s += float(jax.nn.log_softmax(logits)[t])
+        tok = t
+      scores[i, j] = s
+  return scores
+
+
+def test_t5x_decode_fn_matches_brute_force(setup):
+  items, trie, _, _, _ = setup
+  b, n = 3, len(items)
+  ttl, cache, table = _fake_t5x_setup(trie, b, n)
+  fn = decoding.make_t5x_decode_fn(trie=trie)
+  seqs, scores = jax.jit(lambda c: fn(jnp.zeros((b, 4), jnp.int32), c, ttl, eos_id=1,
+                                      num_decodes=n))(cache)
+  seqs, scores = np.asarray(seqs), np.asarray(scores)
+  assert seqs.shape == (b, n, 4) and (seqs[:, :, 3] == 0).all()
+  ref = _fake_brute_force(trie, table, items, b)
+  order = np.argsort(ref, axis=1, kind="stable")  # increasing: best LAST, T5X's convention
+  np.testing.assert_array_equal(seqs[:, :, :3], items[order])
+  np.testing.assert_allclose(scores, np.take_along_axis(ref, order, 1), rtol=1e-3, atol=1e-4)
+

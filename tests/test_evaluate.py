@@ -1,0 +1,104 @@
+"""Tests for the evaluator (cost_jax.evaluate): metrics, result files, CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+import _trainer_toy as toy  # noqa: E402  pylint: disable=wrong-import-position
+
+from cost_jax import evaluate, train  # noqa: E402
+from cost_jax.errors import UserError  # noqa: E402
+
+CONTRACT_KEYS = {"recall@5", "recall@10", "recall@20", "recall@40", "ndcg@5", "ndcg@10",
+                 "ndcg@20", "ndcg@40", "invalid_id_rate", "num_users"}
+
+
+def test_score_topk_hand_checked():
+  topk = np.asarray([[7, 2, 9], [4, 5, 6], [1, -1, 8]], np.int32)
+  targets = np.asarray([2, 0, 8], np.int32)
+  m = evaluate.score_topk(topk, targets, ks=(1, 3))
+  assert m["recall@1"] == 0.0
+  assert m["recall@3"] == pytest.approx(2 / 3)
+  # One relevant item: DCG = 1 / log2(rank + 1), ideal DCG = 1.
+  assert m["ndcg@3"] == pytest.approx((1 / math.log2(3) + 1 / math.log2(4)) / 3)
+  assert m["invalid_id_rate"] == pytest.approx(1 / 9)
+  assert m["num_users"] == 3
+
+
+def test_write_results_files_rescore(tmp_path):
+  rng = np.random.default_rng(0)
+  topk = np.stack([rng.permutation(100)[:40] for _ in range(7)]).astype(np.int32)
+  targets = topk[np.arange(7), [0, 3, 9, 15, 30, 39, 0]].copy()
+  targets[-1] = 1000  # not retrieved
+  m = evaluate.score_topk(topk, targets)
+  assert set(m) == CONTRACT_KEYS
+  assert m["recall@5"] == pytest.approx(2 / 7) and m["recall@40"] == pytest.approx(6 / 7)
+  path = evaluate.write_results(str(tmp_path), "test", m, topk, targets, np.arange(7) + 10)
+  assert path == str(tmp_path / "metrics.json")
+  loaded = json.load(open(path))
+  assert loaded == pytest.approx(m)
+  assert np.load(tmp_path / "topk.npy").dtype == np.int32
+  again = evaluate.score_topk(np.load(tmp_path / "topk.npy"), np.load(tmp_path / "targets.npy"))
+  assert again == pytest.approx(m)
+  np.testing.assert_array_equal(np.load(tmp_path / "user_ids.npy"), np.arange(7) + 10)
+  evaluate.write_results(str(tmp_path), "validation", m, topk, targets, np.arange(7))
+  assert os.path.exists(tmp_path / "metrics_validation.json")
+  assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
+
+
+@pytest.fixture(scope="module")
+def trained_dir(tmp_path_factory):
+  root = tmp_path_factory.mktemp("evaltoy")
+  os.environ.setdefault("COST_JAX_COMPILATION_CACHE", str(root / "jax_cache"))
+  ds, tok = toy.write_processed(str(root / "toyds")), toy.write_tokenizer(str(root / "tok"))
+  settings = dict(toy.tiny_model_overrides(), **toy.fast_train_overrides(num_train_steps=60))
+  out = train.train_and_evaluate(model_dir=str(root / "m"), dataset_dir=ds, tokenizer_dir=tok,
+                                 eval_at_end=False, eval_test=True, show_progress=False,
+                                 **settings)
+  return str(root / "m"), out
+
+
+def test_train_writes_contract_files(trained_dir):
+  model_dir, out = trained_dir
+  m = json.load(open(os.path.join(model_dir, "metrics.json")))
+  assert CONTRACT_KEYS <= set(m)
+  assert m["num_users"] == 60 and m["split"] == "test" and m["step"] == 60
+  assert m["invalid_id_rate"] == 0.0  # constrained decoding
+  topk = np.load(os.path.join(model_dir, "topk.npy"))
+  targets = np.load(os.path.join(model_dir, "targets.npy"))
+  assert topk.dtype == np.int32 and topk.shape == (60, 10)
+  assert targets.dtype == np.int32 and targets.shape == (60,)
+  assert ((topk >= 0) & (topk < toy.NUM_ITEMS)).all()
+  assert all(len(set(row)) == len(row) for row in topk)  # distinct items per user
+  assert evaluate.score_topk(topk, targets) == pytest.approx(
+      {k: v for k, v in m.items() if k in CONTRACT_KEYS})
+  assert out["recall@10"] == pytest.approx(m["recall@10"])
+
+
+def test_evaluate_cli_rescores_checkpoint(trained_dir, capsys):
+  model_dir, _ = trained_dir
+  before = json.load(open(os.path.join(model_dir, "metrics.json")))
+  assert evaluate.main(["--model_dir", model_dir]) == 0
+  after = json.load(open(os.path.join(model_dir, "metrics.json")))
+  assert after == pytest.approx(before)  # same checkpoint, same beams: same ranking
+  printed = json.loads(capsys.readouterr().out)
+  assert printed["recall@10"] == pytest.approx(before["recall@10"])
+  m = evaluate.evaluate(model_dir, "validation", num_users=20, num_beams=12, topk=12)
+  assert m["num_users"] == 20 and m["num_beams"] == 12
+  assert np.load(os.path.join(model_dir, "topk_validation.npy")).shape == (20, 12)
+
+
+def test_evaluate_bad_input(tmp_path, capsys):
+  with pytest.raises(UserError, match="config.json: missing"):
+    evaluate.evaluate(str(tmp_path))
+  with pytest.raises(SystemExit) as e:
+    evaluate.main(["--model_dir", str(tmp_path / "nothing")])
+  assert e.value.code == 2
+  assert capsys.readouterr().err.startswith("error: ")

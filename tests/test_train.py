@@ -1,0 +1,236 @@
+"""Tests for the built-in trainer (cost_jax.train) and its input pipeline."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+import _trainer_toy as toy  # noqa: E402  pylint: disable=wrong-import-position
+
+from cost_jax import input_pipeline, train  # noqa: E402
+from cost_jax.errors import UserError  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def toy_dirs(tmp_path_factory):
+  root = tmp_path_factory.mktemp("toy")
+  os.environ.setdefault("COST_JAX_COMPILATION_CACHE", str(root / "jax_cache"))
+  return (toy.write_processed(str(root / "toyds")), toy.write_tokenizer(str(root / "tok")))
+
+
+def _run(toy_dirs, model_dir, **kw):
+  ds, tok = toy_dirs
+  settings = dict(toy.tiny_model_overrides())
+  settings.update(toy.fast_train_overrides())
+  settings.update(eval_at_end=False, eval_test=False)
+  settings.update(kw)
+  return train.train_and_evaluate(model_dir=str(model_dir), dataset_dir=ds, tokenizer_dir=tok,
+                                  show_progress=False, **settings)
+
+
+def _params(model_dir):
+  return jax.tree.map(np.asarray, train.load_run(str(model_dir)).params)
+
+
+# --- pure pieces ---------------------------------------------------------------------
+
+
+def test_tiger_learning_rate_schedule():
+  fn = train.learning_rate_fn(train.TrainConfig())  # TIGER §4.1.3 defaults
+  got = [float(fn(s)) for s in (0, 1, 9_999, 10_000, 40_000, 90_000)]
+  np.testing.assert_allclose(got, [0.01, 0.01, 0.01, 0.01, 0.005, 0.01 / 3], rtol=1e-6)
+  const = train.learning_rate_fn(train.TrainConfig(learning_rate=1e-3, lr_schedule="constant"))
+  assert float(const(123_456)) == pytest.approx(1e-3)
+
+
+def test_batcher_is_a_function_of_seed_and_step():
+  n = 10
+  arrays = input_pipeline.ExampleArrays(
+      **input_pipeline.encdec_features(np.arange(n)[:, None] + 3, np.arange(n)[:, None] + 3),
+      item_index=np.arange(n, dtype=np.int32), user_index=np.arange(n, dtype=np.int32))
+  b = input_pipeline.EpochBatcher(arrays, batch_size=4, seed=7)
+  stream = np.concatenate([b.indices(s) for s in range(5)])  # 20 positions = 2 epochs
+  assert sorted(stream[:10]) == list(range(10)) and sorted(stream[10:]) == list(range(10))
+  assert not np.array_equal(stream[:10], stream[10:])  # a new permutation per epoch
+  # Step 3 straddles epochs 1 and 2; asking out of order or from a fresh batcher agrees.
+  fresh = input_pipeline.EpochBatcher(arrays, batch_size=4, seed=7)
+  np.testing.assert_array_equal(fresh.indices(3), stream[12:16])
+  assert not np.array_equal(input_pipeline.EpochBatcher(arrays, 4, seed=8).indices(0), b.indices(0))
+  batch = b.batch(1)
+  np.testing.assert_array_equal(batch["encoder_input_tokens"][:, 0], b.indices(1) + 3)
+  # Batch larger than the data: wraps over several epochs, still a pure function.
+  big = input_pipeline.EpochBatcher(arrays, batch_size=25, seed=1)
+  assert np.bincount(big.indices(0), minlength=n).min() >= 2
+
+
+def test_features_match_seqio_converter(toy_dirs):
+  import cost_jax_tasks  # pylint: disable=g-import-not-at-top
+  import seqio  # pylint: disable=g-import-not-at-top
+  ds, tok = toy_dirs
+  task = cost_jax_tasks.register_task("toy_features_test", ds, tok, max_history=20)
+  lengths = {"inputs": 41, "targets": 2}
+  arrays = input_pipeline.materialize_split(task, "train", lengths)
+  # 60 users with 5..9 items -> sum(len - 3) train examples (prefixes t >= 1 of items[:-2]).
+  assert len(arrays) == 244 and arrays.feature_lengths == lengths
+  converted = seqio.EncDecFeatureConverter(pack=False)(
+      task.get_dataset(lengths, split="train", shuffle=False), lengths)
+  ref = list(converted.take(7).as_numpy_iterator())
+  for k in input_pipeline.TOKEN_FEATURES:
+    np.testing.assert_array_equal(np.stack([r[k] for r in ref]), getattr(arrays, k)[:7], err_msg=k)
+  # Target = the successor of the last history item (the toy rule), in token space.
+  np.testing.assert_array_equal(arrays.decoder_target_tokens[0],
+                                [3 + arrays.item_index[0] // 6, 3 + 4 + arrays.item_index[0] % 6])
+
+
+def test_split_cache_is_reused_and_keyed(toy_dirs, tmp_path):
+  import cost_jax_tasks  # pylint: disable=g-import-not-at-top
+  ds, tok = toy_dirs
+  task = cost_jax_tasks.register_task("toy_cache_test", ds, tok, max_history=20)
+  a = input_pipeline.cached_split(task, "validation", str(tmp_path), "fp1")
+  b = input_pipeline.cached_split(task, "validation", str(tmp_path), "fp1")
+  input_pipeline.cached_split(task, "validation", str(tmp_path), "fp2")
+  assert len(os.listdir(tmp_path)) == 2
+  np.testing.assert_array_equal(a.encoder_input_tokens, b.encoder_input_tokens)
+  assert len(a) == 60
+
+
+def test_gin_bindings_do_not_leak_between_calls():
+  cfg, model, _ = train.configs_from_gin([], ["TrainConfig.seed = 3",
+                                              "TransformerConfig.emb_dim = 32"])
+  assert cfg.seed == 3 and model.emb_dim == 32
+  cfg, model, _ = train.configs_from_gin([], [])
+  assert cfg.seed == 0 and model.emb_dim == 128
+  args = train.parse_args(["--model_dir=/x", "--gin.TrainConfig.seed=5", "--no_eval_test"])
+  assert args.gin_param == ["TrainConfig.seed = 5", "TrainConfig.eval_test = False"]
+  with pytest.raises(UserError, match="foo"):
+    train.configs_from_gin([], ["TrainConfig.foo = 1"])
+
+
+def test_repo_gins_give_the_paper_settings():
+  cfg, model, _ = train.configs_from_gin(["gin/train/tiger_ml100k.gin"], [])
+  assert (cfg.batch_size, cfg.learning_rate, cfg.lr_schedule, cfg.optimizer) == (
+      256, 0.01, "rsqrt", "adafactor")  # TIGER §4.1.3
+  assert (model.num_encoder_layers, model.emb_dim, model.mlp_dim) == (4, 128, 1024)
+  assert cfg.num_beams >= cfg.topk
+  cfg, _, _ = train.configs_from_gin(["gin/train/cost_ml100k.gin"], [])
+  assert (cfg.batch_size, cfg.learning_rate) == (512, 1e-3)  # CoST §4.1
+
+
+# --- training ------------------------------------------------------------------------
+
+
+def test_resume_gives_identical_params(toy_dirs, tmp_path):
+  """N steps in one go == k steps, stop, restart from the checkpoint, go on to N."""
+  common = dict(num_train_steps=30, checkpoint_every=6, keep_checkpoints=2, dropout_rate=0.1)
+  _run(toy_dirs, tmp_path / "a", **common)
+  _run(toy_dirs, tmp_path / "b", **{**common, "num_train_steps": 13})
+  steps = sorted(int(s) for s in os.listdir(tmp_path / "b" / "checkpoints") if s.isdigit())
+  assert steps == [12, 13]  # every 6 steps + the last, keep 2
+  out = _run(toy_dirs, tmp_path / "b", **common)
+  assert out["summary"]["resumed_from"] == 13 and out["summary"]["step"] == 30
+  pa, pb = _params(tmp_path / "a"), _params(tmp_path / "b")
+  for x, y in zip(jax.tree.leaves(pa), jax.tree.leaves(pb)):
+    np.testing.assert_array_equal(x, y)
+  # Not vacuous: the parameters did move after the restart.
+  p12 = jax.tree.map(np.asarray, train.load_run(str(tmp_path / "a"), step=24).params)
+  assert not all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(p12), jax.tree.leaves(pa)))
+  record = json.load(open(tmp_path / "b" / "config.json"))
+  assert record["feature_lengths"] == {"inputs": 41, "targets": 2}
+  assert record["model"]["vocab_size"] == 128 and record["train"]["seed"] == 0
+
+
+def test_tiny_model_learns_the_toy_rule(toy_dirs, tmp_path):
+  """Loss falls and validation Recall@5 rises well above chance (5/24) on next = f(last)."""
+  kw = dict(num_train_steps=0, eval_at_end=True, num_beams=10, topk=10)
+  before = _run(toy_dirs, tmp_path / "m", **kw)
+  after = _run(toy_dirs, tmp_path / "m", **{**kw, "num_train_steps": 150})
+  s = after["summary"]
+  assert s["train"]["loss"] < 0.5 * np.log(24)
+  assert before["recall@5"] < 0.5
+  assert after["recall@5"] >= 0.8, after
+  assert after["invalid_id_rate"] == 0.0
+  assert os.path.exists(tmp_path / "m" / "metrics_validation.json")
+  assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path / "m"))
+
+
+# --- bad input -----------------------------------------------------------------------
+
+
+def test_missing_tokenizer_dir_is_a_user_error(toy_dirs, tmp_path):
+  ds, _ = toy_dirs
+  with pytest.raises(UserError, match="tokenizer_dir does not exist"):
+    train.train_and_evaluate(model_dir=str(tmp_path / "m"), dataset_dir=ds,
+                             tokenizer_dir=str(tmp_path / "nope"), show_progress=False)
+  empty = tmp_path / "emptytok"
+  empty.mkdir()
+  with pytest.raises(UserError, match="semantic_ids.npy: missing"):
+    train.train_and_evaluate(model_dir=str(tmp_path / "m"), dataset_dir=ds,
+                             tokenizer_dir=str(empty), show_progress=False)
+
+
+def test_missing_task_files_are_a_user_error(toy_dirs, tmp_path):
+  _, tok = toy_dirs
+  broken = tmp_path / "ds"
+  broken.mkdir()
+  (broken / "stats.json").write_text("{}")
+  with pytest.raises(UserError, match="items.parquet"):
+    _run((str(broken), tok), tmp_path / "m")
+  with pytest.raises(UserError, match="not a registered SeqIO task"):
+    train.train_and_evaluate("no_such_task_xyz", str(tmp_path / "m2"), show_progress=False)
+  with pytest.raises(UserError, match="unknown setting 'bogus'"):
+    _run(toy_dirs, tmp_path / "m3", bogus=1)
+
+
+def test_resuming_with_another_model_is_refused(toy_dirs, tmp_path):
+  _run(toy_dirs, tmp_path / "m", num_train_steps=2, checkpoint_every=2)
+  with pytest.raises(UserError, match="model.emb_dim"):
+    _run(toy_dirs, tmp_path / "m", num_train_steps=4, emb_dim=16)
+
+
+def test_cli_bad_input_exits_2_without_traceback(toy_dirs, tmp_path, capsys):
+  with pytest.raises(SystemExit) as e:
+    train.main(["--model_dir", str(tmp_path / "m"), "--gin.TrainConfig.dataset_dir='/nonexistent'",
+                "--gin.TrainConfig.tokenizer_dir='/nonexistent2'"])
+  assert e.value.code == 2
+  err = capsys.readouterr().err
+  assert err.startswith("error: ") and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_two_devices_match_one(toy_dirs, tmp_path):
+  """Data parallelism over 2 forced host devices gives the same training as 1 device."""
+  ds, tok = toy_dirs
+  script = textwrap.dedent(f"""
+      import json, sys
+      sys.path.insert(0, {os.path.dirname(__file__)!r})
+      import jax, _trainer_toy as toy
+      from cost_jax import train
+      kw = dict(toy.tiny_model_overrides(), **toy.fast_train_overrides(num_train_steps=20))
+      out = train.train_and_evaluate(model_dir=sys.argv[1], dataset_dir={ds!r},
+          tokenizer_dir={tok!r}, eval_at_end=False, eval_test=False, show_progress=False, **kw)
+      print(json.dumps({{"devices": jax.local_device_count(),
+                        "loss": out["summary"]["train"]["loss"]}}))
+  """)
+  results = []
+  for n in (1, 2):
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}",
+               JAX_PLATFORMS="cpu")
+    p = subprocess.run([sys.executable, "-c", script, str(tmp_path / f"m{n}")], env=env,
+                       capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert p.returncode == 0, p.stderr[-3000:]
+    results.append(json.loads(p.stdout.strip().splitlines()[-1]))
+  assert [r["devices"] for r in results] == [1, 2]
+  assert results[0]["loss"] == pytest.approx(results[1]["loss"], rel=1e-4)
+  p1, p2 = _params(tmp_path / "m1"), _params(tmp_path / "m2")
+  for x, y in zip(jax.tree.leaves(p1), jax.tree.leaves(p2)):
+    np.testing.assert_allclose(x, y, atol=1e-5)
