@@ -59,13 +59,22 @@ class ItemTrie:
   item_tokens: Array  # int32 [N, L]
   level_offsets: tuple = flax.struct.field(pytree_node=False)
   level_sizes: tuple = flax.struct.field(pytree_node=False)
-  num_nodes: tuple = flax.struct.field(pytree_node=False)
+  # Per level: max children of a node for CSR levels (a static loop bound), 0 if dense.
   max_children: tuple = flax.struct.field(pytree_node=False)
-  num_items: int = flax.struct.field(pytree_node=False)
 
   @property
   def num_levels(self) -> int:
     return len(self.level_sizes)
+
+  @property
+  def num_items(self) -> int:
+    return int(self.item_tokens.shape[0])
+
+  @property
+  def num_nodes(self) -> tuple[int, ...]:
+    """Nodes per level (level 0 = the root)."""
+    return tuple(int(d.shape[0]) if d is not None else int(c[0].shape[0]) - 1
+                 for d, c in zip(self.dense, self.csr))
 
   @classmethod
   def from_tokens(cls, item_tokens: np.ndarray, level_offsets: Optional[Sequence[int]] = None,
@@ -120,13 +129,14 @@ class ItemTrie:
       c_of = uniq % k
       n_l = num_nodes[l]
       deg = np.bincount(p_of, minlength=n_l)
-      max_children.append(int(deg.max()))
       if n_l * k <= dense_limit:
+        max_children.append(0)
         table = np.full((n_l, k), -1, np.int32)
         table[p_of, c_of] = target_of_uniq
         dense.append(jnp.asarray(table))
         csr.append(None)
       else:
+        max_children.append(int(deg.max()))
         start = np.zeros(n_l + 1, np.int64)
         start[1:] = np.cumsum(deg)
         dense.append(None)
@@ -137,7 +147,7 @@ class ItemTrie:
         parent = child
     return cls(dense=tuple(dense), csr=tuple(csr), item_tokens=jnp.asarray(toks, jnp.int32),
                level_offsets=tuple(int(o) for o in offs), level_sizes=tuple(int(s) for s in sizes),
-               num_nodes=tuple(num_nodes), max_children=tuple(max_children), num_items=int(n))
+               max_children=tuple(max_children))
 
   @classmethod
   def from_tokenizer_dir(cls, path: str, dense_limit: int = DENSE_LIMIT) -> "ItemTrie":

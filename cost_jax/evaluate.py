@@ -62,20 +62,25 @@ def score_topk(topk_items: np.ndarray, targets: np.ndarray,
   return out
 
 
-def make_predict_fn(module: Any, item_tokens: np.ndarray, num_beams: int,
-                    topk: int) -> Callable[[Any, Any], tuple[Any, Any]]:
-  """A jitted (params, encoder_input_tokens) -> (item_index [B, K], scores [B, K])."""
-  import jax  # pylint: disable=g-import-not-at-top
+def make_predict_fn(module: Any, item_tokens: np.ndarray, num_beams: int, topk: int,
+                    level_offsets: Sequence[int] | None = None,
+                    level_sizes: Sequence[int] | None = None) -> Callable[[Any, Any], tuple]:
+  """(params, encoder_input_tokens) -> (item_index [B, topk], scores [B, topk]).
+
+  Trie-constrained beam search (cost_jax.decoding.predict_topk, jitted there with
+  the trie as an argument, compiled once per batch shape).
+  """
   from cost_jax import decoding  # pylint: disable=g-import-not-at-top
   if num_beams < topk:
     raise UserError(f"num_beams ({num_beams}) must be >= topk ({topk}): beam search returns "
                     "at most num_beams items")
-  trie = decoding.ItemTrie.from_tokens(np.asarray(item_tokens, np.int32))
+  trie = decoding.ItemTrie.from_tokens(np.asarray(item_tokens, np.int32), level_offsets,
+                                       level_sizes)
 
   def predict(params, encoder_input_tokens):
     return decoding.predict_topk(module, params, encoder_input_tokens, trie, num_beams, topk)
 
-  return jax.jit(predict)
+  return predict
 
 
 def predict_arrays(predict_fn: Callable, params: Any, encoder_input_tokens: np.ndarray,
@@ -134,11 +139,13 @@ def write_results(model_dir: str, split: str, metrics: Mapping[str, Any], topk_i
 def evaluate_arrays(module: Any, params: Any, arrays: Any, item_tokens: np.ndarray, *,
                     num_beams: int = DEFAULT_NUM_BEAMS, topk: int = max(KS), batch_size: int = 64,
                     sharding: Any = None, predict_fn: Callable | None = None,
-                    desc: str = "decode", show_progress: bool = True
+                    desc: str = "decode", show_progress: bool = True,
+                    level_offsets: Sequence[int] | None = None,
+                    level_sizes: Sequence[int] | None = None,
                     ) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
   """Decodes and scores an `input_pipeline.ExampleArrays` split: (metrics, topk, scores)."""
   if predict_fn is None:
-    predict_fn = make_predict_fn(module, item_tokens, num_beams, topk)
+    predict_fn = make_predict_fn(module, item_tokens, num_beams, topk, level_offsets, level_sizes)
   items, scores = predict_arrays(predict_fn, params, arrays.encoder_input_tokens, batch_size,
                                  sharding=sharding, desc=desc, show_progress=show_progress)
   return score_topk(items, arrays.item_index), items, scores
@@ -161,7 +168,9 @@ def evaluate(model_dir: str, split: str = "test", *, num_beams: int | None = Non
   batch_size = run.round_batch(batch_size)
   metrics, items, scores = evaluate_arrays(
       run.module, run.params, arrays, run.item_tokens, num_beams=num_beams, topk=topk,
-      batch_size=batch_size, sharding=run.batch_sharding, desc=f"eval {split}")
+      batch_size=batch_size, sharding=run.batch_sharding, desc=f"eval {split}",
+      level_offsets=run.record.get("layout", {}).get("level_offsets"),
+      level_sizes=run.record.get("layout", {}).get("codebook_sizes"))
   metrics.update(split=split, step=run.step, num_beams=num_beams, topk=topk)
   if write:
     write_results(model_dir, split, metrics, items, arrays.item_index, arrays.user_index, scores)

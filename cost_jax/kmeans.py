@@ -58,12 +58,14 @@ def lloyd(x: jax.Array, centroids: jax.Array, iterations: int = 100) -> KMeansRe
   return KMeansResult(c, jnp.argmin(d, axis=-1).astype(jnp.int32), jnp.mean(jnp.min(d, axis=-1)))
 
 
+@functools.partial(jax.jit, static_argnames=("k", "iterations"))
 def kmeans(x: jax.Array, k: int, rng: jax.Array, iterations: int = 100) -> KMeansResult:
   """k-means on x [N, d] (N >= k) from k random distinct points."""
   x = jnp.asarray(x, jnp.float32)
   return lloyd(x, init_from_points(x, k, rng), iterations=iterations)
 
 
+@functools.partial(jax.jit, static_argnames=("k", "num_levels", "iterations"))
 def residual_kmeans(x: jax.Array, k: int, num_levels: int, rng: jax.Array,
                     iterations: int = 100) -> tuple[jax.Array, jax.Array]:
   """k-means on x, then on the residuals, `num_levels` times.

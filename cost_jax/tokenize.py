@@ -58,8 +58,8 @@ def load_embeddings(path: str) -> np.ndarray:
   except OSError as e:
     raise UserError(f"{path}: cannot read ({e.strerror or e})") from None
   except (ValueError, EOFError) as e:
-    raise UserError(f"{path}: not a .npy file ({str(e).splitlines()[0] if str(e) else 'bad header'})"
-                    ) from None
+    why = str(e).splitlines()[0] if str(e) else "bad header"
+    raise UserError(f"{path}: not a .npy file ({why})") from None
   if isinstance(x, np.lib.npyio.NpzFile):
     x.close()
     raise UserError(f"{path}: is an .npz archive, expected a single .npy array")
@@ -142,7 +142,7 @@ def _log(msg: str, enabled: bool = True) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-# --- metrics ---------------------------------------------------------------------------------------
+# --- metrics --------------------------------------------------------------------------------------
 def reconstruction_cosine(x: np.ndarray, x_hat: np.ndarray) -> float:
   num = np.sum(x * x_hat, axis=1)
   den = np.maximum(np.linalg.norm(x, axis=1) * np.linalg.norm(x_hat, axis=1), 1e-12)
@@ -179,7 +179,7 @@ def neighbor_precision(x: np.ndarray, x_hat: np.ndarray, k: int = 10, sample: in
           "num_items": n, "sampled": bool(n > sample)}
 
 
-# --- tokenizers ---------------------------------------------------------------------------------------
+# --- tokenizers -----------------------------------------------------------------------------------
 class Tokenizer:
   """A trained tokenizer (neural or baseline) that encodes new items."""
 
@@ -464,7 +464,8 @@ def encode_new(checkpoint_dir: str, embeddings: np.ndarray | str, output: str,
 
 # --- CLI -----------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(prog="python -m cost_jax.tokenize", description=__doc__.split("\n")[0])
+  p = argparse.ArgumentParser(prog="python -m cost_jax.tokenize",
+                              description=__doc__.split("\n")[0])
   p.add_argument("--embeddings", required=True, help=".npy float [num_items, dim], row i = item i")
   p.add_argument("--method", choices=tc.METHODS, default="cost")
   p.add_argument("--output", required=True, help="output directory (replaced atomically)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import os
 import typing
 from typing import Any, Mapping
 
@@ -61,7 +62,8 @@ class TokenizerConfig:
   dedup: str = "cost_reassign"
   lsh_bits: int = 8               # h hyperplanes per level, TIGER §4.3.2: 8 (codes 0..2^h-1)
   lsh_levels: int = 4             # m levels, TIGER §4.3.2: 4
-  neighbor_k: int = 10            # K of neighbour precision@K (CoST preprint §4.1 "Top-K precision")
+  neighbor_k: int = 10            # K of neighbour precision@K (CoST preprint §4.1 "Top-K
+                                  # precision"; the paper does not give K)
   neighbor_sample: int = 5000     # items sampled for neighbour precision when N is larger
   log_every_s: float = 2.0        # progress line interval (seconds)
 
@@ -166,26 +168,52 @@ def parse_set_args(items: list[str] | None) -> dict[str, Any]:
 
 
 def gin_overrides(gin_files: list[str] | None, gin_params: list[str] | None) -> dict[str, Any]:
-  """Reads `tokenizer.<field> = value` bindings from gin files / params into a dict."""
+  """Reads `tokenizer.<field> = value` bindings from gin files / params into a dict.
+
+  Uses gin's parser only (gin's global config is left alone); bindings of other selectors are
+  ignored, `include` statements are followed, later bindings win.
+  """
   if not gin_files and not gin_params:
     return {}
-  import gin  # pylint: disable=g-import-not-at-top
+  from gin import config_parser  # pylint: disable=g-import-not-at-top
 
-  @gin.configurable("tokenizer")
-  def _bindings(**kwargs):
-    return kwargs
+  class _Delegate(config_parser.ParserDelegate):
 
-  gin.clear_config()
-  try:
-    gin.parse_config_files_and_bindings(gin_files or [], gin_params or [], finalize_config=False)
-    values = _bindings()
-  except (OSError, IOError) as e:
-    raise UserError(f"gin: cannot read {getattr(e, 'filename', '') or e}") from None
-  except Exception as e:  # gin raises ValueError/KeyError/SyntaxError subclasses
-    raise UserError(f"gin: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-  finally:
-    gin.clear_config()
-  return {k: coerce(k, v) for k, v in values.items()}
+    def configurable_reference(self, scoped_name, evaluate):
+      raise ValueError(f"@{scoped_name}: references are not supported in tokenizer bindings")
+
+    def macro(self, name):
+      raise ValueError(f"%{name}: macros are not supported in tokenizer bindings")
+
+  values: dict[str, Any] = {}
+
+  def parse(text: str, source: str, depth: int = 0) -> None:
+    try:
+      statements = list(config_parser.ConfigParser(text, _Delegate()))
+    except (SyntaxError, ValueError) as e:
+      raise UserError(f"{source}: {str(e).splitlines()[0] if str(e) else 'bad gin syntax'}"
+                      ) from None
+    for st in statements:
+      if isinstance(st, config_parser.IncludeStatement) and depth < 10:
+        inc = st.filename
+        if not os.path.isabs(inc) and os.path.exists(source):
+          inc = os.path.join(os.path.dirname(source), inc)
+        parse(_read(inc), inc, depth + 1)
+      elif isinstance(st, config_parser.BindingStatement) and st.selector == "tokenizer":
+        values[st.arg_name] = coerce(st.arg_name, st.value)
+
+  def _read(path: str) -> str:
+    try:
+      with open(path) as f:
+        return f.read()
+    except OSError as e:
+      raise UserError(f"{path}: cannot read gin file ({e.strerror or e})") from None
+
+  for path in gin_files or []:
+    parse(_read(path), path)
+  for i, binding in enumerate(gin_params or []):
+    parse(binding, f"--gin_param #{i + 1} ({binding!r})")
+  return values
 
 
 def make_config(method: str, overrides: Mapping[str, Any] | None = None) -> TokenizerConfig:

@@ -65,7 +65,10 @@ def make_train_step(model: rqvae.RQVAE, tx: optax.GradientTransformation, cfg: T
 
 def reseed_dead_codes(model: rqvae.RQVAE, params: dict, counts: jax.Array, batch: jax.Array,
                       rng: jax.Array) -> tuple[dict, jax.Array]:
-  """Codes with zero count get random current residuals. counts [M, K]. Returns (params, #reseeded)."""
+  """Codes with zero count get random current residuals.
+
+  counts [M, K]. Returns (params, number of re-seeded codes).
+  """
   z = model.apply({"params": params}, batch, method=rqvae.RQVAE.encode)
   q = rq.residual_quantize(z, params["codebooks"], model.num_levels)
   cbs = params["codebooks"]
@@ -230,7 +233,8 @@ def train(x: np.ndarray, cfg: TokenizerConfig, seed: int = 0, desc: str = "token
   steps_per_epoch = n // batch_size
   data = jnp.asarray(x, jnp.float32)
   first = np_rng.permutation(n)
-  params, init_usage = fns.init_fn(init_key, data[first[:max(batch_size, cfg.codebook_size)]], km_key)
+  km_batch = data[first[:max(batch_size, cfg.codebook_size)]]
+  params, init_usage = fns.init_fn(init_key, km_batch, km_key)
   init_usage = [float(u) for u in np.asarray(init_usage)]
   opt_state = tx.init(params)
   train_epoch = fns.train_epoch

@@ -33,6 +33,7 @@ import argparse
 import contextlib
 import dataclasses
 import functools
+import io
 import json
 import logging
 import math
@@ -559,6 +560,8 @@ def train(config: TrainConfig, model_dir: str, model_config=None, *,
   # Data (tf.data only here, once; cached as .npz).
   task, info = resolve_task(config)
   item_tokens = load_item_tokens(info.tokenizer_dir)
+  from cost_jax.layout import TokenLayout  # pylint: disable=g-import-not-at-top
+  token_layout = TokenLayout.load(info.tokenizer_dir)
   cache_dir = _cache_dir(config, model_dir)
   fingerprint = _data_fingerprint(info)
   t0 = time.perf_counter()
@@ -581,7 +584,9 @@ def train(config: TrainConfig, model_dir: str, model_config=None, *,
   resumed_from = ckpt.latest_step()
   record = {"format": CONFIG_FORMAT, "train": _plain(config), "model": _plain(model_config),
             "task": dataclasses.asdict(info), "feature_lengths": lengths,
-            "num_items": int(len(item_tokens)), "num_devices": layout.num_devices}
+            "num_items": int(len(item_tokens)), "num_devices": layout.num_devices,
+            "layout": {"level_offsets": list(token_layout.level_offsets),
+                       "codebook_sizes": list(token_layout.codebook_sizes)}}
   _write_or_check_config(model_dir, record, resumed_from is not None)
   np.save(os.path.join(model_dir, ITEM_TOKENS_FILE), item_tokens)
   if operative_gin is not None:
@@ -608,7 +613,9 @@ def train(config: TrainConfig, model_dir: str, model_config=None, *,
   def run_validation(step: int) -> dict[str, float]:
     nonlocal predict_fn
     if predict_fn is None:
-      predict_fn = eval_lib.make_predict_fn(module, item_tokens, config.num_beams, config.topk)
+      predict_fn = eval_lib.make_predict_fn(module, item_tokens, config.num_beams, config.topk,
+                                            token_layout.level_offsets,
+                                            token_layout.codebook_sizes)
     t = time.perf_counter()
     m, _, _ = eval_lib.evaluate_arrays(
         module, state["params"], eval_users, item_tokens, batch_size=eval_batch,
@@ -621,12 +628,12 @@ def train(config: TrainConfig, model_dir: str, model_config=None, *,
 
   progress = Progress(config.num_train_steps, desc="train", unit="steps",
                       items_per_step=config.batch_size, start_step=start,
-                      stream=sys.stderr if show_progress else open(os.devnull, "w"))
+                      stream=sys.stderr if show_progress else io.StringIO())
   history: list[dict] = []
   last_train: dict[str, float] = {}
   last_valid: dict[str, float] = {}
-  timed_steps, timed_secs = 0, 0.0
-  t_log, step_log = time.perf_counter(), start
+  timed_steps, timed_secs, timed_cpu = 0, 0.0, 0.0
+  t_log, cpu_log, step_log = time.perf_counter(), time.process_time(), start
   step = start
   try:
     for step_, batch in input_pipeline.device_batches(batcher, start, config.num_train_steps,
@@ -637,12 +644,13 @@ def train(config: TrainConfig, model_dir: str, model_config=None, *,
       if step % config.log_every == 0 or step == config.num_train_steps:
         last_train = _mean_metrics(history)
         history = []
-        now = time.perf_counter()
+        now, cpu_now = time.perf_counter(), time.process_time()
         dt, ds = now - t_log, step - step_log
         if step_log > start:  # the first interval includes compilation
           timed_steps += ds
           timed_secs += dt
-        t_log, step_log = now, step
+          timed_cpu += cpu_now - cpu_log
+        t_log, cpu_log, step_log = now, cpu_now, step
         rates = {"steps_per_sec": ds / dt, "examples_per_sec": ds * config.batch_size / dt,
                  "epoch": batcher.epoch_of(step)}
         writer.write_scalars(step, {**{f"train/{k}": v for k, v in last_train.items()}, **rates})
@@ -668,6 +676,8 @@ def train(config: TrainConfig, model_dir: str, model_config=None, *,
   if timed_steps:
     result["steps_per_sec"] = timed_steps / timed_secs
     result["examples_per_sec"] = timed_steps * config.batch_size / timed_secs
+    # Process CPU seconds per step (all threads): robust to other load on a shared machine.
+    result["cpu_sec_per_step"] = timed_cpu / timed_steps
   if config.eval_at_end:
     last_valid = run_validation(final_step)
     _atomic_write_text(eval_lib.result_file(model_dir, "metrics.json", "validation"),
@@ -679,7 +689,8 @@ def train(config: TrainConfig, model_dir: str, model_config=None, *,
     m, items, scores = eval_lib.evaluate_arrays(
         module, state["params"], test_arrays, item_tokens, batch_size=eval_batch,
         sharding=layout.batch, predict_fn=predict_fn or eval_lib.make_predict_fn(
-            module, item_tokens, config.num_beams, config.topk),
+            module, item_tokens, config.num_beams, config.topk, token_layout.level_offsets,
+            token_layout.codebook_sizes),
         desc="test", show_progress=show_progress)
     m.update(split="test", step=final_step, num_beams=config.num_beams, topk=config.topk)
     eval_lib.write_results(model_dir, "test", m, items, test_arrays.item_index,
@@ -864,8 +875,20 @@ def parse_args(argv: Sequence[str] | None):
   return args
 
 
+def _interrupt_on_sigterm() -> None:
+  """SIGTERM (preemption, `kill`) -> KeyboardInterrupt: the trainer saves a checkpoint first."""
+  import signal  # pylint: disable=g-import-not-at-top
+
+  def handler(signum, frame):
+    del signum, frame
+    raise KeyboardInterrupt
+
+  signal.signal(signal.SIGTERM, handler)
+
+
 @exits_cleanly
 def _main(args) -> int:
+  _interrupt_on_sigterm()
   train_config, model_config, operative = configs_from_gin(args.gin_file, args.gin_param)
   summary = train(train_config, args.model_dir, model_config, operative_gin=operative)
   print(json.dumps({k: summary.get(k) for k in ("step", "steps_per_sec", "examples_per_sec", "test",

@@ -63,6 +63,9 @@ def test_cache_reuse_by_text_and_model(tmp_path):
   enc = FakeEncoder()
   embed.embed_dataset(d1, model="fake", encoder=enc, cache_root=cache)
   assert enc.calls == [] and os.path.getmtime(os.path.join(d1, "embeddings.npy")) == mtime
+  # Forced rewrite: every text is cached, so the encoder is never called (nor a model loaded).
+  embed.embed_dataset(d1, model="fake", encoder=enc, cache_root=cache, force=True)
+  assert enc.calls == [] and processed.ProcessedDataset.load(d1).embeddings_info()["cache_hits"] == 3
   # Another dataset sharing two texts: only the new text is encoded.
   d2 = _dataset(tmp_path / "d2", {"j1": "green apple", "j2": "blue plum", "j3": "red apple"})
   enc = FakeEncoder()

@@ -90,9 +90,9 @@ def test_evaluate_cli_rescores_checkpoint(trained_dir, capsys):
   assert after == pytest.approx(before)  # same checkpoint, same beams: same ranking
   printed = json.loads(capsys.readouterr().out)
   assert printed["recall@10"] == pytest.approx(before["recall@10"])
-  m = evaluate.evaluate(model_dir, "validation", num_users=20, num_beams=12, topk=12)
-  assert m["num_users"] == 20 and m["num_beams"] == 12
-  assert np.load(os.path.join(model_dir, "topk_validation.npy")).shape == (20, 12)
+  m = evaluate.evaluate(model_dir, "validation", num_users=20)  # same shapes: no recompile
+  assert m["num_users"] == 20 and m["num_beams"] == 10 and m["split"] == "validation"
+  assert np.load(os.path.join(model_dir, "topk_validation.npy")).shape == (20, 10)
 
 
 def test_evaluate_bad_input(tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""Residual quantizer: hand-checked codes/residuals, L_rq value and its straight-through gradients."""
+"""Residual quantizer: hand-checked codes and residuals, L_rq and its straight-through gradients."""
 
 import jax
 import jax.numpy as jnp

@@ -311,3 +311,21 @@ def test_reproduce_smoke_real_stages(tmp_path):
   assert "Impr." in open(os.path.join(out, "results.md")).read()
   # a re-run skips every stage
   assert reproduce.main(args) == 0
+
+
+def test_resumable_stage_keeps_interrupted_work(tmp_path):
+  cache = reproduce.StageCache(str(tmp_path))
+  seen = []
+
+  def step(d):
+    seen.append(sorted(os.listdir(d)))
+    if not os.path.exists(os.path.join(d, "ckpt")):
+      open(os.path.join(d, "ckpt"), "w").close()
+      raise RuntimeError("killed after a checkpoint")
+    return {"ok": 1}
+
+  with pytest.raises(RuntimeError):
+    cache.run("train", {"a": 1}, step, resume=True)
+  r = cache.run("train", {"a": 1}, step, resume=True)
+  assert r.status == "ran" and seen[1][0] == reproduce.SPENT_FILE and "ckpt" in seen[1]
+  assert sorted(os.listdir(r.path)) == ["DONE", "ckpt"]

@@ -16,7 +16,9 @@ import pytest
 
 t5x = pytest.importorskip("t5x")
 
-pytestmark = pytest.mark.t5x
+# Both tests take 1-3 min of wall time on 2 shared cores: run them with
+#   pytest -m t5x tests/test_t5x_integration.py
+pytestmark = [pytest.mark.t5x, pytest.mark.slow]
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Tiny model for CPU: overrides of gin/models/tiger.gin.
@@ -61,7 +63,6 @@ def write_data_root(root: str, dataset: str = "ml100k", method: str = "cost") ->
   return ds, tok
 
 
-@pytest.mark.slow
 def test_t5x_train_runs_on_cost_ml100k_gin(tmp_path):
   """`python -m t5x.train --gin_file=gin/cost_ml100k.gin` for 2 steps on a tiny task."""
   root = str(tmp_path / "data")

@@ -99,6 +99,12 @@ def main(argv=None) -> dict:
   sps = summary["steps_per_sec"]
   eps = summary["examples_per_sec"]
   s_per_step = 1.0 / sps
+  cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+  # On a machine shared with other jobs, wall time mostly measures the others; the
+  # process CPU time per step / cores is what the step costs on an idle machine
+  # (a lower bound: assumes XLA keeps every core busy).
+  cpu_s = summary["cpu_sec_per_step"]
+  idle_s_per_step = cpu_s / cores
   cornac_eps = CORNAC_BATCH / CORNAC_S_PER_STEP
   result = {
       "batch_size": args.batch_size,
@@ -109,6 +115,12 @@ def main(argv=None) -> dict:
       "input_pipeline_batches_per_sec": pipe_steps_per_sec,
       "vs_cornac_examples_per_sec": eps / cornac_eps,  # target >= 2
       "vs_t5x_s_per_step_at_256": (T5X_S_PER_STEP / s_per_step) * (args.batch_size / T5X_BATCH),
+      "cpu_s_per_step": cpu_s,
+      "est_idle_s_per_step": idle_s_per_step,
+      "est_idle_examples_per_sec": args.batch_size / idle_s_per_step,
+      "est_idle_vs_cornac": args.batch_size / idle_s_per_step / cornac_eps,
+      "est_idle_vs_t5x": (T5X_S_PER_STEP / idle_s_per_step) * (args.batch_size / T5X_BATCH),
+      "cores": cores,
       "wall_s_incl_compile_and_data": wall,
       "devices": jax.local_device_count(),
       "load_average": os.getloadavg(),
@@ -119,6 +131,8 @@ def main(argv=None) -> dict:
         f"{result['vs_cornac_examples_per_sec']:.2f}x cornac (target >= 2), "
         f"{result['vs_t5x_s_per_step_at_256']:.2f}x T5X per 256-example step (target >= 1.5); "
         f"input pipeline alone {pipe_steps_per_sec:.0f} batches/s; "
+        f"CPU {cpu_s:.2f} s/step -> idle-machine estimate {idle_s_per_step:.2f} s/step = "
+        f"{result['est_idle_vs_cornac']:.2f}x cornac, {result['est_idle_vs_t5x']:.2f}x T5X; "
         f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", file=sys.stderr)
   return result
 

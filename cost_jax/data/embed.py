@@ -340,19 +340,25 @@ def embed_dataset(path: str, model: str = DEFAULT_MODEL, batch_size: int = 64, *
   if (not force and info and info.get("model") == model_id and info.get("items_fingerprint") == fingerprint
       and os.path.isfile(npy)):
     return npy
-  t0 = time.perf_counter()
-  if encoder is None:
-    encoder = SentenceTransformerEncoder(model_path(model_id), batch_size=batch_size,
-                                         device=device, threads=threads)
-  load_seconds = time.perf_counter() - t0
-  emb, enc_info = encode_texts(ds.item_texts(), encoder, model_id, cache_root=cache_root,
+  loaded: dict = {}
+
+  def lazy_encoder(texts):  # the model is loaded only if some text is not cached
+    if "encoder" not in loaded:
+      t0 = time.perf_counter()
+      loaded["encoder"] = encoder or SentenceTransformerEncoder(
+          model_path(model_id), batch_size=batch_size, device=device, threads=threads)
+      loaded["seconds"] = time.perf_counter() - t0
+    return loaded["encoder"](texts)
+
+  emb, enc_info = encode_texts(ds.item_texts(), lazy_encoder, model_id, cache_root=cache_root,
                                use_cache=use_cache)
+  load_seconds = loaded.get("seconds", 0.0)
   norms = np.linalg.norm(emb, axis=1) if emb.size else np.zeros(0)
   meta = {
       "model": model_id,
       "dim": int(emb.shape[1]) if emb.ndim == 2 else 0,
       "num_items": int(emb.shape[0]),
-      "source": "sentence-transformers" if isinstance(encoder, SentenceTransformerEncoder) else "custom encoder",
+      "source": "custom encoder" if encoder is not None else "sentence-transformers",
       "normalized": bool(len(norms) and np.allclose(norms, 1.0, atol=1e-3)),
       "items_fingerprint": fingerprint,
       "text_template": "Item category: <category>. Title: <title>. Description: <description>.",
