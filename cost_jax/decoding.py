@@ -315,7 +315,7 @@ def beam_search(step_fn: StepFn, cache: Any, batch_size: int, trie: ItemTrie, nu
 
 
 def temperature_sample(step_fn: StepFn, cache: Any, batch_size: int, trie: ItemTrie,
-                       num_samples: int, rng: Array, *, temperature: float = 1.0,
+                       num_samples: int, rng: Array, *, temperature: float | Array = 1.0,
                        constrained: bool = True, cache_axis: int = 0) -> BeamResult:
   """Sample `num_samples` IDs per example, token by token from softmax(logp / T).
 
@@ -326,7 +326,9 @@ def temperature_sample(step_fn: StepFn, cache: Any, batch_size: int, trie: ItemT
   b, s = batch_size, num_samples
   bs = b * s
   neg = jnp.asarray(NEG_INF, jnp.float32)
+  temperature = jnp.asarray(temperature, jnp.float32)
   greedy = temperature < MIN_TEMPERATURE
+  safe_t = jnp.maximum(temperature, MIN_TEMPERATURE)
   nodes = jnp.zeros((bs,), jnp.int32)
   scores = jnp.zeros((bs,), jnp.float32)
   tokens = jnp.zeros((bs, 0), jnp.int32)
@@ -341,11 +343,9 @@ def temperature_sample(step_fn: StepFn, cache: Any, batch_size: int, trie: ItemT
       logp = logp.astype(jnp.float32)
     nxt = trie.children(l, nodes)
     masked = jnp.where(nxt >= 0, logp, neg) if constrained else logp
-    if greedy:
-      code = jnp.argmax(masked, axis=-1)
-    else:
-      rng, sub = jax.random.split(rng)
-      code = jax.random.categorical(sub, masked / temperature, axis=-1)
+    rng, sub = jax.random.split(rng)
+    code = jnp.where(greedy, jnp.argmax(masked, axis=-1),
+                     jax.random.categorical(sub, masked / safe_t, axis=-1))
     code = code.astype(jnp.int32)
     scores = scores + jnp.take_along_axis(masked, code[:, None], axis=1)[:, 0]
     nodes = jnp.take_along_axis(nxt, code[:, None], axis=1)[:, 0]
@@ -423,14 +423,17 @@ def _predict_topk_jit(module, params, encoder_input_tokens, trie, num_beams, top
 
 def predict_topk(module: Any, params: Any, encoder_input_tokens: Array, trie: ItemTrie,
                  num_beams: int, topk: int, *, constrained: bool = True,
-                 score_over: str = "vocab", return_tokens: bool = False):
+                 score_over: str = "level", return_tokens: bool = False):
   """Top-`topk` items per example by beam search with `num_beams` beams (topk <= num_beams).
 
   Returns (item_index int32 [B, topk] (-1 = invalid ID or no beam), scores float32
   [B, topk] descending) and, with return_tokens, the decoded tokens [B, topk, L].
   Compiled once per (shapes, module, num_beams, topk, constrained, score_over).
-  score_over="vocab": log-softmax over the full vocabulary (the model's probabilities);
-  "level": over each level's code range only (cheaper output layer).
+  score_over="level" (default): log-softmax over each level's code range only (the
+  model's distribution given that the next token is a level-l code; the output layer
+  shrinks from V to K_l columns: ~1.5x faster beam-50 decoding on CPU). "vocab": over
+  the full vocabulary (exactly T5X's scoring; identical rankings when the trained model
+  puts ~all mass on the level's range).
   """
   if topk > num_beams:
     raise ValueError(f"topk ({topk}) must be <= num_beams ({num_beams})")
@@ -440,8 +443,8 @@ def predict_topk(module: Any, params: Any, encoder_input_tokens: Array, trie: It
   return (items, scores, tokens) if return_tokens else (items, scores)
 
 
-@functools.partial(jax.jit, static_argnames=("module", "num_samples", "temperature",
-                                             "constrained", "score_over"))
+@functools.partial(jax.jit, static_argnames=("module", "num_samples", "constrained",
+                                             "score_over"))
 def _sample_jit(module, params, encoder_input_tokens, trie, rng, num_samples, temperature,
                 constrained, score_over):
   step_fn, cache = module_step_fn(module, params, encoder_input_tokens, trie, score_over)
@@ -452,10 +455,11 @@ def _sample_jit(module, params, encoder_input_tokens, trie, rng, num_samples, te
 
 def sample_items(module: Any, params: Any, encoder_input_tokens: Array, trie: ItemTrie,
                  num_samples: int, rng: Array, *, temperature: float = 1.0,
-                 constrained: bool = True, score_over: str = "vocab"):
+                 constrained: bool = True, score_over: str = "level"):
   """TIGER §4.4.2 temperature sampling: (items int32 [B, S], scores [B, S], tokens [B, S, L])."""
   return _sample_jit(module, params, jnp.asarray(encoder_input_tokens), trie, rng,
-                     int(num_samples), float(temperature), bool(constrained), score_over)
+                     int(num_samples), jnp.asarray(temperature, jnp.float32), bool(constrained),
+                     score_over)
 
 
 # ------------------------------------------------------------------------------------------

@@ -46,18 +46,19 @@ def score_topk(topk_items: np.ndarray, targets: np.ndarray,
                ks: Sequence[int] = KS) -> dict[str, float]:
   """Recall@K / NDCG@K (one relevant item per user) + invalid_id_rate + num_users.
 
-  invalid_id_rate is the fraction of the returned top-max(ks) slots holding -1
-  (a decoded sequence that is no item's semantic ID); it is 0 under constrained
-  decoding whenever the catalogue has at least max(ks) items.
+  cost_jax.metrics.retrieval_metrics: invalid_id_rate is the share of returned
+  slots holding -1 (a decoded sequence that is no item's semantic ID, or no beam);
+  it is 0 under constrained decoding whenever the catalogue has >= topk items.
+  A K larger than the list length is scored on the list (Recall@40 of a top-20
+  list = Recall@20).
   """
   from cost_jax import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
   topk_items = np.asarray(topk_items)
   targets = np.asarray(targets)
   if topk_items.ndim != 2 or topk_items.shape[0] != targets.shape[0]:
     raise ValueError(f"topk {topk_items.shape} vs targets {targets.shape}")
-  out = {k: float(v) for k, v in metrics_lib.retrieval_metrics(topk_items, targets, ks=ks).items()}
-  kmax = min(max(ks), topk_items.shape[1])
-  out["invalid_id_rate"] = float(np.mean(topk_items[:, :kmax] < 0)) if topk_items.size else 0.0
+  out: dict[str, Any] = {k: float(v) for k, v in
+                         metrics_lib.retrieval_metrics(topk_items, targets, ks=ks).items()}
   out["num_users"] = int(targets.shape[0])
   return out
 

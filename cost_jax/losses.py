@@ -18,8 +18,10 @@ import jax.numpy as jnp
 LOSSES = ("rqvae", "cost", "rqvae+cost")
 
 
-def mse_loss(x: jax.Array, x_hat: jax.Array) -> jax.Array:
-  return jnp.mean(jnp.sum((x - x_hat) ** 2, axis=-1))
+def mse_loss(x: jax.Array, x_hat: jax.Array, reduction: str = "sum") -> jax.Array:
+  """||x - x_hat||^2 summed ("sum") or averaged ("mean") over features, mean over the batch."""
+  reduce = jnp.sum if reduction == "sum" else jnp.mean
+  return jnp.mean(reduce((x - x_hat) ** 2, axis=-1))
 
 
 def l2_normalize(x: jax.Array, eps: float = 1e-8) -> jax.Array:
@@ -34,9 +36,10 @@ def info_nce(x: jax.Array, x_hat: jax.Array, tau: float = 0.1) -> jax.Array:
 
 
 def total_loss(kind: str, x: jax.Array, x_hat: jax.Array, l_rq: jax.Array, *, alpha: float = 0.1,
-               tau: float = 0.1) -> tuple[jax.Array, dict[str, jax.Array]]:
+               tau: float = 0.1, reduction: str = "sum"
+               ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """The selected objective and its parts (for logging)."""
-  l_mse = mse_loss(x, x_hat)
+  l_mse = mse_loss(x, x_hat, reduction)
   l_cl = info_nce(x, x_hat, tau)
   if kind == "rqvae":
     loss = l_mse + l_rq

@@ -64,15 +64,18 @@ def straight_through(z: jax.Array, quantized: jax.Array) -> jax.Array:
   return z + jax.lax.stop_gradient(quantized - z)
 
 
-def rq_loss(residuals: jax.Array, selected: jax.Array, beta: float = 0.25) -> jax.Array:
+def rq_loss(residuals: jax.Array, selected: jax.Array, beta: float = 0.25,
+            reduction: str = "sum") -> jax.Array:
   """L_rq = sum_l ||sg(r_l) - e_l||^2 + beta ||r_l - sg(e_l)||^2 (CoST eq. 3), mean over the batch.
 
   The first (codebook) term moves codes toward the residuals; the second (commitment) term moves
-  the encoder output toward its codes. Squared norms are summed over the latent dimension.
+  the encoder output toward its codes. reduction "sum": squared norms summed over the latent
+  dimension (the formula); "mean": averaged over it (still summed over levels).
   """
   sg = jax.lax.stop_gradient
-  codebook = jnp.sum((sg(residuals) - selected) ** 2, axis=(-2, -1))
-  commit = jnp.sum((residuals - sg(selected)) ** 2, axis=(-2, -1))
+  reduce = jnp.sum if reduction == "sum" else jnp.mean
+  codebook = jnp.sum(reduce((sg(residuals) - selected) ** 2, axis=-1), axis=-1)
+  commit = jnp.sum(reduce((residuals - sg(selected)) ** 2, axis=-1), axis=-1)
   return jnp.mean(codebook + beta * commit)
 
 

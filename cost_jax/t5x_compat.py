@@ -22,6 +22,9 @@ import os
 from typing import Any, Callable
 
 import gin
+# Imported here, not lazily: decoding registers gin configurables, and gin refuses new
+# ones once T5X has locked the config.
+from cost_jax import decoding
 from cost_jax.errors import UserError
 
 SCHEDULES = ("rsqrt", "constant")
@@ -34,7 +37,8 @@ def learning_rate_schedule(learning_rate: float = 0.01, schedule: str = "rsqrt",
   """step -> learning rate (jnp float32). Defaults: TIGER §4.1.3."""
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   if schedule not in SCHEDULES:
-    raise UserError(f"learning_rate_schedule: schedule must be one of {SCHEDULES}, got {schedule!r}")
+    raise UserError(f"learning_rate_schedule: schedule must be one of {SCHEDULES}, "
+                    f"got {schedule!r}")
   if learning_rate <= 0 or constant_steps < 1:
     raise UserError("learning_rate_schedule: need learning_rate > 0 and constant_steps >= 1")
   lr, c = float(learning_rate), float(constant_steps)
@@ -91,10 +95,6 @@ class ConstrainedDecodeFn:
 
   @functools.cached_property
   def _fn(self) -> Callable[..., Any]:
-    try:
-      from cost_jax import decoding  # pylint: disable=g-import-not-at-top
-    except ImportError as e:
-      raise UserError(f"constrained decoding needs cost_jax.decoding ({e})") from None
     tokenizer_dir = tokenizer_dir_of(self.vocabulary, self.tokenizer_dir)
     fn = decoding.make_t5x_decode_fn(tokenizer_dir=tokenizer_dir, constrained=self.constrained)
     return functools.partial(fn, **self.decode_kwargs) if self.decode_kwargs else fn

@@ -361,7 +361,9 @@ def run(embeddings: np.ndarray | str, method: str, output: str, seed: int = 0,
       report["dead_code_remedy"] = {
           "enabled": cfg.dead_code_remedy, "window_steps": cfg.dead_code_window,
           "reseeded_codes": res.reseeded_codes,
-          "usage_after_kmeans_init_first_batch": res.init_usage}
+          "usage_after_kmeans_init_first_batch": res.init_usage,
+          "ablation": "usage without the remedy: rerun with --set dead_code_remedy=false "
+                      "(or tools/bench_tokenizer.py remedy)"}
     else:
       from cost_jax import baselines  # pylint: disable=g-import-not-at-top
       _log(f"[{desc}] fitting {method} baseline on {n} items", log)

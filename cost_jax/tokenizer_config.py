@@ -40,6 +40,10 @@ class TokenizerConfig:
   # measured per-level usage 0.84/0.72/0.56 on the acceptance data (20k clustered items, 50
   # epochs), failing the >= 80% target. Set shared_codebook=True for the §4.1 wording.
   shared_codebook: bool = False
+  # How ||.||^2 in L_mse and L_rq is reduced over features: "sum" (the papers' formula) or
+  # "mean" (per element, as common RQ-VAE code does). The papers do not say; `tiger` uses "mean"
+  # because with "sum" its Adagrad lr 0.4 diverges (measured: loss 1.6e12 in the first epoch).
+  loss_reduction: str = "sum"
   beta: float = 0.25              # commitment weight in L_rq. CoST §4.1, TIGER §4.1.3: 0.25
   alpha: float = 0.1              # weight of L_cl in L_co. CoST §4.1: 0.1
   tau: float = 0.1                # InfoNCE temperature. CoST §4.1: 0.1 (Fig. 3 also 0.5, 1.0)
@@ -72,6 +76,8 @@ class TokenizerConfig:
       raise UserError(f"config: loss must be rqvae, cost or rqvae+cost, got {self.loss!r}")
     if self.dedup not in DEDUP_MODES:
       raise UserError(f"config: dedup must be one of {DEDUP_MODES}, got {self.dedup!r}")
+    if self.loss_reduction not in ("sum", "mean"):
+      raise UserError(f"config: loss_reduction must be sum or mean, got {self.loss_reduction!r}")
     if self.optimizer not in ("adam", "adagrad", "sgd"):
       raise UserError(f"config: optimizer must be adam, adagrad or sgd, got {self.optimizer!r}")
     for name in ("latent_dim", "codebook_size", "num_levels", "batch_size", "kmeans_iters",
@@ -107,6 +113,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # TIGER §4.1.3 (20k epochs in the paper; 100 here).
     "tiger": dict(latent_dim=32, codebook_size=256, num_levels=3, shared_codebook=False,
                   optimizer="adagrad", learning_rate=0.4, batch_size=1024, epochs=100,
+                  loss_reduction="mean",
                   dedup="tiger_extra_token"),
 }
 

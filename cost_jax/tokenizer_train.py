@@ -46,9 +46,9 @@ def make_train_step(model: rqvae.RQVAE, tx: optax.GradientTransformation, cfg: T
 
   def loss_fn(params, batch):
     out = model.apply({"params": params}, batch)
-    l_rq = rq.rq_loss(out["residuals"], out["selected"], cfg.beta)
+    l_rq = rq.rq_loss(out["residuals"], out["selected"], cfg.beta, cfg.loss_reduction)
     loss, parts = losses.total_loss(cfg.loss, batch, out["x_hat"], l_rq, alpha=cfg.alpha,
-                                    tau=cfg.tau)
+                                    tau=cfg.tau, reduction=cfg.loss_reduction)
     parts["counts"] = rq.code_counts(out["codes"], cfg.codebook_size)
     return loss, parts
 

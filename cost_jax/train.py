@@ -663,8 +663,12 @@ def train(config: TrainConfig, model_dir: str, model_config=None, *,
       if config.eval_every and step % config.eval_every == 0 and step < config.num_train_steps:
         last_valid = run_validation(step)
   except KeyboardInterrupt:
-    log(f"[train] interrupted: saving step {int(state['step'])}")
-    ckpt.save(int(state["step"]), state)
+    try:  # the state may have been donated to a step that did not finish
+      interrupted_at = int(state["step"])
+      ckpt.save(interrupted_at, state)
+      log(f"[train] interrupted: saved step {interrupted_at}")
+    except (RuntimeError, ValueError):
+      log(f"[train] interrupted: resume from the last checkpoint ({ckpt.latest_step()})")
     ckpt.close()
     raise
   progress.close()

@@ -182,7 +182,8 @@ class SemanticIDVocabulary(seqio.Vocabulary):
     return self.layout == other.layout and self.extra_ids == other.extra_ids
 
   def __hash__(self) -> int:
-    return hash((type(self).__name__, self.extra_ids))  # equal layouts from different dirs are equal
+    # Equal layouts from different dirs are equal, so the hash ignores the dir.
+    return hash((type(self).__name__, self.extra_ids))
 
   def __repr__(self) -> str:
     src = self._tokenizer_dir if self._tokenizer_dir else repr(self._given_layout)

@@ -55,8 +55,8 @@ def register_builtin_tasks(root: str | None = None) -> list[str]:
   for dataset in DATASETS:
     for method in METHOD_TASK_PREFIX:
       name = task_name(method, dataset)
-      register_task(name, paths.dataset_dir(dataset, root), paths.tokenizer_dir(dataset, method, root),
-                    max_history=MAX_HISTORY[dataset])
+      register_task(name, paths.dataset_dir(dataset, root),
+                    paths.tokenizer_dir(dataset, method, root), max_history=MAX_HISTORY[dataset])
       names.append(name)
   return names
 

@@ -101,21 +101,23 @@ class TaskData:
     return self.item_tokens.shape[1]
 
 
-def load_semantic_ids(tokenizer_dir: str, num_items: int | None = None) -> tuple[TokenLayout, np.ndarray]:
+def load_semantic_ids(tokenizer_dir: str,
+                      num_items: int | None = None) -> tuple[TokenLayout, np.ndarray]:
   """(layout, item_tokens int32 [N, L]) of a tokenizer dir (Contract 1), validated."""
   vocab_file = os.path.join(tokenizer_dir, VOCABULARY_FILE)
   ids_file = os.path.join(tokenizer_dir, SEMANTIC_IDS_FILE)
   for f in (vocab_file, ids_file):
     if not os.path.isfile(f):
-      raise UserError(f"{f}: missing; build the tokenizer dir with "
-                      f"`python -m cost_jax.tokenize --embeddings EMB --method METHOD --output {tokenizer_dir}`")
+      raise UserError(f"{f}: missing; build the tokenizer dir with `python -m cost_jax.tokenize "
+                      f"--embeddings EMB --method METHOD --output {tokenizer_dir}`")
   layout = TokenLayout.load(vocab_file)
   try:
     ids = np.load(ids_file)
   except (OSError, ValueError) as e:
     raise UserError(f"{ids_file}: cannot read ({e})") from None
   if ids.ndim != 2 or not np.issubdtype(ids.dtype, np.integer):
-    raise UserError(f"{ids_file}: expected an int array [num_items, L], got {ids.dtype} {ids.shape}")
+    raise UserError(f"{ids_file}: expected an int array [num_items, L], "
+                    f"got {ids.dtype} {ids.shape}")
   if ids.shape[1] != layout.num_levels:
     raise UserError(f"{ids_file}: IDs have length {ids.shape[1]} but {vocab_file} has "
                     f"{layout.num_levels} levels")
@@ -143,7 +145,7 @@ def load_task_data(dataset_dir: str, tokenizer_dir: str) -> TaskData:
   if layout.num_user_buckets:
     user_tokens = np.asarray([layout.user_token(u) for u in loo.user_ids], np.int32)
   else:
-    user_tokens = np.full([len(loo.user_ids)], 2, np.int32)  # unk when the layout has no user tokens
+    user_tokens = np.full([len(loo.user_ids)], 2, np.int32)  # unk: the layout has no user tokens
   return TaskData(layout=layout, item_tokens=item_tokens, user_ids=list(loo.user_ids),
                   user_index=user_index, user_tokens=user_tokens, train=list(loo.train),
                   valid_target=np.asarray(loo.valid_target, np.int32),
@@ -151,7 +153,7 @@ def load_task_data(dataset_dir: str, tokenizer_dir: str) -> TaskData:
 
 
 class SeqRecSource:
-  """Lazily loads one (dataset dir, tokenizer dir) pair; dataset_fn / preprocessor / postprocessor."""
+  """One (dataset dir, tokenizer dir) pair, read lazily; seqio dataset_fn and pre/postprocessors."""
 
   def __init__(self, name: str, dataset_dir: str, tokenizer_dir: str, max_history: int):
     self.name = name
@@ -176,7 +178,8 @@ class SeqRecSource:
     return len(self.split_index(split))
 
   # --- seqio hooks -----------------------------------------------------------------
-  def dataset_fn(self, split: str, shuffle_files: bool = False, seed: int | None = None) -> tf.data.Dataset:
+  def dataset_fn(self, split: str, shuffle_files: bool = False,
+                 seed: int | None = None) -> tf.data.Dataset:
     """seqio.FunctionDataSource dataset_fn; shuffle_files shuffles all examples (numpy)."""
     d = self.data
     idx = self.split_index(split)
@@ -275,21 +278,14 @@ class SeqRecSource:
 
 def retrieval_metric_fn(targets: Sequence[int], predictions: Sequence[Sequence[int]],
                         ks: Sequence[int] = (5, 10, 20, 40)) -> dict[str, float]:
-  """seqio metric fn: recall@k / ndcg@k (cost_jax.metrics) and the invalid-ID rate.
+  """seqio metric fn: Recall@k / NDCG@k (CoST §4.1 k = 5..40) and invalid-ID rates.
 
   `predictions[i]` are item indices best first (-1 = invalid ID), as the task's
-  postprocess_fn returns them.
+  postprocess_fn returns them; delegates to cost_jax.metrics.seqio_retrieval_metrics.
   """
-  from cost_jax import metrics  # Contract 4; imported here so tasks register without it
+  from cost_jax import metrics  # pylint: disable=g-import-not-at-top
 
-  k_max = max([len(p) for p in predictions] + [1])
-  topk = np.full([len(predictions), k_max], -1, np.int32)
-  for i, p in enumerate(predictions):
-    topk[i, :len(p)] = p
-  out = {k: float(v) for k, v in metrics.retrieval_metrics(
-      topk, np.asarray(targets, np.int32), ks=tuple(ks)).items()}
-  out["invalid_id_rate"] = float((topk < 0).mean()) if topk.size else 0.0
-  return out
+  return metrics.seqio_retrieval_metrics(targets, predictions, ks=tuple(ks))
 
 
 def register_task(name: str, dataset_dir: str, tokenizer_dir: str,

@@ -110,23 +110,24 @@ def test_beam_search_equals_brute_force(setup):
   items, trie, module, params, enc = setup
   ref = _brute_force(module, params, enc, items)
   n = len(items)
-  got, scores = decoding.predict_topk(module, params, enc, trie, num_beams=n, topk=n)
+  # More beams than items: the tail must be padded with item -1 / score -inf, no duplicates.
+  got, scores = decoding.predict_topk(module, params, enc, trie, num_beams=n + 7, topk=n + 7,
+                                      score_over="vocab")
   got, scores = np.asarray(got), np.asarray(scores)
   order = np.argsort(-ref, axis=1, kind="stable")
-  np.testing.assert_array_equal(got, order)
-  np.testing.assert_allclose(scores, np.take_along_axis(ref, order, 1), rtol=1e-3, atol=1e-4)
-  # More beams than items: the tail is padded with item -1 / score -inf, never duplicates.
-  got2, scores2 = decoding.predict_topk(module, params, enc, trie, num_beams=n + 7, topk=n + 7)
-  np.testing.assert_array_equal(np.asarray(got2)[:, :n], order)
-  assert (np.asarray(got2)[:, n:] == -1).all() and np.isneginf(np.asarray(scores2)[:, n:]).all()
+  np.testing.assert_array_equal(got[:, :n], order)
+  np.testing.assert_allclose(scores[:, :n], np.take_along_axis(ref, order, 1), rtol=1e-3,
+                             atol=1e-4)
+  assert (got[:, n:] == -1).all() and np.isneginf(scores[:, n:]).all()
 
 
 def test_small_beams_valid_and_top1_not_worse_than_greedy(setup):
   items, trie, module, params, enc = setup
   ref = _brute_force(module, params, enc, items)
-  got, scores = decoding.predict_topk(module, params, enc, trie, num_beams=4, topk=4)
+  got, scores = decoding.predict_topk(module, params, enc, trie, num_beams=4, topk=4,
+                                      score_over="vocab")
   _, gscore, _ = decoding.sample_items(module, params, enc, trie, 4, jax.random.PRNGKey(0),
-                                       temperature=1e-6)
+                                       temperature=1e-6, score_over="vocab")
   got, scores = np.asarray(got), np.asarray(scores)
   assert (got >= 0).all()
   for i in range(len(got)):
@@ -173,7 +174,7 @@ def test_fewer_children_than_beams_at_step0():
 
 def test_score_over_level_is_renormalized_per_level(setup):
   items, trie, module, params, enc = setup
-  _, s_vocab = decoding.predict_topk(module, params, enc, trie, 4, 4)
+  _, s_vocab = decoding.predict_topk(module, params, enc, trie, 4, 4, score_over="vocab")
   _, s_level = decoding.predict_topk(module, params, enc, trie, 4, 4, score_over="level")
   assert (np.asarray(s_level)[:, 0] >= np.asarray(s_vocab)[:, 0] - 1e-6).all()
 
@@ -182,12 +183,12 @@ def test_temperature_sampling(setup):
   items, trie, module, params, enc = setup
   ref = _brute_force(module, params, enc, items)
   g, gs, _ = decoding.sample_items(module, params, enc, trie, 4, jax.random.PRNGKey(0),
-                                   temperature=1e-6)
+                                   temperature=1e-6, score_over="vocab")
   g = np.asarray(g)
   assert (g == g[:, :1]).all()  # T -> 0: every sample is the greedy ID
   np.testing.assert_allclose(np.asarray(gs)[:, 0], ref[np.arange(len(g)), g[:, 0]], rtol=1e-3, atol=1e-4)
   s, ss, _ = decoding.sample_items(module, params, enc, trie, 4, jax.random.PRNGKey(1),
-                                   temperature=3.0)
+                                   temperature=3.0, score_over="vocab")
   s, ss = np.asarray(s), np.asarray(ss)
   assert ((s >= 0) & (s < len(items))).all()
   np.testing.assert_allclose(ss, np.take_along_axis(ref, s, 1), rtol=1e-3, atol=1e-4)

@@ -53,3 +53,9 @@ def test_total_loss_combinations():
     assert float(parts["infonce"]) == pytest.approx(nce, rel=1e-5)
   with pytest.raises(ValueError):
     losses.total_loss("nope", jnp.asarray(x), jnp.asarray(h), jnp.asarray(rq))
+
+
+def test_mean_reduction_divides_by_features():
+  x = np.array([[1.0, 2.0], [0.0, 0.0]])
+  h = np.array([[0.0, 0.0], [3.0, 4.0]])
+  assert float(losses.mse_loss(jnp.asarray(x), jnp.asarray(h), "mean")) == pytest.approx(30 / 4)

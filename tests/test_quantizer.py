@@ -94,3 +94,10 @@ def test_straight_through_gradient_is_identity():
 def test_code_counts():
   counts = rq.code_counts(jnp.asarray([[1, 0], [2, 1], [1, 2]]), 3)
   np.testing.assert_array_equal(counts, [[0, 2, 1], [1, 1, 1]])
+
+
+def test_rq_loss_mean_reduction():
+  out = rq.residual_quantize(jnp.asarray(Z), jnp.asarray(CB), 2)
+  # averaged over the 2 latent features instead of summed
+  loss = rq.rq_loss(out.residuals, out.selected, beta=0.25, reduction="mean")
+  assert float(loss) == pytest.approx(1.19 / 3 * 1.25 / 2, abs=1e-6)

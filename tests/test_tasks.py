@@ -149,9 +149,12 @@ def test_vocabulary_and_postprocess(task):
 
 def test_metric_fn(task):
   pytest.importorskip("cost_jax.metrics")
+  # Ranks of the targets: 0, 1, miss.
   m = cost_jax_tasks.retrieval_metric_fn([4, 3, 2], [[4, 1], [1, 3], [-1, 0]], ks=(1, 2))
   assert m["invalid_id_rate"] == pytest.approx(1 / 6)
-  assert any(abs(v - 1 / 3) < 1e-6 for k, v in m.items() if "1" in k and "recall" in k.lower())
+  assert m["recall@1"] == pytest.approx(1 / 3) and m["recall@2"] == pytest.approx(2 / 3)
+  assert m["ndcg@2"] == pytest.approx((1 + 1 / np.log2(3)) / 3)
+  assert task.metric_fns == [cost_jax_tasks.retrieval_metric_fn]
 
 
 def test_builtin_registrations():

@@ -200,3 +200,17 @@ def test_bad_config_values(emb_file, tmp_path, capsys):
       tokenize.main(["--embeddings", emb_file, "--output", str(tmp_path / "o")] + args)
     assert msg in capsys.readouterr().err
   assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_acceptance_20k_clustered_items(tmp_path):
+  """The issue's acceptance: 20,000 clustered 768-d items, `cost` preset: all IDs distinct and
+  per-level usage >= 80% (a few minutes on 2 CPU cores)."""
+  rng = np.random.default_rng(0)
+  c = rng.standard_normal((200, 768))
+  c /= np.linalg.norm(c, axis=1, keepdims=True)
+  x = c[rng.integers(0, 200, 20000)] + 0.02 * rng.standard_normal((20000, 768))
+  x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+  rep = tokenize.run(x, "cost", str(tmp_path / "cost"), seed=0)
+  assert rep["all_distinct"]
+  assert min(rep["usage_per_level"]) >= 0.8, rep["usage_per_level"]

@@ -40,8 +40,9 @@ def build_trainer(batch: int, input_len: int, target_len: int, optimizer_name: s
       optimizer_def=t5x_compat.optimizer(optimizer_name, schedule))
   partitioner = partitioning.PjitPartitioner(
       num_partitions=1, logical_axis_rules=partitioning.standard_logical_axis_rules())
-  shapes = {"encoder_input_tokens": (batch, input_len), "decoder_input_tokens": (batch, target_len),
-            "decoder_target_tokens": (batch, target_len), "decoder_loss_weights": (batch, target_len)}
+  shapes = {"encoder_input_tokens": (batch, input_len)}
+  shapes.update({k: (batch, target_len) for k in (
+      "decoder_input_tokens", "decoder_target_tokens", "decoder_loss_weights")})
   types = {k: np.int32 for k in shapes}
   init = utils.TrainStateInitializer(model.optimizer_def, model.get_initial_variables, shapes,
                                      partitioner, types)
@@ -63,7 +64,8 @@ def random_batch(batch: int, input_len: int, target_len: int, vocab_size: int) -
   }
 
 
-def time_t5x_step(batch: int, input_len: int, target_len: int, steps: int, optimizer_name: str) -> dict:
+def time_t5x_step(batch: int, input_len: int, target_len: int, steps: int,
+                  optimizer_name: str) -> dict:
   import jax
   trainer, cfg = build_trainer(batch, input_len, target_len, optimizer_name)
   data = random_batch(batch, input_len, target_len, cfg.vocab_size)
