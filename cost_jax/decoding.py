@@ -21,7 +21,6 @@ penalty; TIGER §3.2). Scores are sums of per-token model log-probabilities.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import os
@@ -40,7 +39,10 @@ Array = jax.Array
 NEG_INF = -jnp.inf
 # Temperatures below this decode greedily (as T5X's temperature_sample does).
 MIN_TEMPERATURE = 1e-4
-DENSE_LIMIT = 50_000_000  # max entries of one dense per-level transition table
+DENSE_LIMIT = 16_000_000  # max entries (int32) of one dense per-level transition table
+# Tries captured as constants by a T5X decode_fn are embedded in the compiled program:
+# keep them O(num_items) (CSR) beyond this size.
+CONSTANT_DENSE_LIMIT = 1_000_000
 
 
 # ------------------------------------------------------------------------------------------
@@ -210,9 +212,9 @@ class ItemTrie:
 
 
 @functools.lru_cache(maxsize=8)
-def load_trie(tokenizer_dir: str) -> ItemTrie:
+def load_trie(tokenizer_dir: str, dense_limit: int = CONSTANT_DENSE_LIMIT) -> ItemTrie:
   """ItemTrie.from_tokenizer_dir, memoized per directory (for gin-bound decode fns)."""
-  return ItemTrie.from_tokenizer_dir(tokenizer_dir)
+  return ItemTrie.from_tokenizer_dir(tokenizer_dir, dense_limit=dense_limit)
 
 
 # ------------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import copy
 import dataclasses
 import datetime
@@ -34,6 +35,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import sys
 import time
 import traceback
@@ -314,11 +316,15 @@ def _real_tokenize(embeddings, method: str, output: str, seed: int, overrides: d
 
 
 def _real_train(dataset_dir: str, tokenizer_dir: str, model_dir: str, seed: int,
-                **tiger: Any) -> dict:
-  """TIGER seq2seq training + test scoring; `tiger` = TrainConfig / TransformerConfig fields."""
+                task: str = "", **tiger: Any) -> dict:
+  """TIGER seq2seq training + test scoring; `tiger` = TrainConfig / TransformerConfig fields.
+
+  `task`: the SeqIO task name to register ("{method}_{dataset}" with SeqIO-safe characters;
+  the trainer's default would take the method verbatim, and "rqvae+cost" is not a valid name).
+  """
   from cost_jax import train  # pylint: disable=import-outside-toplevel
-  metrics = train.train_and_evaluate(dataset_dir=dataset_dir, tokenizer_dir=tokenizer_dir,
-                                     model_dir=model_dir, seed=seed, **tiger)
+  metrics = train.train_and_evaluate(task or None, model_dir, dataset_dir=dataset_dir,
+                                     tokenizer_dir=tokenizer_dir, seed=seed, **tiger)
   metrics.pop("summary", None)
   return metrics
 
@@ -496,9 +502,12 @@ class Pipeline:
 
   def _train_fn(self, tok_stage: str, seed: int) -> Callable[[str], Any]:
     def run(tmp: str) -> dict:
+      method = self._by_name[tok_stage].method
+      task = f"{safe_name(method)}_{safe_name(self.profile.dataset)}".replace("-", "_")
       metrics = self.fns.train(self.dataset_path("embed"),
                                os.path.join(self._dir(tok_stage), "tokenizer"),
-                               os.path.join(tmp, "model"), seed=seed, **self.profile.tiger)
+                               os.path.join(tmp, "model"), seed=seed, task=task,
+                               **self.profile.tiger)
       return {k: v for k, v in dict(metrics).items() if _is_number(v)}
     return run
 
@@ -785,6 +794,25 @@ def _link_or_copy(src: str, dst: str) -> None:
 # --- CLI ---------------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+  """SIGTERM (and SIGINT, ignored in background jobs) -> KeyboardInterrupt while running, so
+  that `kill PID` lets the trainer save a checkpoint and the stage resume on the next run."""
+  def handler(signum, frame):  # pylint: disable=unused-argument
+    raise KeyboardInterrupt
+  previous = {}
+  for sig in (signal.SIGTERM, signal.SIGINT):
+    try:
+      previous[sig] = signal.signal(sig, handler)
+    except ValueError:  # not the main thread
+      pass
+  try:
+    yield
+  finally:
+    for sig, old in previous.items():
+      signal.signal(sig, old)
+
+
 def build_parser() -> argparse.ArgumentParser:
   ap = argparse.ArgumentParser(
       prog="python -m cost_jax.reproduce",
@@ -843,7 +871,8 @@ def main(argv: Sequence[str] | None = None, fns: StageFns = REAL_FNS) -> int:
     if pipe.write_report(partial=len(pipe.results) < len(pipe.stages)) is None:
       raise UserError(f"{args.output}: no finished stage with metrics to report")
     return 0
-  results = pipe.run(keep_going=not args.fail_fast)
+  with _terminate_as_interrupt():
+    results = pipe.run(keep_going=not args.fail_fast)
   failed = [r.name for r in results if r.status in ("failed", "blocked")]
   if failed:
     print(f"reproduce: {len(failed)} stage(s) did not finish: {', '.join(failed)}",

@@ -52,6 +52,20 @@ def learning_rate_schedule(learning_rate: float = 0.01, schedule: str = "rsqrt",
   return rsqrt
 
 
+def adafactor_factor_rules():
+  """T5X's standard Adafactor factor rules plus the unnamed axis of our fused projections.
+
+  cost_jax.network annotates the q/k/v (and gated-MLP) stacking axis of its fused
+  kernels as None (e.g. ("embed", None, "heads", "kv")); T5X maps its own fused axes
+  ("q_wi_fused", "kv_fused", "mlp_activations") to COLUMN, and so do we.
+  """
+  from flax.core import freeze  # pylint: disable=g-import-not-at-top
+  from t5x import adafactor  # pylint: disable=g-import-not-at-top
+  rules = dict(adafactor.standard_logical_factor_rules())
+  rules[None] = adafactor.FactorDim.COLUMN
+  return freeze(rules)
+
+
 @gin.configurable
 def optimizer(name: str = "adafactor", learning_rate_fn: Callable[[Any], Any] | None = None,
               weight_decay: float = 0.0):
@@ -60,7 +74,7 @@ def optimizer(name: str = "adafactor", learning_rate_fn: Callable[[Any], Any] | 
     from t5x import adafactor  # pylint: disable=g-import-not-at-top
     # T5X's defaults (t5x/examples/t5/t5_1_1/base.gin): decay_rate 0.8, step_offset 0.
     return adafactor.Adafactor(decay_rate=0.8, step_offset=0,
-                               logical_factor_rules=adafactor.standard_logical_factor_rules())
+                               logical_factor_rules=adafactor_factor_rules())
   if name == "adamw":
     import optax  # pylint: disable=g-import-not-at-top
     from t5x import optimizers  # pylint: disable=g-import-not-at-top

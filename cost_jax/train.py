@@ -725,7 +725,11 @@ def _fresh_gin():
 
 def _repo_gin_dirs() -> list[str]:
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  return [d for d in (os.getcwd(), root, os.path.join(root, "gin")) if os.path.isdir(d)]
+  dirs = []
+  for d in (os.getcwd(), root, os.path.join(root, "gin")):
+    if os.path.isdir(d) and d not in dirs:
+      dirs.append(d)
+  return dirs
 
 
 class _DropGinPathNoise(logging.Filter):
@@ -740,7 +744,7 @@ def _resolve_gin_file(f: str) -> str:
     p = os.path.join(d, f) if d else f
     if os.path.isfile(p):
       return os.path.abspath(p)
-  raise UserError(f"{f}: gin file not found (searched ., {', '.join(_repo_gin_dirs())})")
+  raise UserError(f"{f}: gin file not found (searched {', '.join(_repo_gin_dirs())})")
 
 
 def configs_from_gin(gin_files: Sequence[str] = (), gin_bindings: Sequence[str] = ()):

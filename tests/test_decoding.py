@@ -1,8 +1,5 @@
 """Trie, constrained beam search, sampling and the T5X-style decode_fn on tiny random models."""
 
-import dataclasses
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -185,7 +182,9 @@ def test_temperature_sampling(setup):
   g, gs, _ = decoding.sample_items(module, params, enc, trie, 4, jax.random.PRNGKey(0),
                                    temperature=1e-6, score_over="vocab")
   g = np.asarray(g)
-  assert (g == g[:, :1]).all()  # T -> 0: every sample is the greedy ID
+  assert (g == g[:, :1]).all()  # T -> 0: every sample is the greedy ID ...
+  greedy, _ = decoding.predict_topk(module, params, enc, trie, 1, 1, score_over="vocab")
+  np.testing.assert_array_equal(g[:, 0], np.asarray(greedy)[:, 0])  # ... = beam search, 1 beam
   np.testing.assert_allclose(np.asarray(gs)[:, 0], ref[np.arange(len(g)), g[:, 0]], rtol=1e-3, atol=1e-4)
   s, ss, _ = decoding.sample_items(module, params, enc, trie, 4, jax.random.PRNGKey(1),
                                    temperature=3.0, score_over="vocab")
@@ -244,3 +243,58 @@ def test_t5x_decode_fn_matches_brute_force(setup):
   np.testing.assert_array_equal(seqs[:, :, :3], items[order])
   np.testing.assert_allclose(scores, np.take_along_axis(ref, order, 1), rtol=1e-3, atol=1e-4)
 
+
+
+@pytest.mark.slow
+@pytest.mark.t5x
+def test_real_t5x_encoder_decoder_model(setup):
+  """T5X's EncoderDecoderModel with this network and decode_fn ranks like predict_topk."""
+  t5x_models = pytest.importorskip("t5x.models")
+  adafactor = pytest.importorskip("t5x.adafactor")
+  seqio = pytest.importorskip("seqio")
+  items, trie, module, params, enc = setup
+  enc = enc[:4]
+  vocab = seqio.PassThroughVocabulary(size=VOCAB, eos_id=1)
+  model = t5x_models.EncoderDecoderModel(module, vocab, vocab, adafactor.Adafactor(),
+                                         decode_fn=decoding.make_t5x_decode_fn(trie=trie))
+  zeros = jnp.zeros((4, 3), jnp.int32)
+  batch = {"encoder_input_tokens": enc, "decoder_input_tokens": zeros,
+           "decoder_target_tokens": zeros}
+  n = len(items)
+  dec, aux = model.predict_batch_with_aux(params, batch, num_decodes=n, return_all_decodes=True)
+  mine, scores = decoding.predict_topk(module, params, enc, trie, n, n, score_over="vocab")
+  np.testing.assert_array_equal(np.asarray(dec)[:, ::-1], items[np.asarray(mine)])
+  np.testing.assert_allclose(np.asarray(aux["scores"])[:, ::-1], np.asarray(scores), rtol=1e-3,
+                             atol=1e-3)
+  top1, _ = model.predict_batch_with_aux(params, batch, num_decodes=5)
+  np.testing.assert_array_equal(np.asarray(top1), items[np.asarray(mine)[:, 0]])
+
+
+def test_trie_from_tokenizer_dir_and_gin_decode_fn(tmp_path, setup):
+  import gin  # pylint: disable=import-outside-toplevel
+  import json  # pylint: disable=import-outside-toplevel
+  from cost_jax.layout import TokenLayout  # pylint: disable=import-outside-toplevel
+  items, trie, _, _, _ = setup
+  layout = TokenLayout(SIZES, num_user_buckets=10)
+  assert layout.level_offsets == OFFSETS
+  np.save(tmp_path / "semantic_ids.npy", layout.tokens_to_codes(items))
+  (tmp_path / "vocabulary.json").write_text(json.dumps(layout.to_json_dict(
+      method="test", num_items=len(items), semantic_ids_file="semantic_ids.npy")))
+  loaded = decoding.ItemTrie.from_tokenizer_dir(str(tmp_path))
+  np.testing.assert_array_equal(np.asarray(loaded.item_tokens), items)
+  b = 2
+  ttl, cache, _ = _fake_t5x_setup(trie, b, 5)
+  with gin.unlock_config():
+    gin.parse_config(f"constrained_decode_fn.tokenizer_dir = '{tmp_path}'")
+  try:
+    seqs, scores = decoding.constrained_decode_fn(jnp.zeros((b, 3), jnp.int32), cache, ttl,
+                                                  eos_id=1, num_decodes=5)
+  finally:
+    gin.clear_config()
+  ref_seqs, ref_scores = decoding.make_t5x_decode_fn(trie=trie)(
+      jnp.zeros((b, 3), jnp.int32), cache, ttl, eos_id=1, num_decodes=5)
+  np.testing.assert_array_equal(np.asarray(seqs), np.asarray(ref_seqs))
+  np.testing.assert_allclose(np.asarray(scores), np.asarray(ref_scores), rtol=1e-5)
+  (tmp_path / "semantic_ids.npy").unlink()
+  with pytest.raises(UserError, match="semantic_ids.npy: cannot read"):
+    decoding.ItemTrie.from_tokenizer_dir(str(tmp_path))

@@ -4,6 +4,7 @@ import csv
 import dataclasses
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -118,6 +119,7 @@ class Fakes:
     method = json.load(open(os.path.join(os.path.dirname(tokenizer_dir), "DONE")))["config"][
         "method"]
     self.calls.append(("train", method, seed))
+    assert re.fullmatch(r"[\w.:#]+", tiger["task"]), tiger["task"]  # a valid SeqIO task name
     assert os.path.isfile(os.path.join(tokenizer_dir, "semantic_ids.npy"))
     assert os.path.isfile(os.path.join(dataset_dir, "embeddings.npy"))
     if self.fail_train == (method, seed):

@@ -32,8 +32,9 @@ TINY = {
 }
 
 
-def write_data_root(root: str, dataset: str = "ml100k", method: str = "cost") -> tuple[str, str]:
-  """A 10-user, 12-item processed dir + a 3-level tokenizer dir under data root `root`."""
+def write_data_root(root: str, dataset: str = "ml100k", method: str = "cost",
+                    num_levels: int = 3) -> tuple[str, str]:
+  """A 10-user, 12-item processed dir + a tokenizer dir (IDs of length 3 or 4) under `root`."""
   from cost_jax import paths
   from cost_jax.layout import TokenLayout
   rng = np.random.default_rng(0)
@@ -55,21 +56,25 @@ def write_data_root(root: str, dataset: str = "ml100k", method: str = "cost") ->
   }), os.path.join(ds, "sequences.parquet"))
   with open(os.path.join(ds, "stats.json"), "w") as f:
     json.dump({"users": 10, "items": n_items}, f)
-  ids = np.array([[k // 4, k % 4, k % 3] for k in range(n_items)], np.int32)  # all distinct
-  np.save(os.path.join(tok, "semantic_ids.npy"), ids)
+  ids = np.array([[k // 4, k % 4, k % 3, 0][:num_levels] for k in range(n_items)], np.int32)
+  np.save(os.path.join(tok, "semantic_ids.npy"), ids)  # rows all distinct
   with open(os.path.join(tok, "vocabulary.json"), "w") as f:
-    json.dump(TokenLayout((3, 4, 3), num_user_buckets=8).to_json_dict(
+    json.dump(TokenLayout((3, 4, 3, 1)[:num_levels], num_user_buckets=8).to_json_dict(
         method=method, num_items=n_items, semantic_ids_file="semantic_ids.npy", dedup="none"), f)
   return ds, tok
 
 
-def test_t5x_train_runs_on_cost_ml100k_gin(tmp_path):
-  """`python -m t5x.train --gin_file=gin/cost_ml100k.gin` for 2 steps on a tiny task."""
+@pytest.mark.parametrize("task,num_levels", [("cost_ml100k", 3), ("rqvae_ml100k", 4)])
+def test_t5x_train_runs_on_run_gin(tmp_path, task, num_levels):
+  """`python -m t5x.train --gin_file=gin/<task>.gin` for 2 steps on a tiny task.
+
+  cost_ml100k uses CoST's setup (Adam via optax), rqvae_ml100k TIGER's (T5X Adafactor).
+  """
   root = str(tmp_path / "data")
-  write_data_root(root)
+  write_data_root(root, method=task.split("_")[0], num_levels=num_levels)
   model_dir = str(tmp_path / "model")
   bindings = dict(TINY, MODEL_DIR=repr(model_dir), TRAIN_STEPS=2, BATCH_SIZE=4)
-  cmd = [sys.executable, "-m", "t5x.train", "--gin_file=gin/cost_ml100k.gin"]
+  cmd = [sys.executable, "-m", "t5x.train", f"--gin_file=gin/{task}.gin"]
   cmd += [f"--gin.{k}={v}" for k, v in bindings.items()]
   env = dict(os.environ, COST_JAX_DATA_DIR=root, JAX_PLATFORMS="cpu", CUDA_VISIBLE_DEVICES="",
              TF_CPP_MIN_LOG_LEVEL="3")
@@ -78,7 +83,7 @@ def test_t5x_train_runs_on_cost_ml100k_gin(tmp_path):
   assert os.path.isdir(os.path.join(model_dir, "checkpoint_2")), os.listdir(model_dir)
   with open(os.path.join(model_dir, "config.gin")) as f:
     config = f.read()
-  assert "cost_ml100k" in config and "num_encoder_layers = 1" in config
+  assert f"'{task}'" in config and "num_encoder_layers = 1" in config
 
 
 def test_predict_batch_constrained_decode_fn(tmp_path):

@@ -33,6 +33,8 @@ def _run(toy_dirs, model_dir, **kw):
   settings = dict(toy.tiny_model_overrides())
   settings.update(toy.fast_train_overrides())
   settings.update(eval_at_end=False, eval_test=False)
+  # Share the materialized splits between runs (keyed by task, lengths and file hashes).
+  settings.update(cache_dir=os.path.join(os.path.dirname(ds), "split_cache"))
   settings.update(kw)
   return train.train_and_evaluate(model_dir=str(model_dir), dataset_dir=ds, tokenizer_dir=tok,
                                   show_progress=False, **settings)
@@ -131,19 +133,19 @@ def test_repo_gins_give_the_paper_settings():
 
 def test_resume_gives_identical_params(toy_dirs, tmp_path):
   """N steps in one go == k steps, stop, restart from the checkpoint, go on to N."""
-  common = dict(num_train_steps=30, checkpoint_every=6, keep_checkpoints=2, dropout_rate=0.1)
+  common = dict(num_train_steps=16, checkpoint_every=5, keep_checkpoints=2, dropout_rate=0.1)
   _run(toy_dirs, tmp_path / "a", **common)
-  _run(toy_dirs, tmp_path / "b", **{**common, "num_train_steps": 13})
+  _run(toy_dirs, tmp_path / "b", **{**common, "num_train_steps": 7})
   steps = sorted(int(s) for s in os.listdir(tmp_path / "b" / "checkpoints") if s.isdigit())
-  assert steps == [12, 13]  # every 6 steps + the last, keep 2
+  assert steps == [5, 7]  # every 5 steps + the last, keep 2
   out = _run(toy_dirs, tmp_path / "b", **common)
-  assert out["summary"]["resumed_from"] == 13 and out["summary"]["step"] == 30
+  assert out["summary"]["resumed_from"] == 7 and out["summary"]["step"] == 16
   pa, pb = _params(tmp_path / "a"), _params(tmp_path / "b")
   for x, y in zip(jax.tree.leaves(pa), jax.tree.leaves(pb)):
     np.testing.assert_array_equal(x, y)
   # Not vacuous: the parameters did move after the restart.
-  p12 = jax.tree.map(np.asarray, train.load_run(str(tmp_path / "a"), step=24).params)
-  assert not all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(p12), jax.tree.leaves(pa)))
+  p15 = jax.tree.map(np.asarray, train.load_run(str(tmp_path / "a"), step=15).params)
+  assert not all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(p15), jax.tree.leaves(pa)))
   record = json.load(open(tmp_path / "b" / "config.json"))
   assert record["feature_lengths"] == {"inputs": 41, "targets": 2}
   assert record["model"]["vocab_size"] == 128 and record["train"]["seed"] == 0
