@@ -526,7 +526,11 @@ class Pipeline:
   def run(self, keep_going: bool = True, report: bool = True) -> list[StageResult]:
     self.print_plan()
     total = len(self.stages)
-    progress = Progress(total, desc="reproduce", unit="stages", min_interval=0.0)
+    pending = [st.name for st in self.stages if self.status_of(st) != "cached"]
+    # Rate and ETA over the stages that have to run (cached ones take no time).
+    progress = Progress(max(len(pending), 1), desc="reproduce", unit="stages to run",
+                        min_interval=0.0)
+    done_pending = 0
     last_seed = None
     for i, st in enumerate(self.stages, 1):
       if report and st.seed is not None and last_seed is not None and st.seed != last_seed and \
@@ -541,7 +545,9 @@ class Pipeline:
                           "blocked", error=f"needs {', '.join(blocked)}")
         self.results[st.name] = res
         self.log(f"[stage {i}/{total}] {st.name}: blocked ({res.error})")
-        progress.update(i)
+        if st.name in pending:
+          done_pending += 1
+          progress.update(done_pending)
         continue
       cached = self.status_of(st) == "cached"
       self.log(f"[stage {i}/{total}] {st.name}: " + ("skipped (cached)" if cached else "running"))
@@ -560,7 +566,9 @@ class Pipeline:
         self.log(f"[stage {i}/{total}] {st.name}: done in {format_duration(res.seconds)}")
       elif res.status == "failed":
         self.log(f"[stage {i}/{total}] {st.name}: FAILED ({res.error})")
-      progress.update(i)
+      if st.name in pending:
+        done_pending += 1
+        progress.update(done_pending)
     self.print_summary()
     if report:
       self.write_report(partial=False)

@@ -29,7 +29,6 @@ import string
 from typing import Iterable, Sequence
 
 import gin
-import numpy as np
 import seqio
 import tensorflow as tf
 
