@@ -76,14 +76,23 @@ def summarize(rows: Sequence[Mapping], keys: Sequence[str] | None = None
     sel = [r for r in rows if r["method"] == method]
     out[method] = {}
     for k in keys:
-      vals = np.array([float(r[k]) for r in sel if k in r and r[k] is not None and r[k] != ""],
-                      np.float64)
+      vals = np.array([v for v in (_as_float(r.get(k)) for r in sel) if v is not None], np.float64)
       vals = vals[~np.isnan(vals)]
       if len(vals) == 0:
         continue
       std = float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
       out[method][k] = (float(np.mean(vals)), std, int(len(vals)))
   return out
+
+
+def _as_float(v) -> float | None:
+  """A metric value as float; None for missing and non-numeric values (e.g. "split": "test")."""
+  if v is None or isinstance(v, bool):
+    return None
+  try:
+    return float(v)
+  except (TypeError, ValueError):
+    return None
 
 
 def improvement(new: float, old: float) -> float:
@@ -228,18 +237,24 @@ def _group_stats(stats: Sequence[Mapping]) -> dict[str, dict]:
 
 
 def timings_markdown(timings: Sequence[Mapping]) -> str:
-  """Stage, status (ran / cached), wall seconds (as measured when the stage ran)."""
+  """Stage, status (ran / cached), wall time and CPU time (as measured when the stage ran)."""
   if not timings:
     return "(no timings)"
-  lines = ["| Stage | Status | Wall time |", "|---|---|---|"]
-  total = 0.0
+  lines = ["| Stage | Status | Wall time | CPU time |", "|---|---|---|---|"]
+  now = 0.0
   for t in timings:
     sec = float(t.get("seconds") or 0.0)
-    total += sec if t.get("status") == "ran" else 0.0
-    lines.append(f"| {t['stage']} | {t.get('status', '?')} | {_fmt_seconds(sec)} |")
+    cpu = t.get("cpu_seconds")
+    now += sec if t.get("status") == "ran" else 0.0
+    lines.append(f"| {t['stage']} | {t.get('status', '?')} | {_fmt_seconds(sec)} | "
+                 f"{_fmt_seconds(float(cpu)) if cpu is not None else 'n/a'} |")
   measured = sum(float(t.get("seconds") or 0.0) for t in timings)
-  lines.append(f"| **all stages** (as measured when each ran) | | **{_fmt_seconds(measured)}** |")
-  lines.append(f"| **this invocation** (stages that ran now) | | **{_fmt_seconds(total)}** |")
+  cpus = [float(t["cpu_seconds"]) for t in timings if t.get("cpu_seconds") is not None]
+  cpu_total = _fmt_seconds(sum(cpus)) + ("" if len(cpus) == len(timings) else
+                                         f" ({len(cpus)}/{len(timings)} stages recorded)")
+  lines.append(f"| **all stages** (as measured when each ran) | | **{_fmt_seconds(measured)}** | "
+               f"**{cpu_total}** |")
+  lines.append(f"| **this invocation** (stages that ran now) | | **{_fmt_seconds(now)}** | |")
   return "\n".join(lines)
 
 
@@ -364,7 +379,10 @@ def write_report(output_dir: str, rows: Sequence[Mapping], *,
   md += ["## Semantic IDs", "", tokenizer_table_markdown(tokenizer_stats), ""]
   md += ["## Plots", "", "![metrics](metrics.png)", "", "![codebook usage](codebook_usage.png)", "",
          "![collisions](collisions.png)", ""]
-  md += ["## Wall time per stage", "", timings_markdown(timings), ""]
+  md += ["## Wall time per stage", "",
+         "Wall time depends on the machine's load when the stage ran; CPU time (all threads of "
+         "the process) does not, and CPU time / number of cores is a lower bound of the wall "
+         "time on an idle machine.", "", timings_markdown(timings), ""]
   if notes:
     md += ["## Deviations from the papers and notes", ""] + [f"- {n}" for n in notes] + [""]
   md += ["## Per-seed values", "", "See results.csv (one row per method and seed).", ""]

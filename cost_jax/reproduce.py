@@ -195,6 +195,7 @@ class StageResult:
   hash: str
   status: str          # "ran", "cached", "failed", "blocked"
   seconds: float = 0.0  # wall time when it ran (for cached stages: as recorded in DONE)
+  cpu_seconds: float | None = None  # process CPU time when it ran (None: not recorded)
   error: str = ""
   value: Any = None     # what the stage function returned (ran) or DONE["result"] (cached)
 
@@ -233,27 +234,30 @@ class StageCache:
     marker = self.done_marker(name, config)
     if marker is not None:
       return StageResult(name, path, h, "cached", float(marker.get("seconds", 0.0)),
-                         value=marker.get("result"))
+                         cpu_seconds=marker.get("cpu_seconds"), value=marker.get("result"))
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = f"{path}.tmp"
     if os.path.exists(tmp) and not resume:  # an interrupted earlier attempt
       shutil.rmtree(tmp)
     os.makedirs(tmp, exist_ok=True)
-    spent = _read_spent(tmp)  # wall time of earlier interrupted attempts (resumable stages)
-    t0 = time.perf_counter()
+    spent, spent_cpu = _read_spent(tmp)  # earlier interrupted attempts (resumable stages)
+    t0, c0 = time.perf_counter(), time.process_time()
     try:
       value = fn(tmp)
     except BaseException:
       if resume:
-        _write_spent(tmp, spent + time.perf_counter() - t0)
+        _write_spent(tmp, spent + time.perf_counter() - t0,
+                     spent_cpu + time.process_time() - c0)
       raise
     seconds = spent + time.perf_counter() - t0
+    cpu_seconds = spent_cpu + time.process_time() - c0
     if os.path.exists(os.path.join(tmp, SPENT_FILE)):
       os.remove(os.path.join(tmp, SPENT_FILE))
     marker = {
         "stage": name, "hash": h,
         "config": json.loads(json.dumps(config, sort_keys=True, default=str)),
         "seconds": seconds,
+        "cpu_seconds": cpu_seconds,  # process CPU time (all threads): load-independent cost
         "finished_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "result": json.loads(json.dumps(value, default=str)) if value is not None else None,
     }
@@ -262,23 +266,26 @@ class StageCache:
     if os.path.exists(path):  # an unfinished (no DONE) or foreign dir in the way
       shutil.rmtree(path)
     os.replace(tmp, path)
-    return StageResult(name, path, h, "ran", seconds, value=marker["result"])
+    return StageResult(name, path, h, "ran", seconds, cpu_seconds=cpu_seconds,
+                       value=marker["result"])
 
 
 SPENT_FILE = "SPENT_SECONDS"
 
 
-def _read_spent(tmp: str) -> float:
+def _read_spent(tmp: str) -> tuple[float, float]:
+  """(wall, cpu) seconds spent by earlier interrupted attempts of a resumable stage."""
   try:
     with open(os.path.join(tmp, SPENT_FILE)) as f:
-      return float(f.read().strip() or 0.0)
+      parts = [float(x) for x in f.read().split()]
   except (OSError, ValueError):
-    return 0.0
+    return 0.0, 0.0
+  return (parts + [0.0, 0.0])[0], (parts + [0.0, 0.0])[1]
 
 
-def _write_spent(tmp: str, seconds: float) -> None:
+def _write_spent(tmp: str, seconds: float, cpu_seconds: float) -> None:
   with open(os.path.join(tmp, SPENT_FILE), "w") as f:
-    f.write(f"{seconds:.3f}\n")
+    f.write(f"{seconds:.3f} {cpu_seconds:.3f}\n")
 
 
 def safe_name(name: str) -> str:
@@ -592,7 +599,8 @@ class Pipeline:
       r = self.results.get(st.name)
       if r is None:
         continue
-      timings.append({"stage": st.name, "status": r.status, "seconds": r.seconds})
+      timings.append({"stage": st.name, "status": r.status, "seconds": r.seconds,
+                      "cpu_seconds": r.cpu_seconds})
       if r.status not in ("ran", "cached") or r.value is None:
         continue
       if st.kind in ("train", "popularity", "sasrec"):
@@ -774,11 +782,13 @@ def _read_stats(dataset_dir: str) -> dict:
 
 
 def _read_metrics(stage_dir: str) -> dict | None:
+  """The scalar entries of the stage's metrics.json (numbers and strings such as "split")."""
   for sub in ("", "model"):
     file = os.path.join(stage_dir, sub, "metrics.json")
     if os.path.isfile(file):
       with open(file) as f:
-        return {k: v for k, v in json.load(f).items() if _is_number(v)}
+        return {k: v for k, v in json.load(f).items()
+                if _is_number(v) or isinstance(v, str)}
   return None
 
 
@@ -875,6 +885,7 @@ def main(argv: Sequence[str] | None = None, fns: StageFns = REAL_FNS) -> int:
         pipe.results[st.name] = StageResult(st.name, pipe.cache.path(st.name, st.config),
                                             config_hash(st.config), "cached",
                                             float(marker.get("seconds", 0.0)),
+                                            cpu_seconds=marker.get("cpu_seconds"),
                                             value=marker.get("result"))
     if pipe.write_report(partial=len(pipe.results) < len(pipe.stages)) is None:
       raise UserError(f"{args.output}: no finished stage with metrics to report")

@@ -117,10 +117,18 @@ def test_write_report_files(tmp_path):
   assert "dataset: ML-100K" in md
   assert "**held**" in md
   assert "| L_co (CoST) | 3 | 1.00 / 0.60 / 0.25 | 10.0 | 3.0 | 3 |" in md
-  assert "| train-cost-s0 | cached | 0:01:01 |" in md
+  assert "| train-cost-s0 | cached | 0:01:01 | n/a |" in md
   assert not [f for f in os.listdir(tmp_path) if ".tmp" in f]
 
 
 def test_improvement_zero_base_is_nan():
   assert np.isnan(report.improvement(0.1, 0.0))
   assert report.improvement(0.3, 0.2) == pytest.approx(0.5)
+
+
+def test_non_numeric_metric_values_are_kept_in_csv_but_not_averaged():
+  rows = [dict(_row("cost", 0, 0.02), split="test"), dict(_row("cost", 1, 0.04), split="test")]
+  s = report.summarize(rows)
+  assert "split" not in s["cost"] and s["cost"]["recall@5"][0] == pytest.approx(0.03)
+  lines = report.rows_to_csv(rows).splitlines()
+  assert lines[0].endswith(",split") and lines[1].endswith(",test")
