@@ -530,7 +530,11 @@ class Pipeline:
       self.log(f"  [{i:2d}/{len(self.stages)}] {st.name:28s} {self.status_of(st):7s} "
                f"{os.path.relpath(self.cache.path(st.name, st.config), self.output)}")
 
-  def run(self, keep_going: bool = True, report: bool = True) -> list[StageResult]:
+  def run(self, keep_going: bool = True, report: bool = True,
+          time_budget_s: float | None = None) -> list[StageResult]:
+    """Runs the planned stages in order; with `time_budget_s`, starts no stage after that many
+    seconds (the rest are reported as not run)."""
+    t_start = time.perf_counter()
     self.print_plan()
     total = len(self.stages)
     pending = [st.name for st in self.stages if self.status_of(st) != "cached"]
@@ -557,6 +561,11 @@ class Pipeline:
           progress.update(done_pending)
         continue
       cached = self.status_of(st) == "cached"
+      if (not cached and time_budget_s is not None and
+          time.perf_counter() - t_start > time_budget_s):
+        self.log(f"[stage {i}/{total}] {st.name}: not started (time budget of "
+                 f"{format_duration(time_budget_s)} used up)")
+        continue
       self.log(f"[stage {i}/{total}] {st.name}: " + ("skipped (cached)" if cached else "running"))
       try:
         res = self.cache.run(st.name, st.config, st.run, resume=st.resume)
@@ -578,8 +587,10 @@ class Pipeline:
         progress.update(done_pending)
     self.print_summary()
     if report:
-      self.write_report(partial=False)
-    return [self.results[s.name] for s in self.stages]
+      complete = len(self.results) == len(self.stages) and all(
+          r.status in ("ran", "cached") for r in self.results.values())
+      self.write_report(partial=not complete)
+    return [self.results[s.name] for s in self.stages if s.name in self.results]
 
   def print_summary(self) -> None:
     self.log("reproduce: stage summary")
@@ -653,9 +664,13 @@ class Pipeline:
     emb_model = (emb.value or {}).get("embeddings", {}).get("model") if emb and isinstance(
         emb.value, dict) else None
     emb_model = emb_model or p.embed.get("model", "?")
+    dataset = ("MovieLens-100K (item text: the CoST prompt with genres as category, title and "
+               "release year)" if p.dataset == "ml100k" else p.dataset)
+    if self.external_dataset:
+      dataset += f", from {self.external_dataset}"
     notes = [
-        f"Dataset: {p.dataset} (MovieLens-100K, item text from the movie's title/genres) instead "
-        "of MIND / Amazon Office (CoST §4.1) or Amazon Beauty/Sports/Toys (TIGER §4.1.1).",
+        f"Dataset: {dataset} instead of MIND / Amazon Office (CoST §4.1) or Amazon "
+        "Beauty/Sports/Toys (TIGER §4.1.1).",
         f"Text encoder: {emb_model} instead of Sentence-T5 (768-d; CoST §4.1, TIGER §4.1.3).",
         f"Seq2seq model: {t.get('num_encoder_layers')}+{t.get('num_decoder_layers')} layers, "
         f"d_model {t.get('emb_dim')}, {t.get('num_heads')} heads x {t.get('head_dim')}, MLP "
@@ -685,6 +700,11 @@ class Pipeline:
     ]
     if len(p.seeds) < 3:
       notes.append(f"Only {len(p.seeds)} seed(s): spreads are not meaningful.")
+    for m in list(p.methods) + [b for b in p.baselines if b == "sasrec"]:
+      done = sorted({r["seed"] for r in rows if r["method"] == m})
+      if done != sorted(p.seeds):
+        notes.append(f"{m}: results for seed(s) {done or 'none'} of {list(p.seeds)} so far; its "
+                     "mean/std cover only those.")
     missing = [s.name for s in self.stages if self.results.get(s.name) is not None and
                self.results[s.name].status in ("failed", "blocked")]
     if missing:
@@ -850,6 +870,8 @@ def build_parser() -> argparse.ArgumentParser:
   ap.add_argument("--list", action="store_true", help="print the stage plan and exit")
   ap.add_argument("--report_only", "--report-only", dest="report_only", action="store_true",
                   help="rewrite the report from finished stages; run nothing")
+  ap.add_argument("--time_budget_min", "--time-budget-min", dest="time_budget_min", type=float,
+                  help="start no new stage after this many minutes; report what finished")
   ap.add_argument("--fail_fast", "--fail-fast", dest="fail_fast", action="store_true",
                   help="stop at the first failing stage (default: keep going, report the rest)")
   return ap
@@ -891,11 +913,15 @@ def main(argv: Sequence[str] | None = None, fns: StageFns = REAL_FNS) -> int:
       raise UserError(f"{args.output}: no finished stage with metrics to report")
     return 0
   with _terminate_as_interrupt():
-    results = pipe.run(keep_going=not args.fail_fast)
+    results = pipe.run(keep_going=not args.fail_fast,
+                       time_budget_s=None if args.time_budget_min is None
+                       else 60.0 * args.time_budget_min)
   failed = [r.name for r in results if r.status in ("failed", "blocked")]
-  if failed:
-    print(f"reproduce: {len(failed)} stage(s) did not finish: {', '.join(failed)}",
-          file=sys.stderr)
+  not_run = len(pipe.stages) - len(results)
+  if failed or not_run:
+    print(f"reproduce: {len(failed)} stage(s) did not finish"
+          + (f": {', '.join(failed)}" if failed else "")
+          + (f"; {not_run} not started (time budget)" if not_run else ""), file=sys.stderr)
     return 1
   return 0
 

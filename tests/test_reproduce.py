@@ -39,6 +39,7 @@ def test_stage_cache_runs_once_then_skips(tmp_path):
   assert open(os.path.join(r1.path, "out.txt")).read() == "hello"
   marker = json.load(open(os.path.join(r1.path, reproduce.DONE_FILE)))
   assert marker["config"] == {"a": 1} and marker["hash"] == reproduce.config_hash({"a": 1})
+  assert marker["cpu_seconds"] >= 0.0 and marker["seconds"] >= 0.0
   assert r1.hash in os.path.basename(r1.path)
   r2 = cache.run("s", {"a": 1}, fn)
   assert (r2.status, r2.value, len(calls)) == ("cached", {"n": 1}, 1)
@@ -331,3 +332,14 @@ def test_resumable_stage_keeps_interrupted_work(tmp_path):
   r = cache.run("train", {"a": 1}, step, resume=True)
   assert r.status == "ran" and seen[1][0] == reproduce.SPENT_FILE and "ckpt" in seen[1]
   assert sorted(os.listdir(r.path)) == ["DONE", "ckpt"]
+
+
+def test_time_budget_stops_starting_stages(tmp_path):
+  out = str(tmp_path / "out")
+  reproduce.Pipeline(small_profile(), out, fns=Fakes().fns()).run()
+  fakes = Fakes()
+  prof = reproduce.apply_overrides(small_profile(), ["tiger.num_train_steps=3"])
+  results = reproduce.Pipeline(prof, out, fns=fakes.fns()).run(time_budget_s=0.0)
+  assert fakes.calls == [] and {r.status for r in results} == {"cached"}
+  md = open(os.path.join(out, "results.md")).read()
+  assert "PARTIAL" in md and "Stages not run yet: 10" in md
