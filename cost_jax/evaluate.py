@@ -123,10 +123,12 @@ def _atomic_save(path: str, write: Callable[[Any], None], binary: bool = True) -
 
 
 def write_results(model_dir: str, split: str, metrics: Mapping[str, Any], topk_items: np.ndarray,
-                  targets: np.ndarray, user_ids: np.ndarray, scores: np.ndarray | None = None) -> str:
+                  targets: np.ndarray, user_ids: np.ndarray,
+                  scores: np.ndarray | None = None) -> str:
   """Writes topk/targets/user_ids(/scores).npy then metrics.json atomically; returns its path."""
   os.makedirs(model_dir, exist_ok=True)
-  arrays = {"topk.npy": np.asarray(topk_items, np.int32), "targets.npy": np.asarray(targets, np.int32),
+  arrays = {"topk.npy": np.asarray(topk_items, np.int32),
+            "targets.npy": np.asarray(targets, np.int32),
             "user_ids.npy": np.asarray(user_ids, np.int32)}
   if scores is not None:
     arrays["scores.npy"] = np.asarray(scores, np.float32)

@@ -36,7 +36,6 @@ import functools
 import io
 import json
 import logging
-import math
 import os
 import sys
 import tempfile
@@ -262,7 +261,7 @@ def load_item_tokens(tokenizer_dir: str) -> np.ndarray:
   return layout.codes_to_tokens(ids)
 
 
-def _data_fingerprint(info: TaskInfo) -> str:
+def data_fingerprint(info: TaskInfo) -> str:
   files = []
   if info.dataset_dir:
     files.append(os.path.join(info.dataset_dir, "sequences.parquet"))
@@ -363,7 +362,8 @@ class DeviceLayout:
   @classmethod
   def create(cls) -> "DeviceLayout":
     import jax  # pylint: disable=g-import-not-at-top
-    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P  # pylint: disable=g-import-not-at-top
+    from jax.sharding import Mesh, NamedSharding  # pylint: disable=g-import-not-at-top
+    from jax.sharding import PartitionSpec as P  # pylint: disable=g-import-not-at-top
     mesh = Mesh(np.asarray(jax.local_devices()), ("data",))
     return cls(mesh, NamedSharding(mesh, P("data")), NamedSharding(mesh, P()))
 
@@ -475,7 +475,7 @@ class Run:
     task, info = resolve_task(config)
     lengths = self.record["feature_lengths"]
     return input_pipeline.cached_split(task, split, _cache_dir(config, self.model_dir),
-                                       _data_fingerprint(info), lengths)
+                                       data_fingerprint(info), lengths)
 
 
 def _cache_dir(config: TrainConfig, model_dir: str) -> str:
@@ -544,7 +544,8 @@ def train(config: TrainConfig, model_dir: str, model_config=None, *,
   """
   import jax  # pylint: disable=g-import-not-at-top
   from clu import metric_writers  # pylint: disable=g-import-not-at-top
-  from cost_jax import checkpoints, evaluate as eval_lib, network  # pylint: disable=g-import-not-at-top
+  from cost_jax import checkpoints, network  # pylint: disable=g-import-not-at-top
+  from cost_jax import evaluate as eval_lib  # pylint: disable=g-import-not-at-top
   from cost_jax.progress import Progress  # pylint: disable=g-import-not-at-top
 
   config.validate()
@@ -563,7 +564,7 @@ def train(config: TrainConfig, model_dir: str, model_config=None, *,
   from cost_jax.layout import TokenLayout  # pylint: disable=g-import-not-at-top
   token_layout = TokenLayout.load(info.tokenizer_dir)
   cache_dir = _cache_dir(config, model_dir)
-  fingerprint = _data_fingerprint(info)
+  fingerprint = data_fingerprint(info)
   t0 = time.perf_counter()
   train_arrays = input_pipeline.cached_split(task, "train", cache_dir, fingerprint,
                                              info.feature_lengths(item_tokens.shape[1]))
@@ -573,7 +574,8 @@ def train(config: TrainConfig, model_dir: str, model_config=None, *,
       f"validation users, {len(item_tokens):,} items, feature lengths {lengths} "
       f"({time.perf_counter() - t0:.1f}s to load)")
   if int(train_arrays.decoder_target_tokens.max()) >= info.vocab_size:
-    raise UserError(f"task '{info.name}': target tokens exceed the vocabulary size {info.vocab_size}")
+    raise UserError(f"task '{info.name}': target tokens exceed the vocabulary size "
+                    f"{info.vocab_size}")
 
   # Model + optimizer + state.
   model_config = finalize_model_config(model_config or default_model_config(),
@@ -622,7 +624,8 @@ def train(config: TrainConfig, model_dir: str, model_config=None, *,
         sharding=layout.batch, predict_fn=predict_fn, desc=f"validate@{step}",
         show_progress=show_progress)
     writer.write_scalars(step, {f"valid/{k}": v for k, v in m.items()})
-    log(f"[train] step {step} validation ({len(eval_users)} users, {time.perf_counter() - t:.1f}s): "
+    log(f"[train] step {step} validation ({len(eval_users)} users, "
+        f"{time.perf_counter() - t:.1f}s): "
         + " ".join(f"{k}={m[k]:.4f}" for k in ("recall@5", "recall@10", "ndcg@10", "recall@40")))
     return m
 
@@ -899,7 +902,8 @@ def _main(args) -> int:
   _interrupt_on_sigterm()
   train_config, model_config, operative = configs_from_gin(args.gin_file, args.gin_param)
   summary = train(train_config, args.model_dir, model_config, operative_gin=operative)
-  print(json.dumps({k: summary.get(k) for k in ("step", "steps_per_sec", "examples_per_sec", "test",
+  print(json.dumps({k: summary.get(k) for k in ("step", "resumed_from", "steps_per_sec",
+                                                 "examples_per_sec", "cpu_sec_per_step", "test",
                                                  "validation")}, indent=2, default=float))
   return 0
 

@@ -30,7 +30,8 @@ def write_processed(path: str, num_users: int = 60, seed: int = 0, min_len: int 
   os.makedirs(path, exist_ok=True)
   items = pd.DataFrame({"item_index": np.arange(NUM_ITEMS, dtype=np.int32),
                         "item_id": [f"i{i}" for i in range(NUM_ITEMS)],
-                        "text": [f"Item category: toy. Title: item {i}." for i in range(NUM_ITEMS)]})
+                        "text": [f"Item category: toy. Title: item {i}."
+                                 for i in range(NUM_ITEMS)]})
   seqs, times = [], []
   for _ in range(num_users):
     n = int(rng.integers(min_len, max_len + 1))

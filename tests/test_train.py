@@ -235,4 +235,40 @@ def test_two_devices_match_one(toy_dirs, tmp_path):
   assert results[0]["loss"] == pytest.approx(results[1]["loss"], rel=1e-4)
   p1, p2 = _params(tmp_path / "m1"), _params(tmp_path / "m2")
   for x, y in zip(jax.tree.leaves(p1), jax.tree.leaves(p2)):
-    np.testing.assert_allclose(x, y, atol=1e-5)
+    np.testing.assert_allclose(x, y, atol=1e-4)  # reduction order differs across devices
+
+
+@pytest.mark.slow
+def test_cli_kill_9_and_resume_matches_uninterrupted(toy_dirs, tmp_path):
+  """`python -m cost_jax.train` killed with SIGKILL mid-run, restarted: same final params."""
+  import signal  # pylint: disable=g-import-not-at-top
+  import time  # pylint: disable=g-import-not-at-top
+  ds, tok = toy_dirs
+  steps = 1500
+  model = toy.tiny_model_overrides()
+  fast = toy.fast_train_overrides(num_train_steps=steps, checkpoint_every=50, log_every=50)
+  bindings = [f"TrainConfig.{k} = {v!r}" for k, v in fast.items()]
+  bindings += [f"TransformerConfig.{k} = {v!r}" for k, v in model.items()]
+  bindings += [f"TrainConfig.dataset_dir = {ds!r}", f"TrainConfig.tokenizer_dir = {tok!r}",
+               "TrainConfig.eval_at_end = False", "TrainConfig.eval_test = False"]
+  cmd = [sys.executable, "-m", "cost_jax.train", f"--model_dir={tmp_path / 'killed'}"]
+  for b in bindings:
+    cmd += ["--gin_param", b]
+  ckpts = tmp_path / "killed" / "checkpoints"
+  proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + 300
+  while time.time() < deadline and proc.poll() is None:
+    done = [int(s) for s in os.listdir(ckpts) if s.isdigit()] if ckpts.exists() else []
+    if any(s >= 100 for s in done):
+      break
+    time.sleep(0.05)
+  os.kill(proc.pid, signal.SIGKILL)
+  proc.wait()
+  killed_at = max(int(s) for s in os.listdir(ckpts) if s.isdigit())
+  if killed_at >= steps:
+    pytest.skip("the run finished before it could be killed")
+  subprocess.run(cmd, cwd=REPO, check=True, capture_output=True, timeout=600)
+  _run(toy_dirs, tmp_path / "straight", **model, **fast)
+  pk, ps = _params(tmp_path / "killed"), _params(tmp_path / "straight")
+  for x, y in zip(jax.tree.leaves(pk), jax.tree.leaves(ps)):
+    np.testing.assert_array_equal(x, y)

@@ -52,7 +52,8 @@ def random_tokenizer_dir(num_items: int, path: str, seed: int = 0) -> str:
 
 def main(argv=None) -> dict:
   from cost_jax import input_pipeline, paths, train  # pylint: disable=g-import-not-at-top
-  ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  ap = argparse.ArgumentParser(description=__doc__,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
   ap.add_argument("--dataset_dir", default=paths.dataset_dir("ml100k"))
   ap.add_argument("--tokenizer_dir", default="")
   ap.add_argument("--gin_file", action="append", default=None)
@@ -85,9 +86,10 @@ def main(argv=None) -> dict:
   # The input pipeline alone: gather a batch of rows + device_put, per step.
   import jax  # pylint: disable=g-import-not-at-top
   task, info = train.resolve_task(cfg)
-  arrays = input_pipeline.cached_split(task, "train", os.path.join(model_dir, "cache"),
-                                       train._data_fingerprint(info),  # pylint: disable=protected-access
-                                       info.feature_lengths(4))
+  arrays = input_pipeline.cached_split(
+      task, "train", os.path.join(model_dir, "cache"),
+      train.data_fingerprint(info),
+      info.feature_lengths(train.load_item_tokens(tok).shape[1]))
   batcher = input_pipeline.EpochBatcher(arrays, args.batch_size, seed=0)
   layout = train.DeviceLayout.create()
   n_pipe = 200
