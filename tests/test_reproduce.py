@@ -309,8 +309,10 @@ def test_reproduce_smoke_real_stages(tmp_path):
   assert reproduce.main(args) == 0
   rows = list(csv.DictReader(open(os.path.join(out, "results.csv"))))
   assert {r["method"] for r in rows} == set(METHODS) | {"popularity", "sasrec"}
-  for r in rows:  # top-4 lists: recall@5..40 are over the 4 entries
-    assert 0.0 <= float(r["ndcg@5"]) <= float(r["recall@5"]) == float(r["recall@40"]) <= 1.0
+  for r in rows:
+    assert 0.0 <= float(r["ndcg@5"]) <= float(r["recall@5"]) <= float(r["recall@40"]) <= 1.0
+    if r["method"] in METHODS:  # TIGER's top-4 lists: recall@5..40 are over the same 4 entries
+      assert float(r["recall@5"]) == float(r["recall@40"])
   assert "Impr." in open(os.path.join(out, "results.md")).read()
   # a re-run skips every stage
   assert reproduce.main(args) == 0
