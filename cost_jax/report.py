@@ -108,15 +108,22 @@ def check_orderings(summary: Mapping[str, Mapping[str, tuple]], ks: Sequence[int
   for better, worse, source in claims:
     if better not in summary or worse not in summary:
       continue
-    per_metric = {}
+    per_metric, clear = {}, {}
     for m in metrics:
       if m in summary[better] and m in summary[worse]:
-        per_metric[m] = summary[better][m][0] > summary[worse][m][0]
+        (mb, sb, nb), (mw, sw, nw) = summary[better][m], summary[worse][m]
+        per_metric[m] = mb > mw
+        if nb > 1 and nw > 1:  # the gap exceeds the combined spread over seeds
+          clear[m] = abs(mb - mw) > math.hypot(sb, sw)
     if not per_metric:
       continue
     n_held = sum(per_metric.values())
     results.append({"better": better, "worse": worse, "source": source,
                     "per_metric": per_metric, "held": n_held, "total": len(per_metric),
+                    "clear": clear,
+                    "clear_held": sum(1 for m, ok in per_metric.items() if ok and clear.get(m)),
+                    "clear_failed": sum(1 for m, ok in per_metric.items()
+                                        if not ok and clear.get(m)),
                     "verdict": ("held" if n_held == len(per_metric) else
                                 "did not hold" if n_held == 0 else "partly held")})
   return results
@@ -189,12 +196,15 @@ def rows_to_csv(rows: Sequence[Mapping]) -> str:
 def orderings_markdown(checks: Sequence[dict]) -> str:
   if not checks:
     return "(no pair of methods of the papers' orderings ran)"
-  lines = ["| Claim (paper) | Here | Metrics where it held |", "|---|---|---|"]
+  lines = ["| Claim (paper) | Here | Metrics where it held | Gap > 1 std (held / reversed) |",
+           "|---|---|---|---|"]
   for c in checks:
     failed = [m for m, ok in c["per_metric"].items() if not ok]
     detail = f"{c['held']}/{c['total']}" + (f" (not: {', '.join(failed)})" if failed else "")
+    clear = (f"{c['clear_held']} / {c['clear_failed']}" if c["clear"] else
+             "n/a (needs >= 2 seeds)")
     lines.append(f"| {label(c['better'])} > {label(c['worse'])} ({c['source']}) | "
-                 f"**{c['verdict']}** | {detail} |")
+                 f"**{c['verdict']}** | {detail} | {clear} |")
   return "\n".join(lines)
 
 
@@ -204,11 +214,13 @@ def tokenizer_table_markdown(stats: Sequence[Mapping]) -> str:
     return "(no tokenizer statistics)"
   by_method = _group_stats(stats)
   lines = ["| Method | seeds | codebook usage per level (mean) | items in collisions before dedup "
-           "| largest group | ID length |", "|---|---|---|---|---|---|"]
+           "| largest group | ID length | neighbour precision | reconstruction cosine |",
+           "|---|---|---|---|---|---|---|---|"]
   for method, st in by_method.items():
     usage = " / ".join(f"{u:.2f}" for u in st["usage_mean"])
+    extra = " | ".join("-" if v != v else f"{v:.3f}" for v in (st["nprec_mean"], st["cos_mean"]))
     lines.append(f"| {label(method)} | {st['n']} | {usage} | {st['collided_mean']:.1f} | "
-                 f"{st['largest_mean']:.1f} | {st['id_length']} |")
+                 f"{st['largest_mean']:.1f} | {st['id_length']} | {extra} |")
   return "\n".join(lines)
 
 
@@ -232,8 +244,15 @@ def _group_stats(stats: Sequence[Mapping]) -> dict[str, dict]:
         "largest_mean": float(np.nanmean(largest)) if np.isfinite(largest).any() else float("nan"),
         "largest_std": float(np.nanstd(largest)) if np.isfinite(largest).any() else 0.0,
         "id_length": sel[0].get("id_length", "?"),
+        "nprec_mean": _nanmean([s.get("neighbor_precision") for s in sel]),
+        "cos_mean": _nanmean([s.get("reconstruction_cosine") for s in sel]),
     }
   return out
+
+
+def _nanmean(values) -> float:
+  vals = [float(v) for v in values if _as_float(v) is not None]
+  return float(np.mean(vals)) if vals else float("nan")
 
 
 def timings_markdown(timings: Sequence[Mapping]) -> str:
@@ -373,9 +392,13 @@ def write_report(output_dir: str, rows: Sequence[Mapping], *,
            f"{', '.join(label(b) for b in baselines)}: scored with the same metric function on the "
            "same split (same layout).", "",
            table2_markdown(summary, ks, baselines, impr=None), ""]
+  num_users = max((_as_float(r.get("num_users")) or 0 for r in rows), default=0)
   md += ["## Do the papers' orderings hold here?", "",
-         "Computed from the means above, per metric (NDCG and Recall @5/@10/@20/@40).", "",
-         orderings_markdown(checks), ""]
+         "Computed from the means above, per metric (NDCG and Recall @5/@10/@20/@40). The last "
+         "column counts the metrics where the gap between the two means is larger than their "
+         "combined std over seeds (sqrt(std_a^2 + std_b^2)), in the claimed direction / reversed."
+         + (f" One test user moves a Recall by 1/{int(num_users)} = {1 / num_users:.4f}."
+            if num_users else ""), "", orderings_markdown(checks), ""]
   md += ["## Semantic IDs", "", tokenizer_table_markdown(tokenizer_stats), ""]
   md += ["## Plots", "", "![metrics](metrics.png)", "", "![codebook usage](codebook_usage.png)", "",
          "![collisions](collisions.png)", ""]

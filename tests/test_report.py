@@ -116,7 +116,7 @@ def test_write_report_files(tmp_path):
   assert "| Impr. | NDCG | +25.00%" in md
   assert "dataset: ML-100K" in md
   assert "**held**" in md
-  assert "| L_co (CoST) | 3 | 1.00 / 0.60 / 0.25 | 10.0 | 3.0 | 3 |" in md
+  assert "| L_co (CoST) | 3 | 1.00 / 0.60 / 0.25 | 10.0 | 3.0 | 3 | - | - |" in md
   assert "| train-cost-s0 | cached | 0:01:01 | n/a |" in md
   assert not [f for f in os.listdir(tmp_path) if ".tmp" in f]
 
@@ -132,3 +132,18 @@ def test_non_numeric_metric_values_are_kept_in_csv_but_not_averaged():
   assert "split" not in s["cost"] and s["cost"]["recall@5"][0] == pytest.approx(0.03)
   lines = report.rows_to_csv(rows).splitlines()
   assert lines[0].endswith(",split") and lines[1].endswith(",test")
+
+
+def test_orderings_gap_against_spread():
+  # cost - rqvae = 0.005 at recall@5; std 0.001 each -> combined 0.0014: a clear gap.
+  checks = {(c["better"], c["worse"]): c for c in report.check_orderings(
+      report.summarize(fake_rows()))}
+  c = checks[("cost", "rqvae")]
+  assert (c["clear_held"], c["clear_failed"]) == (8, 0)
+  # with a huge spread for rqvae nothing is clear
+  rows = fake_rows() + [_row("rqvae", 3, 0.5)]
+  c = {(c["better"], c["worse"]): c for c in report.check_orderings(
+      report.summarize(rows))}[("cost", "rqvae")]
+  assert c["clear_held"] == 0 and c["verdict"] == "did not hold"
+  assert "n/a (needs >= 2 seeds)" in report.orderings_markdown(report.check_orderings(
+      report.summarize([_row("cost", 0, 0.2), _row("rqvae", 0, 0.1)])))

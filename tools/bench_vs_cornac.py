@@ -1,0 +1,460 @@
+"""Peer benchmark: cost-jax's TIGER vs cornac 3.0.1's PyTorch TIGER on ML-100K, at equal CPU time.
+
+  python tools/bench_vs_cornac.py --tokenizer_dir DIR [--cpu_seconds 600] [--output out.json]
+      [--cornac_python /tmp/cornac_work/venv/bin/python] [--dataset_dir DIR] [--eval_users 0]
+
+Both sides get the same processed split (ProcessedDataset.leave_one_out(): train on every
+prefix of items[:-2], test = predict items[-1] from items[:-1], history 20), the same item
+semantic IDs (DIR/semantic_ids.npy is injected into cornac's TIGER in place of its own
+RQ-VAE; cornac appends its collision level, constant 0 when the IDs are already distinct)
+and the TIGER size (4+4 layers, d_model 128, 6 heads x 64, MLP 1024, dropout 0.1). Each side
+trains with its own default optimizer (cornac: AdamW 1e-3, batch 256; ours: TrainConfig
+defaults) until `--cpu_seconds` of process CPU time (time.process_time, all threads, so the
+load from other jobs on the shared cores is not charged) has gone into its training loop,
+then scores the test users with trie-constrained beam search (beam 50) -> Recall/NDCG@10.
+
+Speed figures: cornac's s/step at batch 64 (timed inside its own training loop) and its
+beam-50 ms/user (its `score()` per test user); ours from tools/bench_train_step.py (batch
+256 and 64) and tools/bench_decode.py (beam 50, batched), imported, at TIGER's default
+4-token IDs / 81-token inputs. Without a working cornac interpreter the cornac column falls
+back to the reference constants (0.77 s/step at batch 64, 61 ms/user).
+
+The same file is the cornac-side worker (`--_cornac_worker IN.npz OUT.json`, run by the
+cornac interpreter; it imports only numpy, torch and cornac).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any, Sequence
+
+import numpy as np
+
+CORNAC_REF_S_PER_STEP, CORNAC_REF_BATCH, CORNAC_REF_MS_PER_USER = 0.77, 64, 61.0
+DEFAULT_CORNAC_PYTHON = "/tmp/cornac_work/venv/bin/python"
+TOPK = 10
+NUM_BEAMS = 50  # CoST §4.1 evaluates with beam >= 40; the project's decode target is at beam 50
+
+
+# --- cornac side (runs in the cornac venv; numpy / torch / cornac only) -------------------------
+
+
+class _BudgetedIter:
+  """Wraps cornac's session_seq_iter: stops yielding once the CPU budget or step cap is spent.
+
+  Records process CPU and wall time at every batch boundary, so per-step times include
+  cornac's own data preparation, forward, backward and optimizer step.
+  """
+
+  def __init__(self, inner, cpu_seconds: float, max_steps: int):
+    self.inner, self.cpu_seconds, self.max_steps = inner, cpu_seconds, max_steps
+    self.steps, self.examples = 0, 0
+    self.cpu_marks: list[float] = []
+    self.wall_marks: list[float] = []
+    self.cpu0: float | None = None
+
+  def spent(self) -> float:
+    return 0.0 if self.cpu0 is None else time.process_time() - self.cpu0
+
+  def done(self) -> bool:
+    return self.spent() >= self.cpu_seconds or self.steps >= self.max_steps
+
+  def __call__(self, *args, **kwargs):
+    if self.cpu0 is None:
+      self.cpu0 = time.process_time()
+    for batch in self.inner(*args, **kwargs):
+      self.cpu_marks.append(time.process_time())
+      self.wall_marks.append(time.perf_counter())
+      if self.done():
+        return
+      self.steps += 1
+      self.examples += len(batch[2])
+      yield batch
+
+
+def _cornac_fit(codes: np.ndarray, feats: np.ndarray, train_seqs: list, *, batch_size: int,
+                cpu_seconds: float, max_steps: int, seed: int, verbose: bool):
+  """Trains cornac's TIGER on `train_seqs` (lists of item indices) with injected codes."""
+  from collections import OrderedDict  # pylint: disable=g-import-not-at-top
+  from types import SimpleNamespace  # pylint: disable=g-import-not-at-top
+  from cornac.data import SequentialDataset  # pylint: disable=g-import-not-at-top
+  from cornac.models.tiger import recom_tiger  # pylint: disable=g-import-not-at-top
+
+  n = len(codes)
+  iid_map = OrderedDict((str(i), i) for i in range(n))  # cornac item index == our item_index
+  rows = [(f"s{u}", str(int(i)), t) for u, seq in enumerate(train_seqs)
+          for t, i in enumerate(seq)]
+  train_set = SequentialDataset.build(rows, fmt="SIT", global_iid_map=iid_map, seed=seed)
+  train_set.item_feature = SimpleNamespace(features=feats)
+
+  class InjectedTIGER(recom_tiger.TIGER):
+    """cornac's TIGER with fixed semantic IDs instead of its own tokenizer."""
+
+    def _tokenize(self, torch, feats_t):  # noqa: ARG002 - cornac's signature
+      return codes.astype("int64")
+
+  model = InjectedTIGER(
+      rqvae_num_levels=codes.shape[1], rqvae_codebook_size=int(codes.max()) + 1,
+      d_model=128, d_ff=1024, num_heads=6, d_kv=64, num_enc_layers=4, num_dec_layers=4,
+      dropout=0.1, max_len=20, n_epochs=1_000_000, batch_size=batch_size, scoring="beam",
+      n_beams=NUM_BEAMS, device="cpu", verbose=verbose, seed=seed)
+  budget = _BudgetedIter(recom_tiger.session_seq_iter, cpu_seconds, max_steps)
+  original = recom_tiger.session_seq_iter
+  original_trange = recom_tiger.trange
+
+  class trange:  # pylint: disable=invalid-name  # epochs end once the budget is spent
+    def __init__(self, *args, **kwargs):
+      self.bar = original_trange(*args, **kwargs)
+
+    def __iter__(self):
+      for epoch in self.bar:
+        if budget.done():
+          return
+        yield epoch
+
+    def __getattr__(self, name):  # set_postfix etc.
+      return getattr(self.bar, name)
+
+  recom_tiger.session_seq_iter, recom_tiger.trange = budget, trange
+  try:
+    model.fit(train_set)
+  finally:
+    recom_tiger.session_seq_iter, recom_tiger.trange = original, original_trange
+  return model, budget
+
+
+def _step_times(budget: _BudgetedIter, skip: int = 2) -> dict[str, float]:
+  cpu = np.diff(budget.cpu_marks)[skip:]
+  wall = np.diff(budget.wall_marks)[skip:]
+  if not len(cpu):
+    return {}
+  return {"cpu_s_per_step": float(np.median(cpu)), "wall_s_per_step": float(np.median(wall))}
+
+
+def cornac_worker(in_path: str, out_path: str) -> None:
+  """Everything cornac-side: b64 step timing, budgeted training, beam-50 test scoring."""
+  import torch  # pylint: disable=g-import-not-at-top
+  import cornac  # pylint: disable=g-import-not-at-top
+
+  z = np.load(in_path)
+  cfg = json.loads(str(z["config"]))
+  torch.set_num_threads(cfg["threads"])
+  codes, feats = z["codes"], z["features"].astype("float32")
+  train_seqs = np.split(z["train_flat"], z["train_offsets"][1:-1])
+  hist_seqs = np.split(z["hist_flat"], z["hist_offsets"][1:-1])
+  out: dict[str, Any] = {"cornac_version": cornac.__version__, "torch_version": torch.__version__,
+                         "threads": torch.get_num_threads()}
+  log = lambda msg: print(f"[cornac] {msg}", file=sys.stderr, flush=True)
+
+  # 1. s/step at batch 64 (a short separate run; steps 0-1 dropped as warm-up).
+  _, b = _cornac_fit(codes, feats, train_seqs, batch_size=64, cpu_seconds=float("inf"),
+                     max_steps=cfg["timing_steps"], seed=cfg["seed"], verbose=False)
+  t64 = _step_times(b)
+  out["b64"] = {"steps": b.steps, **t64}
+  log(f"batch 64: {t64}")
+
+  # 2. Budgeted training at cornac's default batch.
+  cpu0, wall0 = time.process_time(), time.perf_counter()
+  model, b = _cornac_fit(codes, feats, train_seqs, batch_size=cfg["batch_size"],
+                         cpu_seconds=cfg["cpu_seconds"], max_steps=10**12, seed=cfg["seed"],
+                         verbose=cfg["verbose"])
+  out["train"] = {"batch_size": cfg["batch_size"], "steps": b.steps, "examples": b.examples,
+                  "train_loop_cpu_s": b.spent(), "fit_cpu_s": time.process_time() - cpu0,
+                  "fit_wall_s": time.perf_counter() - wall0, **_step_times(b),
+                  "level_sizes": [int(x) for x in model.level_sizes]}
+  log(f"trained {b.steps} steps ({b.examples} examples) in {b.spent():.0f} CPU-s")
+
+  # 3. Test scoring: cornac's own score() (beam search over its prefix trie), one user at a time.
+  users = z["eval_users"]
+  topk = np.full((len(users), TOPK), -1, np.int64)
+  cpu0, wall0 = time.process_time(), time.perf_counter()
+  for r, u in enumerate(users):
+    scores = model.score(int(u), [int(i) for i in hist_seqs[u]])
+    order = np.argsort(-scores, kind="stable")[:TOPK]
+    valid = scores[order] > -1e9
+    topk[r, :valid.sum()] = order[valid]
+    if r and r % 100 == 0:
+      log(f"scored {r}/{len(users)} users")
+  cpu_s, wall_s = time.process_time() - cpu0, time.perf_counter() - wall0
+  out["decode"] = {"users": int(len(users)), "num_beams": NUM_BEAMS,
+                   "wall_ms_per_user": 1000 * wall_s / max(len(users), 1),
+                   "cpu_ms_per_user": 1000 * cpu_s / max(len(users), 1)}
+  np.save(out_path + ".topk.npy", topk)
+  with open(out_path, "w") as f:
+    json.dump(out, f, indent=2)
+
+
+# --- our side ---------------------------------------------------------------------------------
+
+
+def _import_tool(name: str):
+  """tools/ is not a package: load a sibling tool module by path."""
+  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py")
+  spec = importlib.util.spec_from_file_location(name, path)
+  mod = importlib.util.module_from_spec(spec)
+  sys.path.insert(0, os.path.dirname(path))
+  try:
+    spec.loader.exec_module(mod)
+  finally:
+    sys.path.pop(0)
+  return mod
+
+
+def _quiet(fn, *args, **kwargs):
+  """Runs fn with its stdout sent to stderr (the tools print tables of their own)."""
+  import contextlib  # pylint: disable=g-import-not-at-top
+  with contextlib.redirect_stdout(sys.stderr):
+    return fn(*args, **kwargs)
+
+
+def ours_speed(decode_users: int) -> dict[str, float]:
+  bts = _import_tool("bench_train_step")
+  bd = _import_tool("bench_decode")
+  out: dict[str, float] = {}
+  for b in (256, 64):
+    r = _quiet(bts.main, ["--batch", str(b), "--steps", "5"])
+    out[f"b{b}_s_per_step"] = r["s_per_step_median"]
+    out[f"b{b}_examples_per_s"] = r["examples_per_s"]
+  r = _quiet(bd.main, ["--users", str(decode_users), "--batch", str(min(250, decode_users)),
+                       "--beams", str(NUM_BEAMS), "--modes", "constrained", "--items", "1682"])
+  out["decode_ms_per_user"] = float(r[(NUM_BEAMS, "constrained")])
+  return out
+
+
+def ours_train(dataset_dir: str, tokenizer_dir: str, model_dir: str, cpu_seconds: float,
+               calib_steps: int, seed: int) -> dict[str, Any]:
+  """Calibrates CPU s/step on `calib_steps` steps, then resumes to budget / (CPU s/step)."""
+  from cost_jax import train as train_lib  # pylint: disable=g-import-not-at-top
+  common = dict(dataset_dir=dataset_dir, tokenizer_dir=tokenizer_dir, seed=seed,
+                eval_every=0, checkpoint_every=10**9, show_progress=False)
+  cpu0, wall0 = time.process_time(), time.perf_counter()
+  calib = train_lib.train_and_evaluate(model_dir=model_dir, num_train_steps=calib_steps,
+                                       log_every=max(1, calib_steps // 4), eval_test=False,
+                                       eval_at_end=False, **common)["summary"]
+  cpu_per_step = calib["cpu_sec_per_step"]
+  steps = max(calib_steps, int(cpu_seconds / cpu_per_step))
+  print(f"[ours] calibration: {cpu_per_step:.3f} CPU-s/step -> {steps} steps for "
+        f"{cpu_seconds:.0f} CPU-s", file=sys.stderr, flush=True)
+  res = train_lib.train_and_evaluate(model_dir=model_dir, num_train_steps=steps,
+                                     log_every=100, eval_at_end=False, **common)
+  s = res["summary"]
+  return {"steps": steps, "batch_size": 256, "calib_cpu_s_per_step": cpu_per_step,
+          "cpu_s_per_step": s.get("cpu_sec_per_step"),
+          "train_loop_cpu_s_est": steps * (s.get("cpu_sec_per_step") or cpu_per_step),
+          "total_cpu_s_incl_data_compile_eval": time.process_time() - cpu0,
+          "total_wall_s": time.perf_counter() - wall0,
+          "recall@10": res["recall@10"], "ndcg@10": res["ndcg@10"],
+          "recall@20": res.get("recall@20"), "num_users": res.get("num_users"),
+          "invalid_id_rate": res.get("invalid_id_rate")}
+
+
+# --- driver -----------------------------------------------------------------------------------
+
+
+def ours_on_users(model_dir: str, user_index: Sequence[int]) -> dict[str, float]:
+  """Our test metrics restricted to the users cornac scored (model_dir/topk.npy etc.)."""
+  from cost_jax import metrics  # pylint: disable=g-import-not-at-top
+  topk = np.load(os.path.join(model_dir, "topk.npy"))
+  targets = np.load(os.path.join(model_dir, "targets.npy"))
+  rows = np.isin(np.load(os.path.join(model_dir, "user_ids.npy")), np.asarray(user_index))
+  m = metrics.retrieval_metrics(topk[rows, :TOPK], targets[rows], ks=(5, 10))
+  return {k: m[k] for k in ("recall@10", "ndcg@10", "num_users")}
+
+
+def _cornac_available(python: str) -> str | None:
+  """None if `python` can import cornac's TIGER and torch, else why not."""
+  if not os.path.exists(python):
+    return f"{python} does not exist"
+  p = subprocess.run([python, "-c", "import torch, cornac; from cornac.models.tiger import TIGER; "
+                      "from cornac.models.tiger.tiger import TIGERSeq2Seq"], capture_output=True, text=True)
+  if p.returncode:
+    return f"{python} cannot import cornac's TIGER: {p.stderr.strip().splitlines()[-1:]}"
+  return None
+
+
+def _ragged(seqs: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+  offsets = np.concatenate([[0], np.cumsum([len(s) for s in seqs])]).astype(np.int64)
+  flat = np.concatenate(seqs).astype(np.int64) if seqs else np.zeros(0, np.int64)
+  return flat, offsets
+
+
+def run_cornac(args, work: str) -> dict[str, Any]:
+  from cost_jax.data.processed import ProcessedDataset  # pylint: disable=g-import-not-at-top
+  ds = ProcessedDataset.load(args.dataset_dir)
+  loo = ds.leave_one_out()
+  codes = np.load(os.path.join(args.tokenizer_dir, "semantic_ids.npy"))
+  hist = [np.concatenate([t, [v]]) for t, v in zip(loo.train, loo.valid_target)]
+  users = np.arange(len(loo.train))
+  if args.eval_users:
+    users = np.random.default_rng(args.seed).choice(users, min(args.eval_users, len(users)),
+                                                    replace=False)
+    users.sort()
+  tf, to = _ragged(loo.train)
+  hf, ho = _ragged(hist)
+  cfg = {"cpu_seconds": args.cpu_seconds, "batch_size": args.cornac_batch, "seed": args.seed,
+         "timing_steps": args.timing_steps, "threads": args.threads, "verbose": False}
+  in_path, out_path = os.path.join(work, "cornac_in.npz"), os.path.join(work, "cornac_out.json")
+  np.savez(in_path, codes=codes, features=ds.embeddings(), train_flat=tf, train_offsets=to,
+           hist_flat=hf, hist_offsets=ho, eval_users=users, config=json.dumps(cfg))
+  t0 = time.perf_counter()
+  p = subprocess.run([args.cornac_python, os.path.abspath(__file__), "--_cornac_worker", in_path,
+                      out_path], text=True)
+  if p.returncode:
+    return {"error": f"cornac worker ({args.cornac_python}) failed with exit status "
+                     f"{p.returncode}; its traceback is above"}
+  with open(out_path) as f:
+    out = json.load(f)
+  out["wall_s"] = time.perf_counter() - t0
+  from cost_jax import metrics  # pylint: disable=g-import-not-at-top
+  topk = np.load(out_path + ".topk.npy")
+  m = metrics.retrieval_metrics(topk, loo.test_target[users], ks=(5, 10))
+  out["test"] = {k: m[k] for k in ("recall@5", "recall@10", "ndcg@5", "ndcg@10",
+                                   "invalid_id_rate", "num_users")}
+  index_of = dict(zip(ds.sequences["user_id"].astype(str), ds.sequences["user_index"]))
+  out["eval_user_index"] = [int(index_of[str(loo.user_ids[u])]) for u in users]
+  return out
+
+
+def _fmt(x, spec=".3f") -> str:
+  return "-" if x is None else format(x, spec)
+
+
+def report(res: dict[str, Any]) -> str:
+  c, o = res["cornac"], res["ours"]
+  c_b64 = c.get("s_per_step_b64")
+  c_eps = 64 / c_b64 if c_b64 else None
+  rows = [
+      ("train s/step @ batch 64 (wall)", _fmt(c_b64), _fmt(o.get("b64_s_per_step"))),
+      ("train s/step @ batch 256 (wall)", "-", _fmt(o.get("b256_s_per_step"))),
+      ("train examples/s (best batch)", _fmt(c_eps, ".1f"),
+       _fmt(o.get("b256_examples_per_s"), ".1f")),
+      ("beam-50 decode ms/user", _fmt(c.get("decode_ms_per_user"), ".2f"),
+       _fmt(o.get("decode_ms_per_user"), ".2f")),
+      ("train CPU-s (budget)", _fmt(c.get("train_cpu_s"), ".0f"), _fmt(o.get("train_cpu_s"), ".0f")),
+      ("train steps x batch", c.get("steps_x_batch", "-"), o.get("steps_x_batch", "-")),
+      ("test Recall@10", _fmt(c.get("recall@10"), ".4f"), _fmt(o.get("recall@10"), ".4f")),
+      ("test NDCG@10", _fmt(c.get("ndcg@10"), ".4f"), _fmt(o.get("ndcg@10"), ".4f")),
+  ]
+  lines = [f"cornac column: {c['source']}", f"{'':34s} {'cornac':>12s} {'cost-jax':>12s}"]
+  lines += [f"{name:34s} {a:>12s} {b:>12s}" for name, a, b in rows]
+  r = res["ratios"]
+  lines.append(f"ratios: examples/s x{_fmt(r.get('examples_per_s'), '.1f')} (target >= 2), "
+               f"decode per user x{_fmt(r.get('decode_per_user'), '.1f')} (target >= 10), "
+               f"Recall@10 at equal CPU {_fmt(r.get('recall@10_delta'), '+.4f')} "
+               f"(target > 0)")
+  return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  ap.add_argument("--cpu_seconds", type=float, default=600.0,
+                  help="process CPU seconds of training per side")
+  ap.add_argument("--cornac_python", default=DEFAULT_CORNAC_PYTHON)
+  ap.add_argument("--dataset_dir", default="")
+  ap.add_argument("--tokenizer_dir", default="")
+  ap.add_argument("--output", default="")
+  ap.add_argument("--work_dir", default="", help="scratch (model dir, hand-off files)")
+  ap.add_argument("--eval_users", type=int, default=0, help="cornac test-user subsample; 0 = all")
+  ap.add_argument("--cornac_batch", type=int, default=256, help="cornac's default batch size")
+  ap.add_argument("--timing_steps", type=int, default=12)
+  ap.add_argument("--calib_steps", type=int, default=40)
+  ap.add_argument("--decode_users", type=int, default=500)
+  ap.add_argument("--threads", type=int, default=2)
+  ap.add_argument("--seed", type=int, default=0)
+  ap.add_argument("--skip", nargs="*", default=[], choices=["cornac", "ours_train", "ours_speed"])
+  ap.add_argument("--_cornac_worker", nargs=2, metavar=("IN", "OUT"), help=argparse.SUPPRESS)
+  args = ap.parse_args(argv)
+  if args._cornac_worker:  # pylint: disable=protected-access
+    cornac_worker(*args._cornac_worker)  # pylint: disable=protected-access
+    return {}
+
+  from cost_jax import paths  # pylint: disable=g-import-not-at-top
+  from cost_jax.errors import UserError  # pylint: disable=g-import-not-at-top
+  args.dataset_dir = args.dataset_dir or paths.dataset_dir("ml100k")
+  args.tokenizer_dir = args.tokenizer_dir or paths.tokenizer_dir("ml100k", "rqvae")
+  for what, d, f in (("dataset", args.dataset_dir, "sequences.parquet"),
+                     ("dataset", args.dataset_dir, "embeddings.npy"),
+                     ("tokenizer", args.tokenizer_dir, "semantic_ids.npy")):
+    if not os.path.exists(os.path.join(d, f)):
+      raise UserError(f"{os.path.join(d, f)}:1: missing {what} file (pass --{what}_dir)")
+  work = args.work_dir or tempfile.mkdtemp(prefix="bench_vs_cornac_")
+  os.makedirs(work, exist_ok=True)
+  res: dict[str, Any] = {"cpu_seconds": args.cpu_seconds, "dataset_dir": args.dataset_dir,
+                         "tokenizer_dir": args.tokenizer_dir, "load_at_start": os.getloadavg(),
+                         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+  why = "skipped (--skip cornac)" if "cornac" in args.skip else _cornac_available(args.cornac_python)
+  if why is None:
+    raw = run_cornac(args, work)
+    res["cornac_raw"] = raw
+    why = raw.get("error")
+  if why is None:
+    res["cornac"] = {
+        "source": f"measured: cornac {raw['cornac_version']}, torch {raw['torch_version']}, "
+                  f"{raw['threads']} threads, our semantic IDs injected",
+        "s_per_step_b64": raw["b64"].get("wall_s_per_step"),
+        "cpu_s_per_step_b64": raw["b64"].get("cpu_s_per_step"),
+        "decode_ms_per_user": raw["decode"]["wall_ms_per_user"],
+        "train_cpu_s": raw["train"]["train_loop_cpu_s"],
+        "steps_x_batch": f"{raw['train']['steps']}x{raw['train']['batch_size']}",
+        "recall@10": raw["test"]["recall@10"], "ndcg@10": raw["test"]["ndcg@10"]}
+  else:
+    print(f"cornac side not run: {why}; using the reference constants", file=sys.stderr)
+    res["cornac"] = {"source": f"reference constants ({why})",
+                     "s_per_step_b64": CORNAC_REF_S_PER_STEP,
+                     "decode_ms_per_user": CORNAC_REF_MS_PER_USER}
+  print(f"[bench] cornac: {res['cornac']}", file=sys.stderr, flush=True)
+
+  ours: dict[str, Any] = {}
+  if "ours_train" not in args.skip:
+    t = ours_train(args.dataset_dir, args.tokenizer_dir, os.path.join(work, "ours_model"),
+                   args.cpu_seconds, args.calib_steps, args.seed)
+    res["ours_train_raw"] = t
+    ours.update({"train_cpu_s": t["train_loop_cpu_s_est"],
+                 "steps_x_batch": f"{t['steps']}x{t['batch_size']}",
+                 "recall@10": t["recall@10"], "ndcg@10": t["ndcg@10"]})
+    if res.get("cornac_raw", {}).get("eval_user_index") and args.eval_users:
+      sub = ours_on_users(os.path.join(work, "ours_model"), res["cornac_raw"]["eval_user_index"])
+      t["all_users"] = {"recall@10": t["recall@10"], "ndcg@10": t["ndcg@10"]}
+      t["same_users_as_cornac"] = sub
+      ours.update({"recall@10": sub["recall@10"], "ndcg@10": sub["ndcg@10"]})
+    print(f"[bench] ours train: {t}", file=sys.stderr, flush=True)
+  if "ours_speed" not in args.skip:
+    ours.update(ours_speed(args.decode_users))
+  res["ours"] = ours
+
+  c = res["cornac"]
+  ratios: dict[str, Any] = {}
+  if c.get("s_per_step_b64") and ours.get("b256_examples_per_s"):
+    ratios["examples_per_s"] = ours["b256_examples_per_s"] / (64 / c["s_per_step_b64"])
+    ratios["examples_per_s_both_b64"] = ours["b64_examples_per_s"] / (64 / c["s_per_step_b64"])
+  if c.get("decode_ms_per_user") and ours.get("decode_ms_per_user"):
+    ratios["decode_per_user"] = c["decode_ms_per_user"] / ours["decode_ms_per_user"]
+  if c.get("recall@10") is not None and ours.get("recall@10") is not None:
+    ratios["recall@10_delta"] = ours["recall@10"] - c["recall@10"]
+    ratios["recall@10_ratio"] = ours["recall@10"] / max(c["recall@10"], 1e-12)
+  res["ratios"] = ratios
+  res["load_at_end"] = os.getloadavg()
+  print(report(res))
+  if args.output:
+    out = os.path.abspath(args.output)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(out), suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+      json.dump(res, f, indent=2, default=str)
+    os.replace(tmp, out)
+  return res
+
+
+if __name__ == "__main__":
+  if "--_cornac_worker" in sys.argv:
+    main()
+  else:
+    from cost_jax.errors import exits_cleanly  # pylint: disable=g-import-not-at-top
+    exits_cleanly(main)()
