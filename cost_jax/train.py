@@ -37,6 +37,7 @@ import io
 import json
 import logging
 import os
+import re
 import sys
 import tempfile
 import time
@@ -232,7 +233,8 @@ def _default_task_name(dataset_dir: str, tokenizer_dir: str) -> str:
   except (OSError, ValueError):
     pass
   dataset = os.path.basename(os.path.normpath(dataset_dir))
-  return f"{method}_{dataset}"
+  # SeqIO task names are identifiers: "rqvae+cost" -> "rqvae_cost" (the tasks/ convention).
+  return re.sub(r"[^0-9A-Za-z_]", "_", f"{method}_{dataset}")
 
 
 def _check_tokenizer_dir(tokenizer_dir: str) -> None:

@@ -272,3 +272,12 @@ def test_cli_kill_9_and_resume_matches_uninterrupted(toy_dirs, tmp_path):
   pk, ps = _params(tmp_path / "killed"), _params(tmp_path / "straight")
   for x, y in zip(jax.tree.leaves(pk), jax.tree.leaves(ps)):
     np.testing.assert_array_equal(x, y)
+
+
+def test_default_task_name_is_a_valid_seqio_name(tmp_path):
+  import json as _json
+  from cost_jax import train as _train
+  tok = tmp_path / "tok"
+  tok.mkdir()
+  (tok / "vocabulary.json").write_text(_json.dumps({"method": "rqvae+cost"}))
+  assert _train._default_task_name(str(tmp_path / "ml-100k"), str(tok)) == "rqvae_cost_ml_100k"
