@@ -28,3 +28,15 @@ def exits_cleanly(main: F) -> F:
       raise SystemExit(130) from None
 
   return wrapper  # type: ignore[return-value]
+
+
+def read_json(path: str):
+  """Reads a JSON file; an unreadable or malformed file is a UserError naming file and line."""
+  import json  # local: this module stays import-light for every CLI
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except OSError as e:
+    raise UserError(f"{path}: cannot read ({e.strerror or e})") from None
+  except json.JSONDecodeError as e:
+    raise UserError(f"{path}: line {e.lineno}: not valid JSON ({e.msg})") from None

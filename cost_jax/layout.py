@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import os
 from typing import Sequence
 
 import numpy as np
 
-from cost_jax.errors import UserError
+from cost_jax.errors import UserError, read_json
 
 PAD_ID = 0
 EOS_ID = 1
@@ -123,14 +122,7 @@ class TokenLayout:
     path = os.fspath(path)
     if os.path.isdir(path):
       path = os.path.join(path, "vocabulary.json")
-    try:
-      with open(path) as f:
-        d = json.load(f)
-    except OSError as e:
-      raise UserError(f"{path}: cannot read ({e.strerror})") from None
-    except json.JSONDecodeError as e:
-      raise UserError(f"{path}: line {e.lineno}: not valid JSON ({e.msg})") from None
-    return cls.from_json_dict(d, source=path)
+    return cls.from_json_dict(read_json(path), source=path)
 
 
 def user_bucket(user_id: str | int, num_buckets: int) -> int:

@@ -28,7 +28,7 @@ import numpy as np
 
 from cost_jax import semantic_ids as sid
 from cost_jax import tokenizer_config as tc
-from cost_jax.errors import UserError, exits_cleanly
+from cost_jax.errors import UserError, exits_cleanly, read_json
 from cost_jax.layout import TokenLayout
 
 IDS_FILE = "semantic_ids.npy"
@@ -254,13 +254,7 @@ def load_tokenizer(directory: str) -> Tokenizer:
   """Loads a tokenizer output dir written by run() (checkpoint/ or baseline.npz)."""
   directory = os.fspath(directory)
   cfg_path = os.path.join(directory, "config.json")
-  try:
-    with open(cfg_path) as f:
-      meta = json.load(f)
-  except OSError as e:
-    raise UserError(f"{cfg_path}: cannot read ({e.strerror or e})") from None
-  except json.JSONDecodeError as e:
-    raise UserError(f"{cfg_path}: line {e.lineno}: not valid JSON ({e.msg})") from None
+  meta = read_json(cfg_path)
   try:
     method, seed, input_dim = meta["method"], int(meta["seed"]), int(meta["input_dim"])
     cfg = tc.TokenizerConfig.from_dict(meta["config"])
