@@ -299,13 +299,12 @@ def plot_metrics(summary: Mapping[str, Mapping[str, tuple]], path: str,
   plt = _plt()
   methods = list(summary)
   fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-  width = 0.8 / max(len(methods), 1)
   x = np.arange(len(ks))
   for ax, metric in zip(axes, ("recall", "ndcg")):
     for i, m in enumerate(methods):
       stats = [summary[m].get(f"{metric}@{k}", (np.nan, 0.0, 0)) for k in ks]
-      ax.bar(x + (i - (len(methods) - 1) / 2) * width, [s[0] for s in stats], width,
-             yerr=[s[1] for s in stats], capsize=2, label=label(m))
+      _grouped_bar(ax, x, i, len(methods), [s[0] for s in stats], [s[1] for s in stats],
+                   label(m))
     ax.set_xticks(x, [f"@{k}" for k in ks])
     ax.set_title("Recall@k" if metric == "recall" else "NDCG@k")
     ax.grid(axis="y", alpha=0.3)
@@ -316,21 +315,25 @@ def plot_metrics(summary: Mapping[str, Mapping[str, tuple]], path: str,
   plt.close(fig)
 
 
+def _grouped_bar(ax, x, i: int, n: int, heights, errors, label_text: str) -> None:
+  """Bar series i of n side by side around each x position (total group width 0.8)."""
+  width = 0.8 / max(n, 1)
+  ax.bar(x + (i - (n - 1) / 2) * width, heights, width, yerr=errors, capsize=2, label=label_text)
+
+
 def plot_codebook_usage(stats: Sequence[Mapping], path: str) -> None:
   """Fraction of codes used per level (bars = methods), mean ± std over seeds."""
   plt = _plt()
   grouped = _group_stats(stats)
   fig, ax = plt.subplots(figsize=(8, 4.5))
   levels = max((len(g["usage_mean"]) for g in grouped.values()), default=0)
-  width = 0.8 / max(len(grouped), 1)
   x = np.arange(levels)
   for i, (m, g) in enumerate(grouped.items()):
     mean = np.full(levels, np.nan)
     std = np.zeros(levels)
     mean[:len(g["usage_mean"])] = g["usage_mean"]
     std[:len(g["usage_std"])] = g["usage_std"]
-    ax.bar(x + (i - (len(grouped) - 1) / 2) * width, mean, width, yerr=std, capsize=2,
-           label=label(m))
+    _grouped_bar(ax, x, i, len(grouped), mean, std, label(m))
   ax.set_xticks(x, [f"level {l + 1}" for l in range(levels)])
   ax.set_ylim(0, 1.05)
   ax.set_ylabel("fraction of codebook entries used")
