@@ -18,19 +18,13 @@ import gin
 import seqio
 
 from cost_jax import paths
+from cost_jax.tokenizer.config import METHODS, task_name, task_prefix
 from cost_jax_tasks.seqrec import (DEFAULT_MAX_HISTORY, SPLITS, SeqRecSource, SplitIndex,
-                                   load_semantic_ids, load_task_data, register_task,
+                                   load_task_data, register_task,
                                    retrieval_metric_fn, split_index, task_source)
 
 # Tokenizer method (its output dir name, cost_jax.tokenize --method) -> task-name prefix.
-METHOD_TASK_PREFIX = {
-    "cost": "cost",
-    "rqvae": "rqvae",
-    "rqvae+cost": "rqvae_cost",
-    "rqkmeans": "rqkmeans",
-    "lsh": "lsh",
-    "random": "random",
-}
+METHOD_TASK_PREFIX = {m: task_prefix(m) for m in METHODS}
 DATASETS = ("ml100k", "mind", "beauty", "sports", "toys", "office")
 
 # Items of history in "inputs", per dataset.
@@ -42,11 +36,6 @@ MAX_HISTORY = {
     "toys": DEFAULT_MAX_HISTORY,    # TIGER §4.1.1: 20
     "office": DEFAULT_MAX_HISTORY,  # CoST §4.1 Office(S) sequences have 10-20 items; TIGER cap 20
 }
-
-
-def task_name(method: str, dataset: str) -> str:
-  """`{prefix}_{dataset}` for a tokenizer method dir name (see METHOD_TASK_PREFIX)."""
-  return f"{METHOD_TASK_PREFIX.get(method, method.replace('+', '_'))}_{dataset}"
 
 
 def register_builtin_tasks(root: str | None = None) -> list[str]:
@@ -77,7 +66,7 @@ BUILTIN_TASKS = tuple(register_builtin_tasks())
 
 __all__ = [
     "BUILTIN_TASKS", "DATASETS", "DEFAULT_MAX_HISTORY", "MAX_HISTORY", "METHOD_TASK_PREFIX",
-    "SPLITS", "SeqRecSource", "SplitIndex", "load_semantic_ids", "load_task_data",
+    "SPLITS", "SeqRecSource", "SplitIndex", "load_task_data",
     "register_builtin_tasks", "register_task", "retrieval_metric_fn", "split_index",
     "task_dirs", "task_name", "task_source", "task_vocabulary",
 ]

@@ -27,13 +27,12 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
-from cost_jax.errors import UserError
-from cost_jax.layout import TokenLayout
-from cost_jax.vocabulary import SemanticIDVocabulary
+from cost_jax.io import UserError
+from cost_jax.tokenizer.artifact import ids_path, load_item_tokens
+from cost_jax.tokenizer.layout import TokenLayout
+from cost_jax.seq2seq.vocabulary import SemanticIDVocabulary
 
 SPLITS = ("train", "validation", "test")
-SEMANTIC_IDS_FILE = "semantic_ids.npy"
-VOCABULARY_FILE = "vocabulary.json"
 DEFAULT_MAX_HISTORY = 20  # TIGER §4.1.1: "we limit the number of items in a user's history to 20"
 
 
@@ -101,36 +100,6 @@ class TaskData:
     return self.item_tokens.shape[1]
 
 
-def load_semantic_ids(tokenizer_dir: str,
-                      num_items: int | None = None) -> tuple[TokenLayout, np.ndarray]:
-  """(layout, item_tokens int32 [N, L]) of a tokenizer dir (Contract 1), validated."""
-  vocab_file = os.path.join(tokenizer_dir, VOCABULARY_FILE)
-  ids_file = os.path.join(tokenizer_dir, SEMANTIC_IDS_FILE)
-  for f in (vocab_file, ids_file):
-    if not os.path.isfile(f):
-      raise UserError(f"{f}: missing; build the tokenizer dir with `python -m cost_jax.tokenize "
-                      f"--embeddings EMB --method METHOD --output {tokenizer_dir}`")
-  layout = TokenLayout.load(vocab_file)
-  try:
-    ids = np.load(ids_file)
-  except (OSError, ValueError) as e:
-    raise UserError(f"{ids_file}: cannot read ({e})") from None
-  if ids.ndim != 2 or not np.issubdtype(ids.dtype, np.integer):
-    raise UserError(f"{ids_file}: expected an int array [num_items, L], "
-                    f"got {ids.dtype} {ids.shape}")
-  if ids.shape[1] != layout.num_levels:
-    raise UserError(f"{ids_file}: IDs have length {ids.shape[1]} but {vocab_file} has "
-                    f"{layout.num_levels} levels")
-  bad = (ids < 0) | (ids >= np.asarray(layout.codebook_sizes))
-  if bad.any():
-    row, col = map(int, np.argwhere(bad)[0])
-    raise UserError(f"{ids_file}: row {row} level {col}: code {int(ids[row, col])} outside "
-                    f"[0, {layout.codebook_sizes[col]}) of {vocab_file}")
-  if num_items is not None and ids.shape[0] != num_items:
-    raise UserError(f"{ids_file}: {ids.shape[0]} rows but the dataset has {num_items} items")
-  return layout, layout.codes_to_tokens(ids)
-
-
 def load_task_data(dataset_dir: str, tokenizer_dir: str) -> TaskData:
   from cost_jax.data.processed import ProcessedDataset  # Contract 2
 
@@ -138,7 +107,7 @@ def load_task_data(dataset_dir: str, tokenizer_dir: str) -> TaskData:
     raise UserError(f"{dataset_dir}: dataset directory missing; build it with "
                     "`python -m cost_jax.data prepare ...`")
   ds = ProcessedDataset.load(dataset_dir)
-  layout, item_tokens = load_semantic_ids(tokenizer_dir, ds.num_items)
+  layout, item_tokens = load_item_tokens(tokenizer_dir, ds.num_items)
   loo = ds.leave_one_out()
   user_index = (np.asarray(loo.user_index, np.int32) if loo.user_index is not None
                 else np.arange(len(loo.user_ids), dtype=np.int32))
@@ -223,7 +192,7 @@ class SeqRecSource:
     if t_len is not None and t_len != num_levels:
       raise UserError(
           f"task {self.name}: feature length targets={t_len}, but the semantic IDs in "
-          f"{os.path.join(self.tokenizer_dir, SEMANTIC_IDS_FILE)} have length {num_levels}; "
+          f"{ids_path(self.tokenizer_dir)} have length {num_levels}; "
           f"set TASK_FEATURE_LENGTHS = {{'inputs': {1 + self.max_history * num_levels}, "
           f"'targets': {num_levels}}}")
     i_len = sequence_length.get("inputs")

@@ -13,7 +13,7 @@ import os
 import numpy as np
 import pandas as pd
 
-from cost_jax.layout import TokenLayout
+from cost_jax.tokenizer.layout import TokenLayout
 
 NUM_ITEMS = 24
 CODEBOOK_SIZES = (4, 6)

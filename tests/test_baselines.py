@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from cost_jax import baselines
+from cost_jax.tokenizer import id_baselines as baselines
 
 
 def _simhash_numpy(x, seed, bits, levels):

@@ -13,7 +13,7 @@ import pytest
 from cost_jax.data import __main__ as cli
 from cost_jax.data import embed, processed, text
 from cost_jax.data.malformed import MalformedRows
-from cost_jax.errors import UserError
+from cost_jax.io import UserError
 
 TITLES = {"i1": "red apple", "i2": "green apple", "i3": "diesel engine repair", "i4": "red apple"}
 

@@ -8,7 +8,7 @@ import pytest
 from cost_jax import data
 from cost_jax.data import mind
 from cost_jax.data.processed import ProcessedDataset
-from cost_jax.errors import UserError
+from cost_jax.io import UserError
 
 
 def _news_line(nid, cat, sub, title, abstract=""):

@@ -9,7 +9,7 @@ import pytest
 from cost_jax import data
 from cost_jax.data import movielens
 from cost_jax.data.processed import ProcessedDataset
-from cost_jax.errors import UserError
+from cost_jax.io import UserError
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import pytest
 
 from cost_jax.data import processed, text
 from cost_jax.data.malformed import MalformedRows
-from cost_jax.errors import UserError
+from cost_jax.io import UserError
 
 
 def _interactions(titles=None):

@@ -5,8 +5,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cost_jax import decoding, network
-from cost_jax.errors import UserError
+from cost_jax.seq2seq import decoding, t5x_compat
+from cost_jax.seq2seq.trie import ItemTrie
+from cost_jax.seq2seq import network
+from cost_jax.io import UserError
 
 OFFSETS = (3, 7, 12)  # level token ranges [3, 7), [7, 12), [12, 15)
 SIZES = (4, 5, 3)
@@ -31,7 +33,7 @@ def _random_items(rng, n, sizes=SIZES, offsets=OFFSETS):
 def setup():
   rng = np.random.default_rng(0)
   items = _random_items(rng, 25)
-  trie = decoding.ItemTrie.from_tokens(items, OFFSETS, SIZES)
+  trie = ItemTrie.from_tokens(items, OFFSETS, SIZES)
   module = _tiny_module()
   params = network.init_params(module, jax.random.PRNGKey(0), 6, 3)
   # Make the model opinionated so rankings are not near-ties.
@@ -56,7 +58,7 @@ def _brute_force(module, params, enc, items):
 
 def test_trie_tables_and_lookup():
   items = np.array([[3, 7, 12], [3, 8, 12], [3, 8, 13], [5, 11, 14]], np.int32)
-  trie = decoding.ItemTrie.from_tokens(items, OFFSETS, SIZES)
+  trie = ItemTrie.from_tokens(items, OFFSETS, SIZES)
   assert trie.num_nodes == (1, 2, 3)
   np.testing.assert_array_equal(np.asarray(trie.dense[0]), [[0, -1, 1, -1]])
   # level 2 node order: prefixes (3,7), (3,8), (5,11) -> items
@@ -64,7 +66,7 @@ def test_trie_tables_and_lookup():
   got = jax.jit(lambda t, x: t.lookup(x))(trie, jnp.array([[3, 8, 13], [5, 11, 14], [5, 11, 12], [4, 7, 12], [3, 3, 3]]))
   np.testing.assert_array_equal(np.asarray(got), [2, 3, -1, -1, -1])
   # CSR (sparse) levels give the same children as dense ones.
-  sparse = decoding.ItemTrie.from_tokens(items, OFFSETS, SIZES, dense_limit=0)
+  sparse = ItemTrie.from_tokens(items, OFFSETS, SIZES, dense_limit=0)
   assert all(d is None for d in sparse.dense)
   for l in range(3):
     nodes = jnp.arange(-1, trie.num_nodes[l])
@@ -75,9 +77,9 @@ def test_trie_tables_and_lookup():
 
 def test_trie_rejects_duplicates_and_out_of_range():
   with pytest.raises(UserError, match="rows 0 and 2"):
-    decoding.ItemTrie.from_tokens(np.array([[3, 7, 12], [3, 8, 12], [3, 7, 12]]), OFFSETS, SIZES)
+    ItemTrie.from_tokens(np.array([[3, 7, 12], [3, 8, 12], [3, 7, 12]]), OFFSETS, SIZES)
   with pytest.raises(UserError, match="outside"):
-    decoding.ItemTrie.from_tokens(np.array([[3, 7, 15]]), OFFSETS, SIZES)
+    ItemTrie.from_tokens(np.array([[3, 7, 15]]), OFFSETS, SIZES)
 
 
 def test_cache_decode_equals_full_decode(setup):
@@ -158,7 +160,7 @@ def test_constrained_never_invalid_many_users(setup):
 def test_fewer_children_than_beams_at_step0():
   # Level 0 has a single valid code: beams 2.. must be padded with -inf, not invalid IDs.
   items = np.array([[3, 7, 12], [3, 8, 12], [3, 8, 14]], np.int32)
-  trie = decoding.ItemTrie.from_tokens(items, OFFSETS, SIZES)
+  trie = ItemTrie.from_tokens(items, OFFSETS, SIZES)
   module = _tiny_module()
   params = network.init_params(module, jax.random.PRNGKey(1), 6, 3)
   enc = jnp.ones((NUM_USERS, 6), jnp.int32)
@@ -233,7 +235,7 @@ def test_t5x_decode_fn_matches_brute_force(setup):
   items, trie, _, _, _ = setup
   b, n = 3, len(items)
   ttl, cache, table = _fake_t5x_setup(trie, b, n)
-  fn = decoding.make_t5x_decode_fn(trie=trie)
+  fn = t5x_compat.make_t5x_decode_fn(trie=trie)
   seqs, scores = jax.jit(lambda c: fn(jnp.zeros((b, 4), jnp.int32), c, ttl, eos_id=1,
                                       num_decodes=n))(cache)
   seqs, scores = np.asarray(seqs), np.asarray(scores)
@@ -256,7 +258,7 @@ def test_real_t5x_encoder_decoder_model(setup):
   enc = enc[:4]
   vocab = seqio.PassThroughVocabulary(size=VOCAB, eos_id=1)
   model = t5x_models.EncoderDecoderModel(module, vocab, vocab, adafactor.Adafactor(),
-                                         decode_fn=decoding.make_t5x_decode_fn(trie=trie))
+                                         decode_fn=t5x_compat.make_t5x_decode_fn(trie=trie))
   zeros = jnp.zeros((4, 3), jnp.int32)
   batch = {"encoder_input_tokens": enc, "decoder_input_tokens": zeros,
            "decoder_target_tokens": zeros}
@@ -273,28 +275,29 @@ def test_real_t5x_encoder_decoder_model(setup):
 def test_trie_from_tokenizer_dir_and_gin_decode_fn(tmp_path, setup):
   import gin  # pylint: disable=import-outside-toplevel
   import json  # pylint: disable=import-outside-toplevel
-  from cost_jax.layout import TokenLayout  # pylint: disable=import-outside-toplevel
+  from cost_jax.tokenizer.layout import TokenLayout  # pylint: disable=import-outside-toplevel
   items, trie, _, _, _ = setup
   layout = TokenLayout(SIZES, num_user_buckets=10)
   assert layout.level_offsets == OFFSETS
   np.save(tmp_path / "semantic_ids.npy", layout.tokens_to_codes(items))
   (tmp_path / "vocabulary.json").write_text(json.dumps(layout.to_json_dict(
       method="test", num_items=len(items), semantic_ids_file="semantic_ids.npy")))
-  loaded = decoding.ItemTrie.from_tokenizer_dir(str(tmp_path))
+  loaded = ItemTrie.from_tokenizer_dir(str(tmp_path))
   np.testing.assert_array_equal(np.asarray(loaded.item_tokens), items)
   b = 2
   ttl, cache, _ = _fake_t5x_setup(trie, b, 5)
   with gin.unlock_config():
-    gin.parse_config(f"constrained_decode_fn.tokenizer_dir = '{tmp_path}'")
+    gin.parse_config(f"t5x_compat.constrained_decode_fn.tokenizer_dir = '{tmp_path}'")
   try:
-    seqs, scores = decoding.constrained_decode_fn(jnp.zeros((b, 3), jnp.int32), cache, ttl,
-                                                  eos_id=1, num_decodes=5)
+    fn = gin.get_configurable(t5x_compat.constrained_decode_fn)()
+    seqs, scores = fn(inputs=jnp.zeros((b, 3), jnp.int32), cache=cache, tokens_to_logits=ttl,
+                      eos_id=1, num_decodes=5)
   finally:
     gin.clear_config()
-  ref_seqs, ref_scores = decoding.make_t5x_decode_fn(trie=trie)(
+  ref_seqs, ref_scores = t5x_compat.make_t5x_decode_fn(trie=trie)(
       jnp.zeros((b, 3), jnp.int32), cache, ttl, eos_id=1, num_decodes=5)
   np.testing.assert_array_equal(np.asarray(seqs), np.asarray(ref_seqs))
   np.testing.assert_allclose(np.asarray(scores), np.asarray(ref_scores), rtol=1e-5)
   (tmp_path / "semantic_ids.npy").unlink()
-  with pytest.raises(UserError, match="semantic_ids.npy: cannot read"):
-    decoding.ItemTrie.from_tokenizer_dir(str(tmp_path))
+  with pytest.raises(UserError, match="semantic_ids.npy: missing"):
+    ItemTrie.from_tokenizer_dir(str(tmp_path))

@@ -13,8 +13,10 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 import _trainer_toy as toy  # noqa: E402  pylint: disable=wrong-import-position
 
-from cost_jax import evaluate, train  # noqa: E402
-from cost_jax.errors import UserError  # noqa: E402
+from cost_jax import results  # noqa: E402
+from cost_jax.seq2seq import cli, evaluator  # noqa: E402
+from cost_jax.seq2seq import trainer as train  # noqa: E402
+from cost_jax.io import UserError  # noqa: E402
 
 CONTRACT_KEYS = {"recall@5", "recall@10", "recall@20", "recall@40", "ndcg@5", "ndcg@10",
                  "ndcg@20", "ndcg@40", "invalid_id_rate", "num_users"}
@@ -23,7 +25,7 @@ CONTRACT_KEYS = {"recall@5", "recall@10", "recall@20", "recall@40", "ndcg@5", "n
 def test_score_topk_hand_checked():
   topk = np.asarray([[7, 2, 9], [4, 5, 6], [1, -1, 8]], np.int32)
   targets = np.asarray([2, 0, 8], np.int32)
-  m = evaluate.score_topk(topk, targets, ks=(1, 3))
+  m = results.score_topk(topk, targets, ks=(1, 3))
   assert m["recall@1"] == 0.0
   assert m["recall@3"] == pytest.approx(2 / 3)
   # One relevant item: DCG = 1 / log2(rank + 1), ideal DCG = 1.
@@ -37,18 +39,18 @@ def test_write_results_files_rescore(tmp_path):
   topk = np.stack([rng.permutation(100)[:40] for _ in range(7)]).astype(np.int32)
   targets = topk[np.arange(7), [0, 3, 9, 15, 30, 39, 0]].copy()
   targets[-1] = 1000  # not retrieved
-  m = evaluate.score_topk(topk, targets)
+  m = results.score_topk(topk, targets)
   assert CONTRACT_KEYS <= set(m)
   assert m["recall@5"] == pytest.approx(2 / 7) and m["recall@40"] == pytest.approx(6 / 7)
-  path = evaluate.write_results(str(tmp_path), "test", m, topk, targets, np.arange(7) + 10)
+  path = results.write_results(str(tmp_path), "test", m, topk, targets, np.arange(7) + 10)
   assert path == str(tmp_path / "metrics.json")
   loaded = json.load(open(path))
   assert loaded == pytest.approx(m)
   assert np.load(tmp_path / "topk.npy").dtype == np.int32
-  again = evaluate.score_topk(np.load(tmp_path / "topk.npy"), np.load(tmp_path / "targets.npy"))
+  again = results.score_topk(np.load(tmp_path / "topk.npy"), np.load(tmp_path / "targets.npy"))
   assert again == pytest.approx(m)
   np.testing.assert_array_equal(np.load(tmp_path / "user_ids.npy"), np.arange(7) + 10)
-  evaluate.write_results(str(tmp_path), "validation", m, topk, targets, np.arange(7))
+  results.write_results(str(tmp_path), "validation", m, topk, targets, np.arange(7))
   assert os.path.exists(tmp_path / "metrics_validation.json")
   assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
 
@@ -77,7 +79,7 @@ def test_train_writes_contract_files(trained_dir):
   assert targets.dtype == np.int32 and targets.shape == (60,)
   assert ((topk >= 0) & (topk < toy.NUM_ITEMS)).all()
   assert all(len(set(row)) == len(row) for row in topk)  # distinct items per user
-  rescored = evaluate.score_topk(topk, targets)
+  rescored = results.score_topk(topk, targets)
   assert {k: rescored[k] for k in CONTRACT_KEYS} == pytest.approx({k: m[k] for k in CONTRACT_KEYS})
   assert out["recall@10"] == pytest.approx(m["recall@10"])
 
@@ -85,20 +87,20 @@ def test_train_writes_contract_files(trained_dir):
 def test_evaluate_cli_rescores_checkpoint(trained_dir, capsys):
   model_dir, _ = trained_dir
   before = json.load(open(os.path.join(model_dir, "metrics.json")))
-  assert evaluate.main(["--model_dir", model_dir]) == 0
+  assert cli.evaluate_main(["--model_dir", model_dir]) == 0
   after = json.load(open(os.path.join(model_dir, "metrics.json")))
   assert after == pytest.approx(before)  # same checkpoint, same beams: same ranking
   printed = json.loads(capsys.readouterr().out)
   assert printed["recall@10"] == pytest.approx(before["recall@10"])
-  m = evaluate.evaluate(model_dir, "validation", num_users=20)  # same shapes: no recompile
+  m = evaluator.evaluate(model_dir, "validation", num_users=20)  # same shapes: no recompile
   assert m["num_users"] == 20 and m["num_beams"] == 10 and m["split"] == "validation"
   assert np.load(os.path.join(model_dir, "topk_validation.npy")).shape == (20, 10)
 
 
 def test_evaluate_bad_input(tmp_path, capsys):
   with pytest.raises(UserError, match="config.json: missing"):
-    evaluate.evaluate(str(tmp_path))
+    evaluator.evaluate(str(tmp_path))
   with pytest.raises(SystemExit) as e:
-    evaluate.main(["--model_dir", str(tmp_path / "nothing")])
+    cli.evaluate_main(["--model_dir", str(tmp_path / "nothing")])
   assert e.value.code == 2
   assert capsys.readouterr().err.startswith("error: ")

@@ -7,11 +7,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cost_jax import kmeans as km
-from cost_jax import quantizer as rq
-from cost_jax import rqvae
-from cost_jax import tokenizer_config as tc
-from cost_jax import tokenizer_train as tt
+from cost_jax.tokenizer import kmeans as km
+from cost_jax.tokenizer import quantizer as rq
+from cost_jax.tokenizer import rqvae
+from cost_jax.tokenizer import config as tc
+from cost_jax.tokenizer import trainer as tt
 
 
 def test_lloyd_two_clusters_by_hand():

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cost_jax import losses
+from cost_jax.tokenizer import losses
 
 
 def _info_nce_numpy(x, x_hat, tau):

@@ -8,7 +8,8 @@ import numpy as np
 import optax
 import pytest
 
-from cost_jax import models, network
+from cost_jax.seq2seq import model as models
+from cost_jax.seq2seq import network
 
 
 def _tiny(**kw):
@@ -58,11 +59,13 @@ def test_logical_axis_annotations_cover_every_param():
 
 
 def test_gin_binds_config():
+  from cost_jax.seq2seq import gin_config  # noqa: F401  registers the configurables
   with gin.unlock_config():
     gin.parse_config("TransformerConfig.vocab_size = 640\nTransformerConfig.num_heads = 2")
   try:
-    cfg = network.TransformerConfig()
+    cfg = gin.get_configurable(network.TransformerConfig)()
     assert cfg.vocab_size == 640 and cfg.num_heads == 2 and cfg.emb_dim == 128
+    assert network.TransformerConfig().vocab_size == 3072  # the plain dataclass ignores gin
   finally:
     gin.clear_config()
 
@@ -130,18 +133,21 @@ def test_train_step_learns_a_batch(tiny):
            "decoder_input_tokens": jnp.concatenate([jnp.zeros((8, 1), jnp.int32), tgt[:, :-1]], 1),
            "decoder_loss_weights": jnp.ones((8, 3))}
   opt = optax.adam(1e-2)
-  state = models.TrainState.create(params, opt)
-  step = jax.jit(models.make_train_step(module, opt))
+  # The trainer's own step (cost_jax.seq2seq.model.make_train_step) and state layout.
+  state = models.init_state(module, opt, {"inputs": 7, "targets": 3}, seed=0)
+  state["params"] = jax.tree.map(jnp.array, params)  # the step donates its state
+  state["opt_state"] = opt.init(state["params"])
+  step = models.make_train_step(module, opt, lambda s: jnp.float32(1e-2))
   eval_step = jax.jit(models.make_eval_step(module))
-  first = eval_step(state.params, batch)
+  first = eval_step(state["params"], batch)
   for _ in range(60):
-    state, m = step(state, batch, jax.random.PRNGKey(1))
-  last = eval_step(state.params, batch)
-  assert int(state.step) == 60
+    state, m = step(state, batch)
+  last = eval_step(state["params"], batch)
+  assert int(state["step"]) == 60
   assert float(last["loss"]) < 0.5 * float(first["loss"])
   assert float(last["token_accuracy"]) > 0.9
   assert 0.0 <= float(last["sequence_accuracy"]) <= 1.0
-  assert set(m) >= {"loss", "token_accuracy", "sequence_accuracy", "grad_norm"}
+  assert set(m) >= {"loss", "token_accuracy", "sequence_accuracy", "grad_norm", "learning_rate"}
 
 
 def test_flops_formula():

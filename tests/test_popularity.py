@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from cost_jax import popularity
+from cost_jax.baselines import popularity
 from cost_jax.data.processed import LeaveOneOut
 
 

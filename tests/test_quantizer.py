@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cost_jax import quantizer as rq
+from cost_jax.tokenizer import quantizer as rq
 
 # Level-0 and level-1 codebooks (2-D), and three points; codes/residuals worked out by hand:
 #   z1 = (2.4, 0.1):  level 0 -> code 1 (2,0), r1 = (0.4, 0.1); level 1 -> code 0 (0.5,0),

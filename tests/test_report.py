@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from cost_jax import report
+from cost_jax.experiments import report
 
 KEYS = ["recall@5", "recall@10", "recall@20", "recall@40", "ndcg@5", "ndcg@10", "ndcg@20",
         "ndcg@40", "invalid_id_rate", "num_users"]

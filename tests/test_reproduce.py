@@ -9,23 +9,23 @@ import re
 import numpy as np
 import pytest
 
-from cost_jax import reproduce
-from cost_jax.errors import UserError
+from cost_jax.experiments import cli, pipeline, profiles, stage_cache, stages
+from cost_jax.io import UserError
 
 
 # --- stage cache -------------------------------------------------------------------------------
 
 
 def test_config_hash_is_canonical_and_changes_with_config():
-  a = reproduce.config_hash({"x": 1, "y": {"b": 2, "a": [1, 2]}})
-  assert a == reproduce.config_hash({"y": {"a": [1, 2], "b": 2}, "x": 1})  # key order irrelevant
-  assert a != reproduce.config_hash({"x": 2, "y": {"b": 2, "a": [1, 2]}})
-  assert a != reproduce.config_hash({"x": 1, "y": {"b": 2, "a": [2, 1]}})
+  a = stage_cache.config_hash({"x": 1, "y": {"b": 2, "a": [1, 2]}})
+  assert a == stage_cache.config_hash({"y": {"a": [1, 2], "b": 2}, "x": 1})  # key order irrelevant
+  assert a != stage_cache.config_hash({"x": 2, "y": {"b": 2, "a": [1, 2]}})
+  assert a != stage_cache.config_hash({"x": 1, "y": {"b": 2, "a": [2, 1]}})
   assert len(a) == 12 and int(a, 16) >= 0
 
 
 def test_stage_cache_runs_once_then_skips(tmp_path):
-  cache = reproduce.StageCache(str(tmp_path))
+  cache = stage_cache.StageCache(str(tmp_path))
   calls = []
 
   def fn(d):
@@ -37,8 +37,8 @@ def test_stage_cache_runs_once_then_skips(tmp_path):
   r1 = cache.run("s", {"a": 1}, fn)
   assert (r1.status, r1.value) == ("ran", {"n": 1})
   assert open(os.path.join(r1.path, "out.txt")).read() == "hello"
-  marker = json.load(open(os.path.join(r1.path, reproduce.DONE_FILE)))
-  assert marker["config"] == {"a": 1} and marker["hash"] == reproduce.config_hash({"a": 1})
+  marker = json.load(open(os.path.join(r1.path, stage_cache.DONE_FILE)))
+  assert marker["config"] == {"a": 1} and marker["hash"] == stage_cache.config_hash({"a": 1})
   assert marker["cpu_seconds"] >= 0.0 and marker["seconds"] >= 0.0
   assert r1.hash in os.path.basename(r1.path)
   r2 = cache.run("s", {"a": 1}, fn)
@@ -49,7 +49,7 @@ def test_stage_cache_runs_once_then_skips(tmp_path):
 
 
 def test_stage_cache_reruns_interrupted_stage(tmp_path):
-  cache = reproduce.StageCache(str(tmp_path))
+  cache = stage_cache.StageCache(str(tmp_path))
 
   def crash(d):
     with open(os.path.join(d, "partial"), "w") as f:
@@ -83,13 +83,13 @@ class Fakes:
     self.fail_train = fail_train
 
   def fns(self):
-    return reproduce.StageFns(prepare=self.prepare, embed=self.embed, tokenize=self.tokenize,
+    return stages.StageFns(prepare=self.prepare, embed=self.embed, tokenize=self.tokenize,
                               train=self.train, popularity=self.popularity, sasrec=self.sasrec)
 
   def prepare(self, dataset, output):
     self.calls.append(("prepare", dataset))
     os.makedirs(output)
-    for f in reproduce.DATASET_FILES:
+    for f in pipeline.DATASET_FILES:
       with open(os.path.join(output, f), "w") as fh:
         fh.write(json.dumps({"users": 3, "items": 5, "interactions": 15}) if f == "stats.json"
                  else "x")
@@ -141,13 +141,13 @@ class Fakes:
 
 
 def small_profile(**kw):
-  return dataclasses.replace(reproduce.CPU, seeds=(0, 1), **kw)
+  return dataclasses.replace(profiles.CPU, seeds=(0, 1), **kw)
 
 
 def test_pipeline_runs_all_stages_then_skips_them(tmp_path, capsys):
   fakes = Fakes()
   out = str(tmp_path / "out")
-  pipe = reproduce.Pipeline(small_profile(), out, fns=fakes.fns())
+  pipe = pipeline.Pipeline(small_profile(), out, fns=fakes.fns())
   results = pipe.run()
   assert {r.status for r in results} == {"ran"}
   assert len(results) == 2 + 1 + 2 * (2 * len(METHODS) + 1)
@@ -165,7 +165,7 @@ def test_pipeline_runs_all_stages_then_skips_them(tmp_path, capsys):
   assert "[stage 5/" in err and "stage summary" in err
   # second run: everything cached, nothing called
   fakes.calls.clear()
-  results = reproduce.Pipeline(small_profile(), out, fns=fakes.fns()).run()
+  results = pipeline.Pipeline(small_profile(), out, fns=fakes.fns()).run()
   assert {r.status for r in results} == {"cached"}
   assert fakes.calls == []
   assert "skipped (cached)" in capsys.readouterr().err
@@ -174,17 +174,17 @@ def test_pipeline_runs_all_stages_then_skips_them(tmp_path, capsys):
 def test_changed_train_config_reruns_only_training(tmp_path):
   fakes = Fakes()
   out = str(tmp_path / "out")
-  reproduce.Pipeline(small_profile(), out, fns=fakes.fns()).run()
+  pipeline.Pipeline(small_profile(), out, fns=fakes.fns()).run()
   fakes.calls.clear()
-  prof = reproduce.apply_overrides(small_profile(), ["tiger.num_train_steps=7"])
-  results = {r.name: r.status for r in reproduce.Pipeline(prof, out, fns=fakes.fns()).run()}
+  prof = profiles.apply_overrides(small_profile(), ["tiger.num_train_steps=7"])
+  results = {r.name: r.status for r in pipeline.Pipeline(prof, out, fns=fakes.fns()).run()}
   assert results["tokenize-cost-s0"] == "cached" and results["train-cost-s0"] == "ran"
   assert results["sasrec-s1"] == "cached" and results["popularity"] == "cached"
   assert sorted(c[0] for c in fakes.calls) == ["train"] * (2 * len(METHODS))
   # a tokenizer change re-runs that method's tokenizer and training only
   fakes.calls.clear()
-  prof2 = reproduce.apply_overrides(prof, ["tokenizer.cost.tau=0.5"])
-  results = {r.name: r.status for r in reproduce.Pipeline(prof2, out, fns=fakes.fns()).run()}
+  prof2 = profiles.apply_overrides(prof, ["tokenizer.cost.tau=0.5"])
+  results = {r.name: r.status for r in pipeline.Pipeline(prof2, out, fns=fakes.fns()).run()}
   ran = sorted(n for n, s in results.items() if s == "ran")
   assert ran == ["tokenize-cost-s0", "tokenize-cost-s1", "train-cost-s0", "train-cost-s1"]
 
@@ -192,7 +192,7 @@ def test_changed_train_config_reruns_only_training(tmp_path):
 def test_failed_stage_does_not_stop_the_rest(tmp_path):
   fakes = Fakes(fail_train=("lsh", 0))
   out = str(tmp_path / "out")
-  results = {r.name: r for r in reproduce.Pipeline(small_profile(), out, fns=fakes.fns()).run()}
+  results = {r.name: r for r in pipeline.Pipeline(small_profile(), out, fns=fakes.fns()).run()}
   assert results["train-lsh-s0"].status == "failed" and "boom" in results["train-lsh-s0"].error
   assert results["train-cost-s1"].status == "ran"
   rows = list(csv.DictReader(open(os.path.join(out, "results.csv"))))
@@ -200,7 +200,7 @@ def test_failed_stage_does_not_stop_the_rest(tmp_path):
   assert "train-lsh-s0" in open(os.path.join(out, "results.md")).read()
   # the next run retries only the failed stage
   fakes2 = Fakes()
-  results = {r.name: r.status for r in reproduce.Pipeline(small_profile(), out,
+  results = {r.name: r.status for r in pipeline.Pipeline(small_profile(), out,
                                                           fns=fakes2.fns()).run()}
   assert fakes2.calls == [("train", "lsh", 0)]
   assert results["train-lsh-s0"] == "ran"
@@ -215,12 +215,12 @@ def test_interrupted_pipeline_resumes(tmp_path):
 
   out = str(tmp_path / "out")
   with pytest.raises(KeyboardInterrupt):
-    reproduce.Pipeline(small_profile(), out, fns=Interrupt().fns()).run()
+    pipeline.Pipeline(small_profile(), out, fns=Interrupt().fns()).run()
   # a partial report (seed 0) was written before seed 1 started
   md = open(os.path.join(out, "results.md")).read()
   assert "PARTIAL" in md and "(n=1)" in md
   fakes = Fakes()
-  results = {r.name: r.status for r in reproduce.Pipeline(small_profile(), out,
+  results = {r.name: r.status for r in pipeline.Pipeline(small_profile(), out,
                                                           fns=fakes.fns()).run()}
   assert results["train-random-s0"] == "cached" and results["tokenize-random-s1"] == "cached"
   assert results["train-random-s1"] == "ran"
@@ -229,32 +229,32 @@ def test_interrupted_pipeline_resumes(tmp_path):
 
 def test_cli_list_and_overrides(tmp_path, capsys):
   out = str(tmp_path / "o")
-  assert reproduce.main(["--list", "--output", out, "--seeds", "3,4", "--methods", "cost,rqvae",
+  assert cli.main(["--list", "--output", out, "--seeds", "3,4", "--methods", "cost,rqvae",
                          "--baselines", ""], fns=Fakes().fns()) == 0
   err = capsys.readouterr().err
   assert "tokenize-cost-s3" in err and "train-rqvae-s4" in err and "sasrec" not in err
   assert not os.path.exists(os.path.join(out, "stages"))
-  prof = reproduce.apply_overrides(reproduce.CPU, ["tiger.mlp_dim=32", "sasrec.loss=bce",
+  prof = profiles.apply_overrides(profiles.CPU, ["tiger.mlp_dim=32", "sasrec.loss=bce",
                                                    "tokenizer.epochs=3", "seeds=0,1"])
   assert prof.tiger["mlp_dim"] == 32 and prof.sasrec["loss"] == "bce" and prof.seeds == (0, 1)
   assert prof.tokenizer_overrides("cost") == {"preset": "cost", "epochs": 3}
-  assert reproduce.CPU.tiger["mlp_dim"] == 256  # the preset itself is untouched
+  assert profiles.CPU.tiger["mlp_dim"] == 256  # the preset itself is untouched
   with pytest.raises(SystemExit) as e:
-    reproduce.main(["--list", "--set", "bogus.key=1", "--output", out])
+    cli.main(["--list", "--set", "bogus.key=1", "--output", out])
   assert e.value.code == 2
   assert "unknown key" in capsys.readouterr().err
   with pytest.raises(UserError):
-    reproduce.Pipeline(dataclasses.replace(reproduce.CPU, methods=("nope",)), out)
+    pipeline.Pipeline(dataclasses.replace(profiles.CPU, methods=("nope",)), out)
 
 
 def test_cli_end_to_end_with_fakes_and_report_only(tmp_path):
   out = str(tmp_path / "o")
   fakes = Fakes()
-  assert reproduce.main(["--output", out, "--seeds", "0"], fns=fakes.fns()) == 0
+  assert cli.main(["--output", out, "--seeds", "0"], fns=fakes.fns()) == 0
   os.remove(os.path.join(out, "results.md"))
-  assert reproduce.main(["--output", out, "--seeds", "0", "--report_only"], fns=fakes.fns()) == 0
+  assert cli.main(["--output", out, "--seeds", "0", "--report_only"], fns=fakes.fns()) == 0
   assert os.path.isfile(os.path.join(out, "results.md"))
-  assert reproduce.main(["--output", out, "--seeds", "0", "--methods", "cost",
+  assert cli.main(["--output", out, "--seeds", "0", "--methods", "cost",
                          "--set", "tiger.num_train_steps=1"], fns=Fakes(
                              fail_train=("cost", 0)).fns()) == 1
 
@@ -263,7 +263,7 @@ def test_tokenizer_stats_normalizes_report():
   rep = {"usage_per_level": [1.0, 0.75], "collisions_before_dedup": {
       "colliding_items": 7, "largest_group": 3, "collision_groups": 2, "unique_ids": 9},
          "id_length": 3, "neighbor_precision": {"value": 0.4}, "wall_time_s": 2.5}
-  s = reproduce.tokenizer_stats(rep, "cost", 1)
+  s = stages.tokenizer_stats(rep, "cost", 1)
   assert s == {"method": "cost", "seed": 1, "usage": [1.0, 0.75], "collided_items": 7,
                "largest_group": 3, "collision_groups": 2, "unique_ids": 9, "id_length": 3,
                "neighbor_precision": 0.4, "seconds": 2.5}
@@ -306,7 +306,7 @@ def test_reproduce_smoke_real_stages(tmp_path):
   args = ["--output", out, "--dataset_dir", ds, "--seeds", "0"]
   for s in sets:
     args += ["--set", s]
-  assert reproduce.main(args) == 0
+  assert cli.main(args) == 0
   rows = list(csv.DictReader(open(os.path.join(out, "results.csv"))))
   assert {r["method"] for r in rows} == set(METHODS) | {"popularity", "sasrec"}
   for r in rows:
@@ -315,11 +315,11 @@ def test_reproduce_smoke_real_stages(tmp_path):
       assert float(r["recall@5"]) == float(r["recall@40"])
   assert "Impr." in open(os.path.join(out, "results.md")).read()
   # a re-run skips every stage
-  assert reproduce.main(args) == 0
+  assert cli.main(args) == 0
 
 
 def test_resumable_stage_keeps_interrupted_work(tmp_path):
-  cache = reproduce.StageCache(str(tmp_path))
+  cache = stage_cache.StageCache(str(tmp_path))
   seen = []
 
   def step(d):
@@ -332,16 +332,16 @@ def test_resumable_stage_keeps_interrupted_work(tmp_path):
   with pytest.raises(RuntimeError):
     cache.run("train", {"a": 1}, step, resume=True)
   r = cache.run("train", {"a": 1}, step, resume=True)
-  assert r.status == "ran" and seen[1][0] == reproduce.SPENT_FILE and "ckpt" in seen[1]
+  assert r.status == "ran" and seen[1][0] == stage_cache.SPENT_FILE and "ckpt" in seen[1]
   assert sorted(os.listdir(r.path)) == ["DONE", "ckpt"]
 
 
 def test_time_budget_stops_starting_stages(tmp_path):
   out = str(tmp_path / "out")
-  reproduce.Pipeline(small_profile(), out, fns=Fakes().fns()).run()
+  pipeline.Pipeline(small_profile(), out, fns=Fakes().fns()).run()
   fakes = Fakes()
-  prof = reproduce.apply_overrides(small_profile(), ["tiger.num_train_steps=3"])
-  results = reproduce.Pipeline(prof, out, fns=fakes.fns()).run(time_budget_s=0.0)
+  prof = profiles.apply_overrides(small_profile(), ["tiger.num_train_steps=3"])
+  results = pipeline.Pipeline(prof, out, fns=fakes.fns()).run(time_budget_s=0.0)
   assert fakes.calls == [] and {r.status for r in results} == {"cached"}
   md = open(os.path.join(out, "results.md")).read()
   assert "PARTIAL" in md and "Stages not run yet: 10" in md

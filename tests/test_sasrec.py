@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cost_jax import sasrec
+from cost_jax.baselines import sasrec
 
 
 def small_config(**kw):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from cost_jax import semantic_ids as sid
+from cost_jax.tokenizer import dedup as sid
 
 
 def test_collision_stats_by_hand():

@@ -14,6 +14,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from cost_jax.tokenizer import artifact
+
 t5x = pytest.importorskip("t5x")
 
 # Both tests take 1-3 min of wall time on 2 shared cores: run them with
@@ -36,7 +38,7 @@ def write_data_root(root: str, dataset: str = "ml100k", method: str = "cost",
                     num_levels: int = 3) -> tuple[str, str]:
   """A 10-user, 12-item processed dir + a tokenizer dir (IDs of length 3 or 4) under `root`."""
   from cost_jax import paths
-  from cost_jax.layout import TokenLayout
+  from cost_jax.tokenizer.layout import TokenLayout
   rng = np.random.default_rng(0)
   ds = paths.dataset_dir(dataset, root)
   tok = paths.tokenizer_dir(dataset, method, root)
@@ -116,7 +118,7 @@ def test_predict_batch_constrained_decode_fn(tmp_path):
     params = model.get_initial_variables(jax.random.PRNGKey(0), shapes)["params"]
     decodes, aux = model.predict_batch_with_aux(params, batch)
     assert decodes.shape == (6, 4, 3) and aux["scores"].shape == (6, 4)
-    item_tokens = cost_jax_tasks.load_semantic_ids(tok)[1]
+    item_tokens = artifact.load_item_tokens(tok)[1]
     valid = {tuple(row) for row in item_tokens.tolist()}
     assert all(tuple(d) in valid for d in np.asarray(decodes).reshape(-1, 3).tolist())
     assert np.all(np.diff(np.asarray(aux["scores"]), axis=1) >= -1e-5)  # best beam last (T5X order)

@@ -10,8 +10,8 @@ import pytest
 import seqio
 
 import cost_jax_tasks
-from cost_jax.errors import UserError
-from cost_jax.layout import TokenLayout, user_bucket
+from cost_jax.io import UserError
+from cost_jax.tokenizer.layout import TokenLayout, user_bucket
 
 # Levels of 4, 3, 2 codes -> level offsets 3, 7, 10; 5 user buckets at tokens 12..16.
 LAYOUT = TokenLayout((4, 3, 2), num_user_buckets=5)

@@ -6,8 +6,8 @@ import os
 import numpy as np
 import pytest
 
-from cost_jax import tokenize
-from cost_jax.layout import TokenLayout
+from cost_jax.tokenizer import cli, fit
+from cost_jax.tokenizer.layout import TokenLayout
 
 SMALL = ["--set", "hidden_dims=(32,)", "--set", "latent_dim=8", "--set", "codebook_size=16",
          "--set", "batch_size=64", "--set", "kmeans_iters=20", "--set", "neighbor_sample=300",
@@ -34,7 +34,7 @@ def emb_file(tmp_path_factory):
 @pytest.fixture(scope="module")
 def cost_dir(emb_file, tmp_path_factory):
   out = str(tmp_path_factory.mktemp("tok") / "cost")
-  assert tokenize.main(["--embeddings", emb_file, "--method", "cost", "--output", out,
+  assert cli.main(["--embeddings", emb_file, "--method", "cost", "--output", out,
                         "--epochs", "3", "--seed", "0"] + SMALL) == 0
   return out
 
@@ -68,25 +68,25 @@ def test_cli_writes_contract_files(cost_dir):
 
 
 def test_same_seed_same_ids_and_checkpoint_encodes_new_items(cost_dir, emb_file, tmp_path):
-  again = tokenize.run(np.load(emb_file), "cost", str(tmp_path / "again"), seed=0,
+  again = fit.fit(np.load(emb_file), "cost", str(tmp_path / "again"), seed=0,
                        overrides=SMALL_DICT, log=False)
   np.testing.assert_array_equal(np.load(tmp_path / "again" / "semantic_ids.npy"),
                                 np.load(os.path.join(cost_dir, "semantic_ids.npy")))
   assert again["usage_per_level"] == json.load(open(os.path.join(cost_dir, "report.json"))
                                                )["usage_per_level"]
-  tok = tokenize.load_tokenizer(cost_dir)
+  tok = fit.load_tokenizer(cost_dir)
   x = np.load(emb_file)
   # The restored model reproduces the raw codes of the training items.
   raw = tok.raw_codes(x)
   rep = json.load(open(os.path.join(cost_dir, "report.json")))
-  assert rep["collisions_before_dedup"] == tokenize.sid.collision_stats(raw)
+  assert rep["collisions_before_dedup"] == fit.sid.collision_stats(raw)
   new = clustered(n=40, seed=5)
   ids, info = tok.encode_items(new)
   existing = set(map(tuple, tok.existing_ids.tolist()))
   assert ids.shape == (40, 3) and len(np.unique(ids, axis=0)) == 40
   assert not existing & set(map(tuple, ids.tolist()))
   np.save(tmp_path / "new.npy", new)
-  assert tokenize.main(["--from_checkpoint", cost_dir, "--embeddings", str(tmp_path / "new.npy"),
+  assert cli.main(["--from_checkpoint", cost_dir, "--embeddings", str(tmp_path / "new.npy"),
                         "--output", str(tmp_path / "new_ids"), "--quiet"]) == 0
   np.testing.assert_array_equal(np.load(tmp_path / "new_ids" / "semantic_ids.npy"), ids)
 
@@ -97,7 +97,7 @@ def test_tiger_preset_extra_token_and_gin(emb_file, tmp_path):
                       "tokenizer.batch_size = 128\n")
   out = str(tmp_path / "rq")
   # --set wins over gin (codebook_size 16 below, not 8).
-  assert tokenize.main(["--embeddings", emb_file, "--method", "rqvae", "--output", out,
+  assert cli.main(["--embeddings", emb_file, "--method", "rqvae", "--output", out,
                         "--epochs", "2", "--gin_file", str(gin_file), "--gin_param",
                         "tokenizer.hidden_dims = (16,)", "--set", "codebook_size=16",
                         "--set", "kmeans_iters=10", "--quiet"]) == 0
@@ -115,7 +115,7 @@ def test_tiger_preset_extra_token_and_gin(emb_file, tmp_path):
 @pytest.mark.parametrize("method", ["lsh", "random", "rqkmeans"])
 def test_baseline_methods(method, emb_file, tmp_path):
   out = str(tmp_path / method)
-  assert tokenize.main(["--embeddings", emb_file, "--method", method, "--output", out,
+  assert cli.main(["--embeddings", emb_file, "--method", method, "--output", out,
                         "--quiet"] + SMALL) == 0
   ids = np.load(os.path.join(out, "semantic_ids.npy"))
   assert len(np.unique(ids, axis=0)) == 600
@@ -127,7 +127,7 @@ def test_baseline_methods(method, emb_file, tmp_path):
   else:
     assert ids.shape == (600, 3)
   assert os.path.exists(os.path.join(out, "baseline.npz"))
-  tok = tokenize.load_tokenizer(out)
+  tok = fit.load_tokenizer(out)
   new, _ = tok.encode_items(clustered(n=20, seed=9))
   assert not set(map(tuple, new.tolist())) & set(map(tuple, ids.tolist()))
   if method == "rqkmeans":
@@ -167,7 +167,7 @@ def test_bad_input_clean_error_and_output_untouched(case, tmp_path, capsys):
   out.mkdir()
   (out / "semantic_ids.npy").write_text("earlier result")
   with pytest.raises(SystemExit) as e:
-    tokenize.main(["--embeddings", path, "--method", "cost", "--output", str(out)] + SMALL)
+    cli.main(["--embeddings", path, "--method", "cost", "--output", str(out)] + SMALL)
   assert e.value.code == 2
   err = capsys.readouterr().err.strip().splitlines()
   assert len(err) == 1 and err[0].startswith("error: "), err
@@ -187,7 +187,7 @@ def test_unreadable_file(tmp_path, capsys):
   np.save(path, clustered())
   os.chmod(path, 0)
   with pytest.raises(SystemExit):
-    tokenize.main(["--embeddings", str(path), "--output", str(tmp_path / "o")])
+    cli.main(["--embeddings", str(path), "--output", str(tmp_path / "o")])
   assert "cannot read" in capsys.readouterr().err
   assert not (tmp_path / "o").exists()
 
@@ -197,7 +197,7 @@ def test_bad_config_values(emb_file, tmp_path, capsys):
                     (["--set", "latent_dim=abc"], "bad value"),
                     (["--set", "dedup=xyz"], "dedup must be")):
     with pytest.raises(SystemExit):
-      tokenize.main(["--embeddings", emb_file, "--output", str(tmp_path / "o")] + args)
+      cli.main(["--embeddings", emb_file, "--output", str(tmp_path / "o")] + args)
     assert msg in capsys.readouterr().err
   assert not (tmp_path / "o").exists()
 
@@ -211,6 +211,6 @@ def test_acceptance_20k_clustered_items(tmp_path):
   c /= np.linalg.norm(c, axis=1, keepdims=True)
   x = c[rng.integers(0, 200, 20000)] + 0.02 * rng.standard_normal((20000, 768))
   x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
-  rep = tokenize.run(x, "cost", str(tmp_path / "cost"), seed=0)
+  rep = fit.fit(x, "cost", str(tmp_path / "cost"), seed=0)
   assert rep["all_distinct"]
   assert min(rep["usage_per_level"]) >= 0.8, rep["usage_per_level"]

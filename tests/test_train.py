@@ -15,8 +15,11 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 import _trainer_toy as toy  # noqa: E402  pylint: disable=wrong-import-position
 
-from cost_jax import input_pipeline, train  # noqa: E402
-from cost_jax.errors import UserError  # noqa: E402
+from cost_jax.seq2seq import input_pipeline  # noqa: E402
+from cost_jax.seq2seq import cli, gin_config, optim, run_dir  # noqa: E402
+from cost_jax.seq2seq import trainer as train  # noqa: E402
+from cost_jax.seq2seq.config import TrainConfig  # noqa: E402
+from cost_jax.io import UserError  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -41,17 +44,17 @@ def _run(toy_dirs, model_dir, **kw):
 
 
 def _params(model_dir):
-  return jax.tree.map(np.asarray, train.load_run(str(model_dir)).params)
+  return jax.tree.map(np.asarray, run_dir.load_run(str(model_dir)).params)
 
 
 # --- pure pieces ---------------------------------------------------------------------
 
 
 def test_tiger_learning_rate_schedule():
-  fn = train.learning_rate_fn(train.TrainConfig())  # TIGER §4.1.3 defaults
+  fn = optim.schedule_of(TrainConfig())  # TIGER §4.1.3 defaults
   got = [float(fn(s)) for s in (0, 1, 9_999, 10_000, 40_000, 90_000)]
   np.testing.assert_allclose(got, [0.01, 0.01, 0.01, 0.01, 0.005, 0.01 / 3], rtol=1e-6)
-  const = train.learning_rate_fn(train.TrainConfig(learning_rate=1e-3, lr_schedule="constant"))
+  const = optim.schedule_of(TrainConfig(learning_rate=1e-3, lr_schedule="constant"))
   assert float(const(123_456)) == pytest.approx(1e-3)
 
 
@@ -107,24 +110,24 @@ def test_split_cache_is_reused_and_keyed(toy_dirs, tmp_path):
 
 
 def test_gin_bindings_do_not_leak_between_calls():
-  cfg, model, _ = train.configs_from_gin([], ["TrainConfig.seed = 3",
+  cfg, model, _ = gin_config.configs_from_gin([], ["TrainConfig.seed = 3",
                                               "TransformerConfig.emb_dim = 32"])
   assert cfg.seed == 3 and model.emb_dim == 32
-  cfg, model, _ = train.configs_from_gin([], [])
+  cfg, model, _ = gin_config.configs_from_gin([], [])
   assert cfg.seed == 0 and model.emb_dim == 128
-  args = train.parse_args(["--model_dir=/x", "--gin.TrainConfig.seed=5", "--no_eval_test"])
+  args = cli.parse_train_args(["--model_dir=/x", "--gin.TrainConfig.seed=5", "--no_eval_test"])
   assert args.gin_param == ["TrainConfig.seed = 5", "TrainConfig.eval_test = False"]
   with pytest.raises(UserError, match="foo"):
-    train.configs_from_gin([], ["TrainConfig.foo = 1"])
+    gin_config.configs_from_gin([], ["TrainConfig.foo = 1"])
 
 
 def test_repo_gins_give_the_paper_settings():
-  cfg, model, _ = train.configs_from_gin(["gin/train/tiger_ml100k.gin"], [])
+  cfg, model, _ = gin_config.configs_from_gin(["gin/train/tiger_ml100k.gin"], [])
   assert (cfg.batch_size, cfg.learning_rate, cfg.lr_schedule, cfg.optimizer) == (
       256, 0.01, "rsqrt", "adafactor")  # TIGER §4.1.3
   assert (model.num_encoder_layers, model.emb_dim, model.mlp_dim) == (4, 128, 1024)
   assert cfg.num_beams >= cfg.topk
-  cfg, _, _ = train.configs_from_gin(["gin/train/cost_ml100k.gin"], [])
+  cfg, _, _ = gin_config.configs_from_gin(["gin/train/cost_ml100k.gin"], [])
   assert (cfg.batch_size, cfg.learning_rate) == (512, 1e-3)  # CoST §4.1
 
 
@@ -144,7 +147,7 @@ def test_resume_gives_identical_params(toy_dirs, tmp_path):
   for x, y in zip(jax.tree.leaves(pa), jax.tree.leaves(pb)):
     np.testing.assert_array_equal(x, y)
   # Not vacuous: the parameters did move after the restart.
-  p15 = jax.tree.map(np.asarray, train.load_run(str(tmp_path / "a"), step=15).params)
+  p15 = jax.tree.map(np.asarray, run_dir.load_run(str(tmp_path / "a"), step=15).params)
   assert not all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(p15), jax.tree.leaves(pa)))
   record = json.load(open(tmp_path / "b" / "config.json"))
   assert record["feature_lengths"] == {"inputs": 41, "targets": 2}
@@ -175,7 +178,7 @@ def test_missing_tokenizer_dir_is_a_user_error(toy_dirs, tmp_path):
                              tokenizer_dir=str(tmp_path / "nope"), show_progress=False)
   empty = tmp_path / "emptytok"
   empty.mkdir()
-  with pytest.raises(UserError, match="semantic_ids.npy: missing"):
+  with pytest.raises(UserError, match="emptytok/vocabulary.json: missing"):
     train.train_and_evaluate(model_dir=str(tmp_path / "m"), dataset_dir=ds,
                              tokenizer_dir=str(empty), show_progress=False)
 
@@ -201,7 +204,7 @@ def test_resuming_with_another_model_is_refused(toy_dirs, tmp_path):
 
 def test_cli_bad_input_exits_2_without_traceback(toy_dirs, tmp_path, capsys):
   with pytest.raises(SystemExit) as e:
-    train.main(["--model_dir", str(tmp_path / "m"), "--gin.TrainConfig.dataset_dir='/nonexistent'",
+    cli.train_main(["--model_dir", str(tmp_path / "m"), "--gin.TrainConfig.dataset_dir='/nonexistent'",
                 "--gin.TrainConfig.tokenizer_dir='/nonexistent2'"])
   assert e.value.code == 2
   err = capsys.readouterr().err
@@ -216,7 +219,7 @@ def test_two_devices_match_one(toy_dirs, tmp_path):
       import json, sys
       sys.path.insert(0, {os.path.dirname(__file__)!r})
       import jax, _trainer_toy as toy
-      from cost_jax import train
+      from cost_jax.seq2seq import trainer as train
       kw = dict(toy.tiny_model_overrides(), **toy.fast_train_overrides(num_train_steps=20))
       out = train.train_and_evaluate(model_dir=sys.argv[1], dataset_dir={ds!r},
           tokenizer_dir={tok!r}, eval_at_end=False, eval_test=False, show_progress=False, **kw)
@@ -276,8 +279,9 @@ def test_cli_kill_9_and_resume_matches_uninterrupted(toy_dirs, tmp_path):
 
 def test_default_task_name_is_a_valid_seqio_name(tmp_path):
   import json as _json
-  from cost_jax import train as _train
+  from cost_jax.tokenizer import artifact
+  from cost_jax.tokenizer.config import task_name
   tok = tmp_path / "tok"
   tok.mkdir()
   (tok / "vocabulary.json").write_text(_json.dumps({"method": "rqvae+cost"}))
-  assert _train._default_task_name(str(tmp_path / "ml-100k"), str(tok)) == "rqvae_cost_ml_100k"
+  assert task_name(artifact.read_method(str(tok)), "ml-100k") == "rqvae_cost_ml_100k"

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from cost_jax.errors import UserError
-from cost_jax.layout import TokenLayout
-from cost_jax.vocabulary import SemanticIDVocabulary, token_names, vocabulary_size
+from cost_jax.io import UserError
+from cost_jax.tokenizer.layout import TokenLayout
+from cost_jax.seq2seq.vocabulary import SemanticIDVocabulary, token_names, vocabulary_size
 
 # Levels of 4, 3, 2 codes -> offsets 3, 7, 10; 5 user buckets at 12..16; 17 used -> 128.
 LAYOUT = TokenLayout((4, 3, 2), num_user_buckets=5)

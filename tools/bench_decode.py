@@ -17,8 +17,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cost_jax import decoding, network
-from cost_jax.layout import TokenLayout
+from cost_jax.seq2seq import decoding
+from cost_jax.seq2seq import network
+from cost_jax.seq2seq.trie import ItemTrie
+from cost_jax.tokenizer.layout import TokenLayout
 
 try:  # tools/ is not a package: import the sibling by path
   from bench_train_step import matmul_gflops
@@ -78,7 +80,7 @@ def main(argv=None) -> dict:
   rng = np.random.default_rng(0)
   layout = TokenLayout((256, 256, 256, 256))
   codes = random_semantic_ids(rng, args.items)
-  trie = decoding.ItemTrie.from_tokens(layout.codes_to_tokens(codes), layout.level_offsets,
+  trie = ItemTrie.from_tokens(layout.codes_to_tokens(codes), layout.level_offsets,
                                        layout.codebook_sizes)
   cfg = network.TransformerConfig(vocab_size=layout.vocab_size, dropout_rate=0.0)
   module = network.Transformer(cfg)

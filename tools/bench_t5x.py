@@ -28,9 +28,10 @@ def build_trainer(batch: int, input_len: int, target_len: int, optimizer_name: s
   import jax
   from t5x import models, partitioning, trainer as trainer_lib, utils
 
-  from cost_jax import network, t5x_compat
-  from cost_jax.layout import TokenLayout
-  from cost_jax.vocabulary import SemanticIDVocabulary
+  from cost_jax.seq2seq import network
+  from cost_jax.seq2seq import t5x_compat
+  from cost_jax.tokenizer.layout import TokenLayout
+  from cost_jax.seq2seq.vocabulary import SemanticIDVocabulary
 
   vocab = SemanticIDVocabulary(layout=TokenLayout((256, 256, 256, 256)))  # TIGER §4.1.3
   cfg = network.TransformerConfig(vocab_size=vocab.vocab_size)  # TIGER defaults

@@ -26,10 +26,10 @@ import jax  # pylint: disable=g-import-not-at-top
 import jax.numpy as jnp
 import numpy as np
 
-from cost_jax import rqvae
-from cost_jax import tokenize
-from cost_jax import tokenizer_config as tc
-from cost_jax import tokenizer_train as tt
+from cost_jax.tokenizer import rqvae
+from cost_jax.tokenizer import fit
+from cost_jax.tokenizer import config as tc
+from cost_jax.tokenizer import trainer as tt
 
 
 def clustered_items(n: int = 20000, dim: int = 768, clusters: int = 200, noise: float = 0.02,
@@ -91,7 +91,7 @@ def run_acceptance(args, overrides: dict, tag: str) -> dict:
   x = clustered_items(args.items, args.dim, args.clusters, args.noise, args.seed)
   with tempfile.TemporaryDirectory() as d:
     t0 = time.perf_counter()
-    rep = tokenize.run(x, args.method, os.path.join(d, "out"), seed=args.seed, overrides=overrides)
+    rep = fit.fit(x, args.method, os.path.join(d, "out"), seed=args.seed, overrides=overrides)
     wall = time.perf_counter() - t0
   summary = {
       "tag": tag, "method": args.method, "items": args.items, "clusters": args.clusters,

@@ -18,9 +18,11 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
-from cost_jax import models, network
+from cost_jax.seq2seq import model as models
+from cost_jax.seq2seq import optim
+from cost_jax.seq2seq.config import TrainConfig
+from cost_jax.seq2seq import network
 
 CORNAC_S_PER_STEP, CORNAC_BATCH = 0.77, 64
 T5X_S_PER_STEP, T5X_BATCH = 8.4, 256
@@ -55,10 +57,14 @@ def main(argv=None) -> dict:
                             position_embedding=args.position_embedding,
                             max_input_len=max(81, args.input_len))
   module = network.Transformer(cfg)
-  params = network.init_params(module, jax.random.PRNGKey(0), args.input_len, args.target_len)
-  opt = optax.adamw(1e-3)
-  state = models.TrainState.create(params, opt)
-  step = jax.jit(models.make_train_step(module, opt), donate_argnums=(0,))
+  # The trainer's own step: TrainConfig's optimizer (Adafactor, TIGER §4.1.3) and schedule,
+  # cost_jax.seq2seq.model.make_train_step, the state layout of the trainer.
+  train_config = TrainConfig()
+  tx = optim.make_optimizer(train_config)
+  state = models.init_state(module, tx, {"inputs": args.input_len, "targets": args.target_len},
+                            seed=0)
+  params = state["params"]
+  step = models.make_train_step(module, tx, optim.schedule_of(train_config))
   rng = np.random.default_rng(0)
   b, ti, tt = args.batch, args.input_len, args.target_len
   targets = rng.integers(3, 1027, size=(b, tt)).astype(np.int32)
@@ -70,15 +76,14 @@ def main(argv=None) -> dict:
           [np.zeros((b, 1), np.int32), targets[:, :-1]], 1)),
       "decoder_loss_weights": jnp.ones((b, tt), jnp.float32),
   }
-  key = jax.random.PRNGKey(1)
   t0 = time.perf_counter()
-  state, m = step(state, batch, key)
+  state, m = step(state, batch)
   jax.block_until_ready(m)
   compile_s = time.perf_counter() - t0
   times = []
   for _ in range(args.steps):
     t0 = time.perf_counter()
-    state, m = step(state, batch, key)
+    state, m = step(state, batch)
     jax.block_until_ready(m)
     times.append(time.perf_counter() - t0)
   s = float(np.median(times))

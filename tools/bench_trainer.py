@@ -31,7 +31,7 @@ T5X_S_PER_STEP, T5X_BATCH = 8.4, 256  # T5X TIGER, same 2-core CPU
 
 def random_tokenizer_dir(num_items: int, path: str, seed: int = 0) -> str:
   """Random unique 4-level IDs: 3 x 256 codes + a collision-counter level (TIGER §4.1.3)."""
-  from cost_jax.layout import TokenLayout  # pylint: disable=g-import-not-at-top
+  from cost_jax.tokenizer.layout import TokenLayout  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(seed)
   codes = rng.integers(0, 256, size=(num_items, 3))
   last = np.zeros(num_items, np.int64)
@@ -51,7 +51,13 @@ def random_tokenizer_dir(num_items: int, path: str, seed: int = 0) -> str:
 
 
 def main(argv=None) -> dict:
-  from cost_jax import input_pipeline, paths, train  # pylint: disable=g-import-not-at-top
+  from cost_jax import paths  # pylint: disable=g-import-not-at-top
+  from cost_jax.seq2seq import input_pipeline  # pylint: disable=g-import-not-at-top
+  from cost_jax.seq2seq import gin_config, trainer  # pylint: disable=g-import-not-at-top
+  from cost_jax.seq2seq import task as task_lib  # pylint: disable=g-import-not-at-top
+  from cost_jax.seq2seq.config import TrainConfig  # pylint: disable=g-import-not-at-top
+  from cost_jax.seq2seq.devices import DeviceLayout  # pylint: disable=g-import-not-at-top
+  from cost_jax.tokenizer import artifact  # pylint: disable=g-import-not-at-top
   ap = argparse.ArgumentParser(description=__doc__,
                                formatter_class=argparse.RawDescriptionHelpFormatter)
   ap.add_argument("--dataset_dir", default=paths.dataset_dir("ml100k"))
@@ -71,27 +77,27 @@ def main(argv=None) -> dict:
     num_items = ProcessedDataset.load(args.dataset_dir).num_items
     tok = random_tokenizer_dir(num_items, os.path.join(tmp, "tokenizer"))
   gin_files = args.gin_file or ["gin/models/tiger.gin"]
-  cfg, model_cfg, _ = train.configs_from_gin(gin_files, args.gin_param)
+  cfg, model_cfg, _ = gin_config.configs_from_gin(gin_files, args.gin_param)
   steps = args.log_every + args.steps
-  cfg = train.TrainConfig(
+  cfg = TrainConfig(
       task="bench_ml100k", dataset_dir=args.dataset_dir, tokenizer_dir=tok,
       batch_size=args.batch_size, num_train_steps=steps, optimizer=cfg.optimizer,
       learning_rate=cfg.learning_rate, lr_schedule=cfg.lr_schedule, log_every=args.log_every,
       eval_every=0, eval_at_end=False, eval_test=False, checkpoint_every=10**9)
   model_dir = args.model_dir or os.path.join(tmp, "model")
   t0 = time.perf_counter()
-  summary = train.train(cfg, model_dir, model_cfg)
+  summary = trainer.train(cfg, model_dir, model_cfg)
   wall = time.perf_counter() - t0
 
   # The input pipeline alone: gather a batch of rows + device_put, per step.
   import jax  # pylint: disable=g-import-not-at-top
-  task, info = train.resolve_task(cfg)
+  task, info = task_lib.resolve_task(cfg)
   arrays = input_pipeline.cached_split(
       task, "train", os.path.join(model_dir, "cache"),
-      train.data_fingerprint(info),
-      info.feature_lengths(train.load_item_tokens(tok).shape[1]))
+      task_lib.data_fingerprint(info),
+      info.feature_lengths(artifact.load_item_tokens(tok)[1].shape[1]))
   batcher = input_pipeline.EpochBatcher(arrays, args.batch_size, seed=0)
-  layout = train.DeviceLayout.create()
+  layout = DeviceLayout.create()
   n_pipe = 200
   t = time.perf_counter()
   for s in range(n_pipe):

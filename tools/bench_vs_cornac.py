@@ -231,7 +231,7 @@ def ours_speed(decode_users: int) -> dict[str, float]:
 def ours_train(dataset_dir: str, tokenizer_dir: str, model_dir: str, cpu_seconds: float,
                calib_steps: int, seed: int) -> dict[str, Any]:
   """Calibrates CPU s/step on `calib_steps` steps, then resumes to budget / (CPU s/step)."""
-  from cost_jax import train as train_lib  # pylint: disable=g-import-not-at-top
+  from cost_jax.seq2seq import trainer as train_lib  # pylint: disable=g-import-not-at-top
   common = dict(dataset_dir=dataset_dir, tokenizer_dir=tokenizer_dir, seed=seed,
                 eval_every=0, checkpoint_every=10**9, show_progress=False)
   cpu0, wall0 = time.process_time(), time.perf_counter()
@@ -379,7 +379,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     return {}
 
   from cost_jax import paths  # pylint: disable=g-import-not-at-top
-  from cost_jax.errors import UserError  # pylint: disable=g-import-not-at-top
+  from cost_jax.io import UserError  # pylint: disable=g-import-not-at-top
   args.dataset_dir = args.dataset_dir or paths.dataset_dir("ml100k")
   args.tokenizer_dir = args.tokenizer_dir or paths.tokenizer_dir("ml100k", "rqvae")
   for what, d, f in (("dataset", args.dataset_dir, "sequences.parquet"),
@@ -475,5 +475,5 @@ if __name__ == "__main__":
   if "--_cornac_worker" in sys.argv:
     main()
   else:
-    from cost_jax.errors import exits_cleanly  # pylint: disable=g-import-not-at-top
+    from cost_jax.io import exits_cleanly  # pylint: disable=g-import-not-at-top
     exits_cleanly(main)()

@@ -16,7 +16,7 @@ from typing import Any
 
 from cost_jax import paths
 from cost_jax.data import processed
-from cost_jax.errors import UserError
+from cost_jax.io import UserError
 
 DATASETS = ("ml100k", "mind", "amazon")
 

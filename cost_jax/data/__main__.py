@@ -20,7 +20,7 @@ import argparse
 import json
 import sys
 
-from cost_jax.errors import exits_cleanly
+from cost_jax.io import exits_cleanly
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -23,7 +23,7 @@ import re
 
 from cost_jax.data import processed, text
 from cost_jax.data.malformed import MalformedRows
-from cost_jax.errors import UserError
+from cost_jax.io import UserError
 
 DESCRIPTION_CHARS = 512  # description text kept in the prompt (models truncate anyway)
 _ASIN = re.compile(r"""['"]asin['"]\s*:\s*['"]([^'"]+)['"]""")

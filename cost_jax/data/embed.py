@@ -22,7 +22,6 @@ import glob
 import hashlib
 import importlib.metadata
 import importlib.util
-import json
 import os
 import re
 import shutil
@@ -37,7 +36,7 @@ import numpy as np
 
 from cost_jax import paths
 from cost_jax.data import processed
-from cost_jax.errors import UserError
+from cost_jax.io import UserError, atomic_write_json, atomic_write_npy, atomic_write_npz
 from cost_jax.progress import Progress
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
@@ -256,11 +255,8 @@ class EmbeddingCache:
       return
     os.makedirs(self.directory, exist_ok=True)
     name = hashlib.sha256("".join(keys).encode()).hexdigest()[:16]
-    fd, tmp = tempfile.mkstemp(prefix=".shard-", suffix=".npz", dir=self.directory)
-    os.close(fd)
-    np.savez(tmp, keys=np.asarray(keys), rows=np.asarray(rows, np.float32))
-    os.chmod(tmp, processed.default_mode())
-    os.replace(tmp, os.path.join(self.directory, f"shard-{name}.npz"))
+    atomic_write_npz(os.path.join(self.directory, f"shard-{name}.npz"), keys=np.asarray(keys),
+                     rows=np.asarray(rows, np.float32))
 
 
 # ----------------------------------------------------------------------------- main entry points
@@ -301,23 +297,9 @@ def encode_texts(texts: Sequence[str], encoder: Encoder, model_id: str, *, chunk
 
 
 def _write(path: str, emb: np.ndarray, meta: dict) -> str:
-  npy = os.path.join(path, processed.EMBEDDINGS_FILE)
-  fd, tmp = tempfile.mkstemp(prefix=".embeddings-", suffix=".npy", dir=path)
-  os.close(fd)
-  fd, tmp_json = tempfile.mkstemp(prefix=".embeddings-", suffix=".json", dir=path)
-  try:
-    np.save(tmp, emb.astype(np.float32))
-    with os.fdopen(fd, "w") as f:
-      json.dump(meta, f, indent=2)
-      f.write("\n")
-    for f in (tmp, tmp_json):
-      os.chmod(f, processed.default_mode())  # mkstemp makes them 0600
-    os.replace(tmp, npy)
-    os.replace(tmp_json, os.path.join(path, processed.EMBEDDINGS_META_FILE))
-  finally:
-    for f in (tmp, tmp_json):
-      if os.path.exists(f):
-        os.remove(f)
+  """embeddings.npy, then embeddings.json (the marker that the .npy is complete)."""
+  npy = atomic_write_npy(os.path.join(path, processed.EMBEDDINGS_FILE), emb.astype(np.float32))
+  atomic_write_json(os.path.join(path, processed.EMBEDDINGS_META_FILE), meta)
   return npy
 
 

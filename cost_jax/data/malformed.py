@@ -14,7 +14,7 @@ import dataclasses
 import sys
 from typing import IO
 
-from cost_jax.errors import UserError
+from cost_jax.io import UserError
 
 
 @dataclasses.dataclass

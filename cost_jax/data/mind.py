@@ -27,7 +27,7 @@ import sys
 
 from cost_jax.data import processed, text
 from cost_jax.data.malformed import MalformedRows
-from cost_jax.errors import UserError
+from cost_jax.io import UserError
 from cost_jax.progress import Progress
 
 NEWS_FIELDS = 8

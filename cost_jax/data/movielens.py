@@ -26,7 +26,7 @@ import zipfile
 from cost_jax import paths
 from cost_jax.data import processed, text
 from cost_jax.data.malformed import MalformedRows
-from cost_jax.errors import UserError
+from cost_jax.io import UserError
 
 WHEEL_REQUIREMENT = "recbole==1.2.1"
 WHEEL_NAME = "recbole-1.2.1-py3-none-any.whl"

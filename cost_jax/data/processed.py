@@ -26,7 +26,6 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -35,7 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cost_jax import paths
-from cost_jax.errors import UserError
+from cost_jax.io import StagedDir, UserError, atomic_write_json
 
 FORMAT_VERSION = 1
 ITEMS_FILE = "items.parquet"
@@ -308,23 +307,16 @@ def build_and_write(name: str, data: Interactions, output: str, *, malformed_jso
 
 
 def write_atomically(output: str, items_table: pa.Table, seq_table: pa.Table, stats: dict) -> None:
-  """Writes into a temp dir beside `output`, then swaps it in.
+  """Writes into a temp dir beside `output` (cost_jax.io.StagedDir), then swaps it in.
 
   Embeddings and tokenizer outputs of an existing dir are carried over (hard
   links) only when the item table is unchanged; otherwise they are stale and go.
   """
   output = os.path.abspath(output)
-  parent = os.path.dirname(output)
-  os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(output)}.tmp-", dir=parent)
-  os.chmod(tmp, default_mode(directory=True))  # mkdtemp makes it 0700
-  try:
-    pq.write_table(items_table, os.path.join(tmp, ITEMS_FILE))
-    pq.write_table(seq_table, os.path.join(tmp, SEQUENCES_FILE))
-    with open(os.path.join(tmp, STATS_FILE), "w") as f:
-      json.dump(stats, f, indent=2)
-      f.write("\n")
-    aside = None
+  with StagedDir(output) as staged:
+    pq.write_table(items_table, staged.file(ITEMS_FILE))
+    pq.write_table(seq_table, staged.file(SEQUENCES_FILE))
+    atomic_write_json(staged.file(STATS_FILE), stats)
     if os.path.exists(output):
       old_fp = None
       try:
@@ -335,7 +327,7 @@ def write_atomically(output: str, items_table: pa.Table, seq_table: pa.Table, st
       derived = [d for d in ITEM_DERIVED if os.path.exists(os.path.join(output, d))]
       if old_fp == stats["items_fingerprint"]:
         for d in derived:
-          src, dst = os.path.join(output, d), os.path.join(tmp, d)
+          src, dst = os.path.join(output, d), staged.file(d)
           if os.path.isdir(src):
             shutil.copytree(src, dst, copy_function=_link_or_copy)
           else:
@@ -343,23 +335,7 @@ def write_atomically(output: str, items_table: pa.Table, seq_table: pa.Table, st
       elif derived:
         print(f"note: {output}: item table changed; removing stale {', '.join(derived)}",
               file=sys.stderr)
-      aside = tempfile.mkdtemp(prefix=f".{os.path.basename(output)}.old-", dir=parent)
-      os.rmdir(aside)
-      os.rename(output, aside)
-    os.rename(tmp, output)
-    tmp = None
-    if aside:
-      shutil.rmtree(aside, ignore_errors=True)
-  finally:
-    if tmp and os.path.exists(tmp):
-      shutil.rmtree(tmp, ignore_errors=True)
-
-
-def default_mode(directory: bool = False) -> int:
-  """Permissions a plain open()/mkdir() would give under the current umask."""
-  umask = os.umask(0)
-  os.umask(umask)
-  return (0o777 if directory else 0o666) & ~umask
+    staged.commit()
 
 
 def _link_or_copy(src: str, dst: str) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
-from cost_jax.errors import UserError
+from cost_jax.io import UserError
 
 CHECKPOINT_SUBDIR = "checkpoints"
 

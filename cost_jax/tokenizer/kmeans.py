@@ -14,7 +14,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from cost_jax.quantizer import squared_distances
+from cost_jax.tokenizer.quantizer import squared_distances
 
 
 class KMeansResult(NamedTuple):

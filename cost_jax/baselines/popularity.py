@@ -10,13 +10,13 @@ every item is ranked for every user.
 
 from __future__ import annotations
 
-import json
-import os
 from typing import Sequence
 
 import numpy as np
 
-DEFAULT_KS = (5, 10, 20, 40)  # CoST Table 2 columns
+from cost_jax.results import KS, score_topk, write_results
+
+DEFAULT_KS = KS  # CoST Table 2 columns
 
 
 def item_counts(sequences: Sequence[np.ndarray], num_items: int,
@@ -53,24 +53,20 @@ def evaluate(loo, num_items: int, ks: Sequence[int] = DEFAULT_KS, split: str = "
   """Scores the baseline on a LeaveOneOut split with cost_jax.metrics.retrieval_metrics.
 
   Returns a dict with the keys of the trainer's metrics.json (recall@k, ndcg@k,
-  invalid_id_rate, num_users). With `output_dir`, writes metrics.json, topk.npy, targets.npy.
+  invalid_id_rate, num_users). With `output_dir`, writes the split's files
+  (cost_jax.results.write_results).
   """
-  from cost_jax import metrics as metrics_lib  # pylint: disable=import-outside-toplevel
   k = max(ks)
   topk = popularity_topk(loo.train, np.asarray(loo.valid_target), num_items, k, split)
   targets = np.asarray(loo.test_target if split == "test" else loo.valid_target, np.int32)
-  result = {key: float(v) for key, v in metrics_lib.retrieval_metrics(topk, targets, ks=tuple(ks)).items()}
-  result["invalid_id_rate"] = 0.0
-  result["num_users"] = int(len(targets))
+  result = score_topk(topk, targets, ks=tuple(ks))
   if output_dir is not None:
-    write_outputs(output_dir, result, topk, targets)
+    write_results(output_dir, split, result, topk, targets, user_rows(loo))
   return result
 
 
-def write_outputs(output_dir: str, result: dict, topk: np.ndarray, targets: np.ndarray) -> None:
-  """metrics.json + topk.npy + targets.npy, the trainer's evaluation layout (Contract 5)."""
-  os.makedirs(output_dir, exist_ok=True)
-  with open(os.path.join(output_dir, "metrics.json"), "w") as f:
-    json.dump(result, f, indent=2, sort_keys=True)
-  np.save(os.path.join(output_dir, "topk.npy"), np.asarray(topk, np.int32))
-  np.save(os.path.join(output_dir, "targets.npy"), np.asarray(targets, np.int32))
+def user_rows(loo) -> np.ndarray:
+  """The user_index of each LeaveOneOut row (its row number when the split has none)."""
+  if getattr(loo, "user_index", None) is not None:
+    return np.asarray(loo.user_index, np.int32)
+  return np.arange(len(loo.train), dtype=np.int32)

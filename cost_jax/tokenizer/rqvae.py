@@ -12,7 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from cost_jax import quantizer as rq
+from cost_jax.tokenizer import quantizer as rq
 
 
 class MLP(nn.Module):

@@ -32,8 +32,8 @@ import gin
 import seqio
 import tensorflow as tf
 
-from cost_jax.errors import UserError
-from cost_jax.layout import EOS_ID, PAD_ID, UNK_ID, TokenLayout
+from cost_jax.io import UserError
+from cost_jax.tokenizer.layout import EOS_ID, PAD_ID, UNK_ID, TokenLayout
 
 _SPECIAL_NAMES = {PAD_ID: "<pad>", EOS_ID: "</s>", UNK_ID: "<unk>"}
 _LEVEL_LETTERS = string.ascii_lowercase[:20]  # a..t

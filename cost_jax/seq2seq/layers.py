@@ -1,31 +1,18 @@
-"""TIGER's encoder-decoder Transformer (T5.1.1 style) in Flax linen.
+"""The Transformer's hyperparameters and building blocks (T5.1.1 style), in Flax linen.
 
-Pre-norm (RMSNorm) encoder-decoder with T5 relative position biases (computed once
-per stack and forward, shared by all layers), fused QKV projections and a decoding
-cache in the "cache" collection. Defaults are TIGER's (§4.1.3): 4 encoder + 4 decoder
-layers, d_model 128, 6 heads of 64, MLP 1024, ReLU, dropout 0.1.
-
-The module serves both T5X's `EncoderDecoderModel` (the T5X example-network
-contract: `encode`, `decode`, `__call__` with the same argument names) and this
-project's own trainer / beam search. Parameters carry logical axis names through
-`flax.linen.partitioning.param_with_axes` (collection "params_axes") so T5X's
-partitioner can shard them.
-
-Beyond the T5X contract, `decode` accepts two keyword-only speed-ups used by
-`cost_jax.decoding`: `cross_kv` (encoder keys/values precomputed once per example
-with `precompute_cross_kv`) and `logit_range` (compute logits for a token slice
-only). When the decoder batch is a multiple of the encoder batch (beams laid out
-batch-major, as T5X's `flat_batch_beam_expand` does), cross-attention groups the
-beams of one example instead of requiring the encoder output to be tiled.
+TransformerConfig (TIGER §4.1.3 defaults), dropout from fast random bytes, T5 relative
+position buckets, RMSNorm, fused-QKV self-attention, cross-attention with precomputed
+keys/values, the MLP block, encoder and decoder layers, and the decoding-cache index.
+Parameters carry logical axis names (collection "params_axes") for T5X's partitioner.
+`cost_jax.seq2seq.network` assembles them into the encoder-decoder.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
-import gin
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -38,7 +25,6 @@ param_with_axes = nn_partitioning.param_with_axes
 NEG_BIAS = -1e9  # additive attention mask value (finite: fully masked rows stay NaN-free)
 
 
-@gin.configurable
 @dataclasses.dataclass(frozen=True)
 class TransformerConfig:
   """Hyperparameters; defaults are TIGER's seq2seq model (TIGER §4.1.3)."""
@@ -75,7 +61,7 @@ class TransformerConfig:
     return jnp.dtype(self.dtype)
 
 
-def _kernel_init(in_axis=0, out_axis=-1) -> Callable:
+def kernel_init(in_axis=0, out_axis=-1) -> Callable:
   return nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal",
                                           in_axis=in_axis, out_axis=out_axis)
 
@@ -192,7 +178,7 @@ def _attend(q: Array, k: Array, v: Array, bias: Optional[Array], drop: Callable)
   return jnp.einsum("bhqk,bhkd->bhqd", probs, v)
 
 
-def _dense(x: Array, kernel: Array) -> Array:
+def dense(x: Array, kernel: Array) -> Array:
   """[..., E] @ kernel [E, *out] as one 2-D matmul -> [..., *out]."""
   e = x.shape[-1]
   out_shape = kernel.shape[1:]
@@ -231,12 +217,12 @@ class SelfAttention(nn.Module):
     cfg = self.config
     dt = cfg.jnp_dtype
     e, h, d = cfg.emb_dim, cfg.num_heads, cfg.head_dim
-    wqkv = param_with_axes("qkv_kernel", _kernel_init(0, (1, 2, 3)), (e, 3, h, d), jnp.float32,
+    wqkv = param_with_axes("qkv_kernel", kernel_init(0, (1, 2, 3)), (e, 3, h, d), jnp.float32,
                            axes=("embed", None, "heads", "kv"))
-    wo = param_with_axes("out_kernel", _kernel_init((0, 1), 2), (h, d, e), jnp.float32,
+    wo = param_with_axes("out_kernel", kernel_init((0, 1), 2), (h, d, e), jnp.float32,
                          axes=("heads", "kv", "embed"))
     b, t = x.shape[0], x.shape[1]
-    qkv = jnp.transpose(_dense(x, wqkv.astype(dt)), (2, 0, 3, 1, 4))  # [3, B, H, T, D]
+    qkv = jnp.transpose(dense(x, wqkv.astype(dt)), (2, 0, 3, 1, 4))  # [3, B, H, T, D]
     q = qkv[0] * jnp.asarray(1.0 / np.sqrt(d), dt)
     k, v = qkv[1], qkv[2]
 
@@ -264,17 +250,17 @@ class CrossAttention(nn.Module):
   def setup(self):
     cfg = self.config
     e, h, d = cfg.emb_dim, cfg.num_heads, cfg.head_dim
-    self.q_kernel = param_with_axes("q_kernel", _kernel_init(0, (1, 2)), (e, h, d), jnp.float32,
+    self.q_kernel = param_with_axes("q_kernel", kernel_init(0, (1, 2)), (e, h, d), jnp.float32,
                                     axes=("embed", "heads", "kv"))
-    self.kv_kernel = param_with_axes("kv_kernel", _kernel_init(0, (1, 2, 3)), (e, 2, h, d),
+    self.kv_kernel = param_with_axes("kv_kernel", kernel_init(0, (1, 2, 3)), (e, 2, h, d),
                                      jnp.float32, axes=("embed", None, "heads", "kv"))
-    self.out_kernel = param_with_axes("out_kernel", _kernel_init((0, 1), 2), (h, d, e),
+    self.out_kernel = param_with_axes("out_kernel", kernel_init((0, 1), 2), (h, d, e),
                                       jnp.float32, axes=("heads", "kv", "embed"))
 
   def project_kv(self, encoded: Array) -> tuple[Array, Array]:
     """encoded [B, T, E] -> keys, values [B, H, T, D]."""
     dt = self.config.jnp_dtype
-    kv = jnp.transpose(_dense(encoded, self.kv_kernel.astype(dt)), (2, 0, 3, 1, 4))
+    kv = jnp.transpose(dense(encoded, self.kv_kernel.astype(dt)), (2, 0, 3, 1, 4))
     return kv[0], kv[1]
 
   def __call__(self, x: Array, encoded: Optional[Array], bias: Optional[Array],
@@ -282,7 +268,7 @@ class CrossAttention(nn.Module):
     cfg = self.config
     dt = cfg.jnp_dtype
     d = cfg.head_dim
-    q = _dense(x, self.q_kernel.astype(dt)) * jnp.asarray(1.0 / np.sqrt(d), dt)  # [B, T, H, D]
+    q = dense(x, self.q_kernel.astype(dt)) * jnp.asarray(1.0 / np.sqrt(d), dt)  # [B, T, H, D]
     k, v = kv if kv is not None else self.project_kv(encoded)
     bq, tq, h = q.shape[0], q.shape[1], q.shape[2]
     bk = k.shape[0]
@@ -308,21 +294,21 @@ class MlpBlock(nn.Module):
     dt = cfg.jnp_dtype
     acts = cfg.mlp_activations
     if len(acts) == 1:
-      wi = param_with_axes("wi", _kernel_init(0, 1), (cfg.emb_dim, cfg.mlp_dim), jnp.float32,
+      wi = param_with_axes("wi", kernel_init(0, 1), (cfg.emb_dim, cfg.mlp_dim), jnp.float32,
                            axes=("embed", "mlp"))
-      hidden = _ACTIVATIONS[acts[0]](_dense(x, wi.astype(dt)))
+      hidden = _ACTIVATIONS[acts[0]](dense(x, wi.astype(dt)))
     else:  # gated (T5.1.1-style) variant: product of the activations' branches
-      wi = param_with_axes("wi", _kernel_init(0, (1, 2)), (cfg.emb_dim, len(acts), cfg.mlp_dim),
+      wi = param_with_axes("wi", kernel_init(0, (1, 2)), (cfg.emb_dim, len(acts), cfg.mlp_dim),
                            jnp.float32, axes=("embed", None, "mlp"))
-      hs = _dense(x, wi.astype(dt))
+      hs = dense(x, wi.astype(dt))
       hidden = _ACTIVATIONS[acts[0]](hs[:, :, 0])
       for i, a in enumerate(acts[1:], start=1):
         hidden = hidden * _ACTIVATIONS[a](hs[:, :, i])
     if not deterministic and cfg.dropout_rate > 0:
       hidden = dropout(hidden, cfg.dropout_rate, self.make_rng("dropout"))
-    wo = param_with_axes("wo", _kernel_init(0, 1), (cfg.mlp_dim, cfg.emb_dim), jnp.float32,
+    wo = param_with_axes("wo", kernel_init(0, 1), (cfg.mlp_dim, cfg.emb_dim), jnp.float32,
                          axes=("mlp", "embed"))
-    return _dense(hidden, wo.astype(dt))
+    return dense(hidden, wo.astype(dt))
 
 
 def _residual_dropout(module: nn.Module, deterministic: bool) -> Callable[[Array], Array]:
@@ -376,12 +362,12 @@ class DecoderLayer(nn.Module):
     return x + drop(h)
 
 
-def _padding_bias(key_tokens: Array) -> Array:
+def padding_bias(key_tokens: Array) -> Array:
   """[B, Tk] tokens -> additive key-padding bias [B, 1, 1, Tk]."""
   return jnp.where(key_tokens > 0, 0.0, NEG_BIAS).astype(jnp.float32)[:, None, None, :]
 
 
-def _segment_bias(q_seg: Array, k_seg: Array) -> Array:
+def segment_bias(q_seg: Array, k_seg: Array) -> Array:
   """Packed examples: attend only within the same (non-zero) segment. [B, 1, Tq, Tk]."""
   ok = (q_seg[:, :, None] == k_seg[:, None, :]) & (k_seg[:, None, :] > 0)
   return jnp.where(ok, 0.0, NEG_BIAS).astype(jnp.float32)[:, None]
@@ -399,184 +385,3 @@ class DecodeIndex(nn.Module):
     idx = var.value
     var.value = idx + 1
     return idx
-
-
-class Transformer(nn.Module):
-  """Encoder-decoder with the T5X example-network contract."""
-  config: TransformerConfig
-
-  def setup(self):
-    cfg = self.config
-    self.embedding = param_with_axes(
-        "token_embedder", nn.initializers.normal(1.0), (cfg.vocab_size, cfg.emb_dim),
-        jnp.float32, axes=("vocab", "embed"))
-    if not cfg.logits_via_embedding:
-      self.logits_kernel = param_with_axes(
-          "logits_dense", _kernel_init(0, 1), (cfg.emb_dim, cfg.vocab_size), jnp.float32,
-          axes=("embed", "vocab"))
-    if cfg.position_embedding == "relative":
-      self.encoder_rel_bias = RelativePositionBias(cfg, bidirectional=True,
-                                                   name="encoder_relpos_bias")
-      self.decoder_rel_bias = RelativePositionBias(cfg, bidirectional=False,
-                                                   name="decoder_relpos_bias")
-    else:
-      self.encoder_pos = param_with_axes(
-          "encoder_position_embedder", nn.initializers.normal(0.02),
-          (cfg.max_input_len, cfg.emb_dim), jnp.float32, axes=("abspos_buckets", "embed"))
-      self.decoder_pos = param_with_axes(
-          "decoder_position_embedder", nn.initializers.normal(0.02),
-          (cfg.max_target_len, cfg.emb_dim), jnp.float32, axes=("abspos_buckets", "embed"))
-    self.encoder_layers = [EncoderLayer(cfg, name=f"encoder_layer_{i}")
-                           for i in range(cfg.num_encoder_layers)]
-    self.encoder_norm = RMSNorm(name="encoder_norm")
-    self.decoder_layers = [DecoderLayer(cfg, name=f"decoder_layer_{i}")
-                           for i in range(cfg.num_decoder_layers)]
-    self.decoder_norm = RMSNorm(name="decoder_norm")
-    self.decoder_cache = DecodeIndex()
-
-  # --- helpers -----------------------------------------------------------------------------
-  def _embed(self, tokens: Array) -> Array:
-    return jnp.take(self.embedding, tokens, axis=0).astype(self.config.jnp_dtype)
-
-  def _dropout(self, x: Array, deterministic: bool) -> Array:
-    if deterministic or self.config.dropout_rate <= 0:
-      return x
-    return dropout(x, self.config.dropout_rate, self.make_rng("dropout"))
-
-  def _logits(self, y: Array, logit_range: Optional[tuple[int, int]] = None) -> Array:
-    cfg = self.config
-    if cfg.logits_via_embedding:
-      w = self.embedding if logit_range is None else self.embedding[logit_range[0]:logit_range[1]]
-      return _dense(y, w.T.astype(y.dtype)) / jnp.sqrt(jnp.asarray(cfg.emb_dim, y.dtype))
-    w = self.logits_kernel
-    if logit_range is not None:
-      w = w[:, logit_range[0]:logit_range[1]]
-    return _dense(y, w.astype(y.dtype))
-
-  # --- T5X contract ------------------------------------------------------------------------
-  def encode(self, encoder_input_tokens: Array, encoder_segment_ids: Optional[Array] = None,
-             enable_dropout: bool = True) -> Array:
-    """[B, T] int tokens (0 = pad) -> encoded [B, T, emb_dim]."""
-    cfg = self.config
-    deterministic = not enable_dropout
-    tokens = encoder_input_tokens.astype(jnp.int32)
-    t = tokens.shape[1]
-    x = self._embed(tokens)
-    if encoder_segment_ids is not None:
-      bias = _segment_bias(encoder_segment_ids, encoder_segment_ids)
-    else:
-      bias = _padding_bias(tokens)
-    if cfg.position_embedding == "relative":
-      bias = bias + self.encoder_rel_bias(t, t)
-    else:
-      x = x + self.encoder_pos[:t].astype(x.dtype)[None]
-    x = self._dropout(x, deterministic)
-    for layer in self.encoder_layers:
-      x = layer(x, bias, deterministic)
-    return self._dropout(self.encoder_norm(x), deterministic)
-
-  def precompute_cross_kv(self, encoded: Array) -> tuple[tuple[Array, Array], ...]:
-    """Per decoder layer (keys, values) [B, T, H, D] of the encoder output (reuse across steps)."""
-    return tuple(layer.project_kv(encoded) for layer in self.decoder_layers)
-
-  def decode(self, encoded: Optional[Array], encoder_input_tokens: Array,
-             decoder_input_tokens: Array, decoder_target_tokens: Optional[Array] = None,
-             encoder_segment_ids: Optional[Array] = None,
-             decoder_segment_ids: Optional[Array] = None,
-             decoder_positions: Optional[Array] = None, enable_dropout: bool = True,
-             decode: bool = False, max_decode_length: Optional[int] = None, *,
-             cross_kv: Optional[Sequence[tuple[Array, Array]]] = None,
-             logit_range: Optional[tuple[int, int]] = None) -> Array:
-    """Decoder logits [B, Td, V] (or [B, Td, stop-start] with `logit_range`).
-
-    decode=True with an initialized "cache" collection runs one autoregressive step
-    (decoder_input_tokens [B, 1]); with an empty cache it runs the full sequence and
-    creates the cache sized by decoder_input_tokens' length (T5X's initialization call).
-    """
-    del decoder_positions, max_decode_length  # positions come from the cache index
-    cfg = self.config
-    deterministic = not enable_dropout
-    tokens = decoder_input_tokens.astype(jnp.int32)
-    b, t = tokens.shape
-    y = self._embed(tokens)
-
-    cache_index = self.decoder_cache() if decode else None
-    step = cache_index is not None
-
-    if step:
-      # The cache length is fixed at initialization; query position = cache_index.
-      max_len = self.variables["cache"]["decoder_layer_0"]["self_attention"]["cached_key"].shape[2]
-      pos = jnp.arange(max_len)
-      self_bias = jnp.where(pos <= cache_index, 0.0, NEG_BIAS).astype(jnp.float32)[None, None,
-                                                                                     None, :]
-      if cfg.position_embedding == "relative":
-        full = self.decoder_rel_bias(max_len, max_len)  # [1, H, L, L]
-        self_bias = self_bias + jax.lax.dynamic_slice_in_dim(full, cache_index, 1, axis=2)
-      else:
-        y = y + jax.lax.dynamic_slice_in_dim(self.decoder_pos, cache_index, 1,
-                                             axis=0).astype(y.dtype)[None]
-    else:
-      causal = np.tril(np.ones((t, t), bool))
-      if decoder_segment_ids is not None:
-        self_bias = _segment_bias(decoder_segment_ids, decoder_segment_ids)
-        self_bias = self_bias + jnp.where(jnp.asarray(causal), 0.0, NEG_BIAS)[None, None]
-      else:
-        self_bias = jnp.where(jnp.asarray(causal), 0.0, NEG_BIAS).astype(jnp.float32)[None, None]
-      if cfg.position_embedding == "relative":
-        self_bias = self_bias + self.decoder_rel_bias(t, t)
-      else:
-        y = y + self.decoder_pos[:t].astype(y.dtype)[None]
-
-    if encoder_segment_ids is not None and decoder_segment_ids is not None and not step:
-      cross_bias = _segment_bias(decoder_segment_ids, encoder_segment_ids)
-    else:
-      cross_bias = _padding_bias(encoder_input_tokens)
-
-    y = self._dropout(y, deterministic)
-    for i, layer in enumerate(self.decoder_layers):
-      y = layer(y, encoded, self_bias, cross_bias, deterministic, decode=decode,
-                cache_index=cache_index, cross_kv=None if cross_kv is None else cross_kv[i])
-    y = self._dropout(self.decoder_norm(y), deterministic)
-    return self._logits(y, logit_range)
-
-  def __call__(self, encoder_input_tokens: Array, decoder_input_tokens: Array,
-               decoder_target_tokens: Optional[Array] = None,
-               encoder_segment_ids: Optional[Array] = None,
-               decoder_segment_ids: Optional[Array] = None,
-               encoder_positions: Optional[Array] = None,
-               decoder_positions: Optional[Array] = None, enable_dropout: bool = True,
-               decode: bool = False, max_decode_length: Optional[int] = None) -> Array:
-    del encoder_positions
-    encoded = self.encode(encoder_input_tokens, encoder_segment_ids=encoder_segment_ids,
-                          enable_dropout=enable_dropout)
-    return self.decode(encoded, encoder_input_tokens, decoder_input_tokens,
-                       decoder_target_tokens, encoder_segment_ids=encoder_segment_ids,
-                       decoder_segment_ids=decoder_segment_ids,
-                       decoder_positions=decoder_positions, enable_dropout=enable_dropout,
-                       decode=decode, max_decode_length=max_decode_length)
-
-
-def init_variables(module: Transformer, rng: Array, input_len: int, target_len: int,
-                   batch_size: int = 1) -> dict:
-  """Initialize {'params', 'params_axes'} with dummy inputs of the given lengths."""
-  enc = jnp.ones((batch_size, input_len), jnp.int32)
-  dec = jnp.ones((batch_size, target_len), jnp.int32)
-  return module.init({"params": rng, "dropout": rng}, enc, dec, dec, enable_dropout=False)
-
-
-def init_params(module: Transformer, rng: Array, input_len: int, target_len: int) -> Any:
-  """Just the 'params' collection.
-
-  Jitted with XLA's backend optimizations off: the init program is dominated by one
-  RNG call per parameter, whose optimized CPU compile takes ~5x longer than the run.
-  """
-  fn = jax.jit(lambda r: init_variables(module, r, input_len, target_len)["params"])
-  try:
-    compiled = fn.lower(rng).compile(compiler_options={"xla_backend_optimization_level": 0})
-  except Exception:  # pylint: disable=broad-except  # option unknown to this backend
-    return fn(rng)
-  return compiled(rng)
-
-
-def param_count(params: Any) -> int:
-  return int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(params)))

@@ -22,7 +22,6 @@ Token convention: item index i is token i + 1; 0 is padding (sequences are left-
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 from typing import Sequence
@@ -33,10 +32,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from cost_jax.errors import UserError
+from cost_jax.baselines.popularity import user_rows
+from cost_jax.io import UserError, atomic_write_json
 from cost_jax.progress import Progress
+from cost_jax.results import KS, score_topk, write_results
 
-DEFAULT_KS = (5, 10, 20, 40)  # CoST Table 2 columns
+DEFAULT_KS = KS  # CoST Table 2 columns
 
 
 @dataclasses.dataclass(frozen=True)
@@ -272,7 +273,6 @@ def train_and_evaluate(loo, num_items: int, config: SASRecConfig | None = None, 
 
   With `output_dir`: writes metrics.json, topk.npy, targets.npy, config.json, losses.json.
   """
-  from cost_jax import metrics as metrics_lib  # pylint: disable=import-outside-toplevel
   if config is None:
     config = SASRecConfig(num_items=num_items, **overrides)
   elif overrides:
@@ -283,17 +283,11 @@ def train_and_evaluate(loo, num_items: int, config: SASRecConfig | None = None, 
   histories = [np.concatenate([np.asarray(t), [v]]) for t, v in zip(loo.train, loo.valid_target)]
   topk = predict_topk(config, params, histories, max(ks))
   targets = np.asarray(loo.test_target, np.int32)
-  result = {key: float(v) for key, v in metrics_lib.retrieval_metrics(topk, targets, ks=tuple(ks)).items()}
-  result["invalid_id_rate"] = 0.0
-  result["num_users"] = int(len(targets))
+  result = score_topk(topk, targets, ks=tuple(ks))
   if output_dir is not None:
     os.makedirs(output_dir, exist_ok=True)
-    with open(os.path.join(output_dir, "metrics.json"), "w") as f:
-      json.dump(result, f, indent=2, sort_keys=True)
-    with open(os.path.join(output_dir, "config.json"), "w") as f:
-      json.dump(dataclasses.asdict(config), f, indent=2)
-    with open(os.path.join(output_dir, "losses.json"), "w") as f:
-      json.dump({"epoch_loss": losses, "train_seconds": train_s, "seed": seed}, f, indent=2)
-    np.save(os.path.join(output_dir, "topk.npy"), topk)
-    np.save(os.path.join(output_dir, "targets.npy"), targets)
+    atomic_write_json(os.path.join(output_dir, "config.json"), dataclasses.asdict(config))
+    atomic_write_json(os.path.join(output_dir, "losses.json"),
+                      {"epoch_loss": losses, "train_seconds": train_s, "seed": seed})
+    write_results(output_dir, "test", result, topk, targets, user_rows(loo))
   return result

@@ -1,7 +1,8 @@
 """Pure training / evaluation functions for the TIGER encoder-decoder.
 
-No gin and no I/O here: the trainer (cost_jax/train.py) builds the module and the
-optax optimizer from its configuration and calls these functions.
+No gin and no I/O here: the trainer (cost_jax.seq2seq.trainer) builds the module and the
+optax optimizer (cost_jax.seq2seq.optim) from its configuration and calls these functions;
+the tests and tools/bench_train_step.py run the same `make_train_step`.
 
 Batch layout (T5X's EncDecFeatureConverter): encoder_input_tokens [B, Ti],
 decoder_input_tokens [B, Tt] (targets shifted right, 0 first), decoder_target_tokens
@@ -10,6 +11,7 @@ decoder_input_tokens [B, Tt] (targets shifted right, 0 first), decoder_target_to
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Mapping, Optional
 
 import flax
@@ -17,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from cost_jax import network
+from cost_jax.seq2seq import network
 
 Array = jax.Array
 Batch = Mapping[str, Array]
@@ -97,34 +99,53 @@ def loss_fn(params: Any, batch: Batch, dropout_rng: Optional[Array], *,
   return loss, compute_metrics(logits, targets, weights, loss, zl)
 
 
-@flax.struct.dataclass
-class TrainState:
-  step: Array
-  params: Any
-  opt_state: Any
-
-  @classmethod
-  def create(cls, params: Any, optimizer: optax.GradientTransformation) -> "TrainState":
-    return cls(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params))
+# --- the train state and the one train step ------------------------------------------------
+# The state is a plain pytree {"params", "opt_state", "step", "dropout_rng"}: Orbax saves it
+# as is, and the dropout key of step s is fold_in(dropout_rng, s), a function of (seed, s).
+State = dict
 
 
-def make_train_step(module: network.Transformer, optimizer: optax.GradientTransformation, *,
-                    label_smoothing: float = 0.0, z_loss: float = 0.0
-                    ) -> Callable[[TrainState, Batch, Array], tuple[TrainState, dict]]:
-  """Pure train_step(state, batch, rng) -> (state, metrics); jit it (donate state)."""
+def init_state(module: network.Transformer, tx: optax.GradientTransformation,
+               lengths: Mapping[str, int], seed: int, sharding: Any = None) -> State:
+  """The initial state for inputs of `lengths` ({"inputs", "targets"}), placed by `sharding`."""
 
-  def train_step(state: TrainState, batch: Batch, rng: Array) -> tuple[TrainState, dict]:
-    dropout_rng = jax.random.fold_in(rng, state.step)
-    grad_fn = jax.value_and_grad(
-        lambda p: loss_fn(p, batch, dropout_rng, module=module,
-                          label_smoothing=label_smoothing, z_loss=z_loss), has_aux=True)
-    (_, metrics), grads = grad_fn(state.params)
-    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    metrics = dict(metrics, grad_norm=optax.global_norm(grads))
-    return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+  def init_fn(rng):
+    enc = jnp.ones((1, int(lengths["inputs"])), jnp.int32)
+    dec = jnp.ones((1, int(lengths["targets"])), jnp.int32)
+    variables = module.init({"params": rng, "dropout": rng}, enc, dec, dec, enable_dropout=False)
+    params = flax.core.meta.unbox(variables["params"])
+    return {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32),
+            "dropout_rng": jax.random.fold_in(rng, 0x0D0)}
 
-  return train_step
+  return jax.jit(init_fn, out_shardings=sharding)(jax.random.PRNGKey(seed))
+
+
+def train_step(state: State, batch: Batch, *, module: network.Transformer,
+               tx: optax.GradientTransformation, schedule: Callable[[Array], Array],
+               label_smoothing: float = 0.0, z_loss: float = 0.0) -> tuple[State, dict]:
+  """One optimizer step (pure): (state, batch) -> (state, scalar metrics)."""
+  rng = jax.random.fold_in(state["dropout_rng"], state["step"])
+  grad_fn = jax.value_and_grad(
+      lambda p: loss_fn(p, batch, rng, module=module, label_smoothing=label_smoothing,
+                        z_loss=z_loss), has_aux=True)
+  (loss, metrics), grads = grad_fn(state["params"])
+  updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+  params = optax.apply_updates(state["params"], updates)
+  out = {k: v for k, v in dict(metrics or {}).items() if getattr(v, "ndim", 1) == 0}
+  out.update(loss=loss, learning_rate=schedule(state["step"]), grad_norm=optax.global_norm(grads))
+  return {"params": params, "opt_state": opt_state, "step": state["step"] + 1,
+          "dropout_rng": state["dropout_rng"]}, out
+
+
+def make_train_step(module: network.Transformer, tx: optax.GradientTransformation,
+                    schedule: Callable[[Array], Array], *, state_sharding: Any = None,
+                    batch_sharding: Any = None) -> Callable[[State, Batch], tuple[State, dict]]:
+  """jit(train_step) with the state donated: the step the trainer and the benchmarks run."""
+  step = functools.partial(train_step, module=module, tx=tx, schedule=schedule)
+  if state_sharding is None and batch_sharding is None:
+    return jax.jit(step, donate_argnums=(0,))
+  return jax.jit(step, in_shardings=(state_sharding, batch_sharding),
+                 out_shardings=(state_sharding, state_sharding), donate_argnums=(0,))
 
 
 def make_eval_step(module: network.Transformer, *, label_smoothing: float = 0.0

@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-from cost_jax.errors import UserError, read_json
+from cost_jax.io import UserError, read_json
 
 PAD_ID = 0
 EOS_ID = 1

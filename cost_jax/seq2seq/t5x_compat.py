@@ -6,13 +6,13 @@ imported inside the functions that need it, so this module imports without it.
   learning_rate_schedule(learning_rate, schedule, constant_steps) -> step -> lr
       "rsqrt": lr * sqrt(c / max(step, c)), i.e. constant for c steps then inverse
       square root decay (TIGER §4.1.3: 0.01 for 10k steps); "constant": lr.
-      The same formula as cost_jax.train.learning_rate_fn (the built-in trainer).
+      The same formula as the built-in trainer (cost_jax.seq2seq.optim).
   optimizer(name, learning_rate_fn, weight_decay) -> a T5X OptimizerDef
       "adafactor": t5x.adafactor.Adafactor with T5X's base.gin defaults (the learning
       rate comes from trainer.Trainer.learning_rate_fn); "adamw": optax.adamw in
       t5x.optimizers.OptaxWrapper (the schedule is given to optax).
   constrained_decode_fn(vocabulary | tokenizer_dir) -> T5X decode_fn with the item trie
-      bound (cost_jax.decoding), for models.EncoderDecoderModel.decode_fn.
+      bound (cost_jax.seq2seq.decoding.t5x_beam_search), for models.EncoderDecoderModel.decode_fn.
 """
 
 from __future__ import annotations
@@ -22,34 +22,16 @@ import os
 from typing import Any, Callable
 
 import gin
-# Imported here, not lazily: decoding registers gin configurables, and gin refuses new
-# ones once T5X has locked the config.
-from cost_jax import decoding
-from cost_jax.errors import UserError
-
-SCHEDULES = ("rsqrt", "constant")
-OPTIMIZERS = ("adafactor", "adamw")
+from cost_jax.io import UserError
+from cost_jax.seq2seq import decoding, optim
+from cost_jax.seq2seq.trie import ItemTrie, load_trie
 
 
 @gin.configurable
-def learning_rate_schedule(learning_rate: float = 0.01, schedule: str = "rsqrt",
-                           constant_steps: int = 10_000) -> Callable[[Any], Any]:
-  """step -> learning rate (jnp float32). Defaults: TIGER §4.1.3."""
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  if schedule not in SCHEDULES:
-    raise UserError(f"learning_rate_schedule: schedule must be one of {SCHEDULES}, "
-                    f"got {schedule!r}")
-  if learning_rate <= 0 or constant_steps < 1:
-    raise UserError("learning_rate_schedule: need learning_rate > 0 and constant_steps >= 1")
-  lr, c = float(learning_rate), float(constant_steps)
-  if schedule == "constant":
-    return lambda step: jnp.full((), lr, jnp.float32)
-
-  def rsqrt(step):
-    s = jnp.maximum(jnp.asarray(step, jnp.float32), c)
-    return lr * jnp.sqrt(c / s)
-
-  return rsqrt
+def learning_rate_schedule(learning_rate: float = gin.REQUIRED, schedule: str = gin.REQUIRED,
+                           constant_steps: int = gin.REQUIRED) -> Callable[[Any], Any]:
+  """step -> learning rate: cost_jax.seq2seq.optim's formula, bound from the setup's macros."""
+  return optim.learning_rate_schedule(learning_rate, schedule, constant_steps)
 
 
 def adafactor_factor_rules():
@@ -78,9 +60,11 @@ def optimizer(name: str = "adafactor", learning_rate_fn: Callable[[Any], Any] | 
   if name == "adamw":
     import optax  # pylint: disable=g-import-not-at-top
     from t5x import optimizers  # pylint: disable=g-import-not-at-top
-    lr = learning_rate_fn if learning_rate_fn is not None else learning_rate_schedule()
+    if learning_rate_fn is None:
+      raise UserError("optimizer: adamw needs learning_rate_fn (gin: @t5x_compat.learning_rate_schedule())")
+    lr = learning_rate_fn
     return optimizers.OptaxWrapper(optax.adamw(learning_rate=lr, weight_decay=weight_decay))
-  raise UserError(f"optimizer: name must be one of {OPTIMIZERS}, got {name!r}")
+  raise UserError(f"optimizer: name must be one of {optim.OPTIMIZERS}, got {name!r}")
 
 
 def tokenizer_dir_of(vocabulary: Any = None, tokenizer_dir: str | None = None) -> str:
@@ -91,6 +75,16 @@ def tokenizer_dir_of(vocabulary: Any = None, tokenizer_dir: str | None = None) -
     raise UserError("constrained_decode_fn: give tokenizer_dir or a SemanticIDVocabulary "
                     "built from a tokenizer dir")
   return os.fspath(tokenizer_dir)
+
+
+def make_t5x_decode_fn(tokenizer_dir: str | None = None, trie: ItemTrie | None = None,
+                       constrained: bool = True) -> Callable[..., Any]:
+  """t5x_beam_search bound to a trie (given, or loaded from a tokenizer directory)."""
+  if trie is None:
+    if tokenizer_dir is None:
+      raise ValueError("make_t5x_decode_fn needs tokenizer_dir or trie")
+    trie = load_trie(os.fspath(tokenizer_dir))
+  return functools.partial(decoding.t5x_beam_search, trie=trie, constrained=constrained)
 
 
 class ConstrainedDecodeFn:
@@ -110,7 +104,7 @@ class ConstrainedDecodeFn:
   @functools.cached_property
   def _fn(self) -> Callable[..., Any]:
     tokenizer_dir = tokenizer_dir_of(self.vocabulary, self.tokenizer_dir)
-    fn = decoding.make_t5x_decode_fn(tokenizer_dir=tokenizer_dir, constrained=self.constrained)
+    fn = make_t5x_decode_fn(tokenizer_dir=tokenizer_dir, constrained=self.constrained)
     return functools.partial(fn, **self.decode_kwargs) if self.decode_kwargs else fn
 
   def __call__(self, *, inputs, cache, tokens_to_logits, eos_id, num_decodes, **kwargs):

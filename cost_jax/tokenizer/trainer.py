@@ -24,12 +24,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from cost_jax import kmeans as km
-from cost_jax import losses
-from cost_jax import quantizer as rq
-from cost_jax import rqvae
+from cost_jax.tokenizer import kmeans as km
+from cost_jax.tokenizer import losses
+from cost_jax.tokenizer import quantizer as rq
+from cost_jax.tokenizer import rqvae
 from cost_jax.progress import Progress
-from cost_jax.tokenizer_config import TokenizerConfig
+from cost_jax.tokenizer.config import TokenizerConfig
 
 
 def make_optimizer(cfg: TokenizerConfig) -> optax.GradientTransformation:

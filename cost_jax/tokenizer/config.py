@@ -10,13 +10,17 @@ from __future__ import annotations
 import ast
 import dataclasses
 import os
+import re
 import typing
 from typing import Any, Mapping
 
-from cost_jax.errors import UserError
+from cost_jax.io import UserError
 
+# The method registry: every tokenizer method, in the order tables list them.
 METHODS = ("cost", "rqvae", "rqvae+cost", "rqkmeans", "lsh", "random")
 NEURAL_METHODS = ("cost", "rqvae", "rqvae+cost")
+# CoST RecSys'24 Table 2's ablation rows (the reproduction's default methods).
+ABLATION_METHODS = ("random", "lsh", "rqvae", "cost", "rqvae+cost")
 DEDUP_MODES = ("cost_reassign", "tiger_extra_token", "none")
 
 
@@ -119,6 +123,16 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 METHOD_PRESET = {"cost": "cost", "rqvae+cost": "cost", "rqkmeans": "cost", "random": "cost",
                  "rqvae": "tiger", "lsh": "tiger"}
+
+
+def task_prefix(method: str) -> str:
+  """The SeqIO-safe name of a method: task names allow [A-Za-z0-9_] ("rqvae+cost" -> "rqvae_cost")."""
+  return re.sub(r"[^0-9A-Za-z_]", "_", method)
+
+
+def task_name(method: str, dataset: str) -> str:
+  """The SeqIO task of (tokenizer method, dataset name): `{task_prefix(method)}_{dataset}`."""
+  return task_prefix(f"{method}_{dataset}")
 
 
 def _field_types() -> dict[str, Any]:

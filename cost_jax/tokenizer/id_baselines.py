@@ -18,9 +18,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cost_jax import kmeans as km
-from cost_jax import quantizer as rq
-from cost_jax import semantic_ids as sid
+from cost_jax.tokenizer import kmeans as km
+from cost_jax.tokenizer import quantizer as rq
+from cost_jax.tokenizer import dedup as sid
 
 
 @dataclasses.dataclass

@@ -1,0 +1,1 @@
+"""The experiment driver: profiles, the stage cache, the pipeline, the report, the CLI."""

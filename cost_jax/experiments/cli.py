@@ -1,0 +1,119 @@
+"""`python -m cost_jax.reproduce`: the CoST ablation (CoST RecSys'24 Table 2) + baselines.
+
+  python -m cost_jax.reproduce --profile cpu --output results/ml100k
+
+Profiles (--profile): "cpu" (small model, few steps; ~1 h on 2 cores) and "paper" (TIGER size
+and steps, tokenizer presets as the papers; for a GPU/TPU). `--set section.key=value`
+overrides any profile value (sections: tokenizer, tokenizer.<method>, tiger, sasrec, embed; or
+a top-level key). See cost_jax.experiments.pipeline for the stages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import signal
+import sys
+from typing import Any, Sequence
+
+from cost_jax.experiments.pipeline import Pipeline
+from cost_jax.experiments.profiles import PROFILES, Profile, apply_overrides
+from cost_jax.experiments.stage_cache import StageResult, config_hash
+from cost_jax.experiments.stages import REAL_FNS, StageFns
+from cost_jax.io import UserError, exits_cleanly
+from cost_jax.tokenizer.config import ABLATION_METHODS
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+  """SIGTERM (and SIGINT, ignored in background jobs) -> KeyboardInterrupt while running, so
+  that `kill PID` lets the trainer save a checkpoint and the stage resume on the next run."""
+  def handler(signum, frame):  # pylint: disable=unused-argument
+    raise KeyboardInterrupt
+  previous = {}
+  for sig in (signal.SIGTERM, signal.SIGINT):
+    try:
+      previous[sig] = signal.signal(sig, handler)
+    except ValueError:  # not the main thread
+      pass
+  try:
+    yield
+  finally:
+    for sig, old in previous.items():
+      signal.signal(sig, old)
+
+
+def build_parser() -> argparse.ArgumentParser:
+  ap = argparse.ArgumentParser(
+      prog="python -m cost_jax.reproduce",
+      description="Reproduce the CoST ablation (random / LSH / L_re / L_co / L_re+L_co) with "
+                  "TIGER on MovieLens-100K, plus MostPop and SASRec baselines.")
+  ap.add_argument("--profile", choices=sorted(PROFILES), default="cpu",
+                  help="cpu: small model, ~1 h on 2 cores; paper: TIGER size/steps (GPU/TPU)")
+  ap.add_argument("--output", default="results/ml100k", help="output dir (report + stage cache)")
+  ap.add_argument("--seeds", help="comma-separated seeds (default: the profile's, cpu: 0,1,2)")
+  ap.add_argument("--methods", help=f"comma-separated subset of {','.join(ABLATION_METHODS)}")
+  ap.add_argument("--baselines", help="comma-separated subset of popularity,sasrec ('' = none)")
+  ap.add_argument("--dataset_dir", "--dataset-dir", dest="dataset_dir",
+                  help="use this processed dataset dir instead of preparing --set dataset")
+  ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                  help="override a profile value, e.g. tiger.num_train_steps=500, "
+                       "tokenizer.epochs=20, tokenizer.cost.tau=0.5, sasrec.num_epochs=50")
+  ap.add_argument("--list", action="store_true", help="print the stage plan and exit")
+  ap.add_argument("--report_only", "--report-only", dest="report_only", action="store_true",
+                  help="rewrite the report from finished stages; run nothing")
+  ap.add_argument("--time_budget_min", "--time-budget-min", dest="time_budget_min", type=float,
+                  help="start no new stage after this many minutes; report what finished")
+  ap.add_argument("--fail_fast", "--fail-fast", dest="fail_fast", action="store_true",
+                  help="stop at the first failing stage (default: keep going, report the rest)")
+  return ap
+
+
+def profile_from_args(args: argparse.Namespace) -> Profile:
+  profile = apply_overrides(PROFILES[args.profile], list(args.set))
+  changes: dict[str, Any] = {}
+  try:
+    if args.seeds is not None:
+      changes["seeds"] = tuple(int(s) for s in args.seeds.split(",") if s.strip())
+  except ValueError:
+    raise UserError(f"--seeds {args.seeds!r}: expected comma-separated integers") from None
+  if args.methods is not None:
+    changes["methods"] = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+  if args.baselines is not None:
+    changes["baselines"] = tuple(b.strip() for b in args.baselines.split(",") if b.strip())
+  return dataclasses.replace(profile, **changes)
+
+
+@exits_cleanly
+def main(argv: Sequence[str] | None = None, fns: StageFns = REAL_FNS) -> int:
+  args = build_parser().parse_args(argv)
+  profile = profile_from_args(args)
+  pipe = Pipeline(profile, args.output, fns=fns, dataset_dir=args.dataset_dir)
+  if args.list:
+    pipe.print_plan()
+    return 0
+  if args.report_only:
+    for st in pipe.stages:
+      marker = pipe.cache.done_marker(st.name, st.config)
+      if marker is not None:
+        pipe.results[st.name] = StageResult(st.name, pipe.cache.path(st.name, st.config),
+                                            config_hash(st.config), "cached",
+                                            float(marker.get("seconds", 0.0)),
+                                            cpu_seconds=marker.get("cpu_seconds"),
+                                            value=marker.get("result"))
+    if pipe.write_report(partial=len(pipe.results) < len(pipe.stages)) is None:
+      raise UserError(f"{args.output}: no finished stage with metrics to report")
+    return 0
+  with _terminate_as_interrupt():
+    results = pipe.run(keep_going=not args.fail_fast,
+                       time_budget_s=None if args.time_budget_min is None
+                       else 60.0 * args.time_budget_min)
+  failed = [r.name for r in results if r.status in ("failed", "blocked")]
+  not_run = len(pipe.stages) - len(results)
+  if failed or not_run:
+    print(f"reproduce: {len(failed)} stage(s) did not finish"
+          + (f": {', '.join(failed)}" if failed else "")
+          + (f"; {not_run} not started (time budget)" if not_run else ""), file=sys.stderr)
+    return 1
+  return 0

@@ -1,0 +1,141 @@
+"""The setup and deviation lines of the reproduction's report, read from what actually ran.
+
+The seq2seq settings come from the first finished training stage's model_dir/config.json (the
+operative TrainConfig and TransformerConfig of that run), not from a copy of the profile.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+import platform
+import sys
+from typing import Any, Mapping, Sequence
+
+from cost_jax.baselines import sasrec
+from cost_jax.experiments.stages import _fmt_kv
+from cost_jax.io import UserError, read_json
+from cost_jax.seq2seq.config import TrainConfig, plain
+from cost_jax.seq2seq.network import TransformerConfig
+
+
+def operative_tiger(pipe) -> dict[str, Any]:
+  """TrainConfig + TransformerConfig fields of the first finished run (model/config.json), or,
+  before any run finished, the dataclass defaults with the profile's changes."""
+  for st in pipe.stages:
+    res = pipe.results.get(st.name)
+    if st.kind != "train" or res is None or res.status not in ("ran", "cached"):
+      continue
+    path = os.path.join(res.path, "model", "config.json")
+    if os.path.isfile(path):
+      try:
+        record = read_json(path)
+      except UserError:
+        continue
+      return {**record.get("train", {}), **record.get("model", {})}
+  return {**plain(TrainConfig()), **plain(TransformerConfig()), **dict(pipe.profile.tiger)}
+
+
+def _run_settings(pipe) -> dict[str, Any]:
+  paths = ("task", "dataset_dir", "tokenizer_dir", "cache_dir")
+  return {k: v for k, v in operative_tiger(pipe).items() if k not in paths}
+
+
+def setup_lines(pipe) -> list[str]:
+  p = pipe.profile
+  lines = [f"Command: `python -m cost_jax.reproduce {' '.join(sys.argv[1:])}`".replace(
+      "`python -m cost_jax.reproduce `", "`python -m cost_jax.reproduce`"),
+           f"Profile `{p.name}`: {p.description}.",
+           f"Methods: {', '.join(p.methods)}; baselines: {', '.join(p.baselines) or 'none'}; "
+           f"seeds: {', '.join(map(str, p.seeds))} (the same for every method; a seed drives "
+           "the tokenizer and the seq2seq model).",
+           f"Seq2seq model and schedule as run: {_fmt_kv(_run_settings(pipe))}.",
+           f"Tokenizer overrides: {_fmt_kv({k: v for k, v in p.tokenizer.items()})}.",
+           f"SASRec: {_fmt_kv(p.sasrec) or 'defaults'} (see cost_jax/baselines/sasrec.py).",
+           f"Machine: {platform.machine()}, {os.cpu_count()} CPUs visible, Python "
+           f"{platform.python_version()}; finished "
+           f"{datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}."]
+  data = pipe.results.get("data")
+  if data is not None and isinstance(data.value, dict):
+    s = data.value
+    lines.append(f"Data: {s.get('users', '?')} users, {s.get('items', '?')} items, "
+                 f"{s.get('interactions', '?')} interactions (stats.json).")
+  return lines
+
+def deviation_notes(pipe, rows: Sequence[Mapping]) -> list[str]:
+  """Deviations from the papers, from the operative config of the runs (operative_tiger)."""
+  p, t = pipe.profile, operative_tiger(pipe)
+  emb = pipe.results.get("embed")
+  emb_model = (emb.value or {}).get("embeddings", {}).get("model") if emb and isinstance(
+      emb.value, dict) else None
+  emb_model = emb_model or p.embed.get("model", "?")
+  dataset = ("MovieLens-100K (item text: the CoST prompt with genres as category, title and "
+             "release year)" if p.dataset == "ml100k" else p.dataset)
+  if pipe.external_dataset:
+    dataset += f", from {pipe.external_dataset}"
+  notes = [
+      f"Dataset: {dataset} instead of MIND / Amazon Office (CoST §4.1) or Amazon "
+      "Beauty/Sports/Toys (TIGER §4.1.1).",
+      f"Text encoder: {emb_model} instead of Sentence-T5 (768-d; CoST §4.1, TIGER §4.1.3).",
+      f"Seq2seq model: {t.get('num_encoder_layers')}+{t.get('num_decoder_layers')} layers, "
+      f"d_model {t.get('emb_dim')}, {t.get('num_heads')} heads x {t.get('head_dim')}, MLP "
+      f"{t.get('mlp_dim')} (TIGER §4.1.3: 4+4, 128, 6 x 64, 1024).",
+      f"Training: {t.get('num_train_steps')} steps, batch {t.get('batch_size')}, lr "
+      f"{t.get('learning_rate')} ({t.get('lr_constant_steps')} constant steps, then inverse sqrt; "
+      f"{t.get('optimizer', 'adafactor')}) "
+      "(TIGER §4.1.3: 200k steps, batch 256, lr 0.01 for 10k steps; CoST §4.1: batch 512, "
+      "lr 0.001).",
+      f"Tokenizer epochs: {_tok_epochs(pipe)} (CoST Fig. 3: 20/50/100 epochs; TIGER §4.1.3: "
+      "20k epochs).",
+      "Ablation tokenizers (random, L_re, L_co, L_re + L_co) share CoST's architecture (§4.1: "
+      "latent 96, 3 levels x 64 codes, shared codebook), so only the loss differs; collisions "
+      "are resolved by re-assigning colliding items to free codes (IDs of length 3; TIGER adds a "
+      "4th token instead). LSH follows TIGER §4.3.2 (8 hyperplanes x 4 levels, IDs of length 4, "
+      "same re-assignment). TIGER's Random ID uses 4 x 255 codes; here random IDs have CoST's "
+      "3 x 64 cardinality.",
+      f"Seeds: {len(p.seeds)} ({', '.join(map(str, p.seeds))}); the papers report single runs "
+      "without spread.",
+      f"Decoding: trie-constrained beam search, {t.get('num_beams')} beams, top-{max(p.ks)}; "
+      "metrics over all items (full ranking), no history filtering; leave-one-out test split "
+      f"(history = train + validation item, the last {t.get('max_history') or 20} items; "
+      "TIGER §4.1.1: 20).",
+      "Baselines: MostPop counts training + validation interactions; SASRec-style model "
+      f"({_sasrec_desc(pipe)}) ranks all items, same split and metric function. TIGER "
+      "Table 1's SASRec numbers are on Amazon, not comparable in value.",
+  ]
+  if len(p.seeds) < 3:
+    notes.append(f"Only {len(p.seeds)} seed(s): spreads are not meaningful.")
+  for m in list(p.methods) + [b for b in p.baselines if b == "sasrec"]:
+    done = sorted({r["seed"] for r in rows if r["method"] == m})
+    if done != sorted(p.seeds):
+      notes.append(f"{m}: results for seed(s) {done or 'none'} of {list(p.seeds)} so far; its "
+                   "mean/std cover only those.")
+  missing = [s.name for s in pipe.stages if pipe.results.get(s.name) is not None and
+             pipe.results[s.name].status in ("failed", "blocked")]
+  if missing:
+    notes.append(f"Stages that did not finish: {', '.join(missing)}.")
+  pending = [s.name for s in pipe.stages if s.name not in pipe.results]
+  if pending:
+    notes.append(f"Stages not run yet: {len(pending)} ({', '.join(pending[:8])}"
+                 f"{', ...' if len(pending) > 8 else ''}).")
+  return notes
+
+def _tok_epochs(pipe) -> str:
+  vals = {m: pipe.profile.tokenizer_overrides(m).get("epochs") for m in pipe.profile.methods
+          if m in ("rqvae", "cost", "rqvae+cost")}
+  vals = {m: v for m, v in vals.items() if v is not None}
+  if not vals:
+    return "tokenizer defaults"
+  if len(set(vals.values())) == 1:
+    return f"{next(iter(vals.values()))} for the neural tokenizers"
+  return ", ".join(f"{m} {v}" for m, v in vals.items())
+
+def _sasrec_desc(pipe) -> str:
+  fields = {f.name: f.default for f in dataclasses.fields(sasrec.SASRecConfig)
+            if f.default is not dataclasses.MISSING}
+  fields.update(pipe.profile.sasrec)
+  return (f"{fields['num_blocks']} blocks, d {fields['emb_dim']}, max len {fields['max_len']}, "
+          f"{fields['num_epochs']} epochs, loss {fields['loss']}"
+          + (" = full softmax cross-entropy over all items" if fields["loss"] == "softmax"
+             else " = BCE with one sampled negative (SASRec paper)"))

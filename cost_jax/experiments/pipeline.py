@@ -1,0 +1,352 @@
+"""The reproduction pipeline: plans the stages of a profile, runs them in order, writes the report.
+
+  data                      cost_jax.data.prepare(dataset)  (embedded MovieLens-100K)
+  embed                     cost_jax.data.embed.embed_dataset(dir, model)   item-text embeddings
+  popularity                most-popular baseline (cost_jax.baselines.popularity)
+  tokenize-<method>-s<seed> cost_jax.tokenizer.fit.fit(embeddings, method, seed, overrides)
+  train-<method>-s<seed>    cost_jax.seq2seq.trainer.train_and_evaluate: TIGER seq2seq +
+                            constrained beam search on the test split -> metrics.json
+  sasrec-s<seed>            SASRec baseline (cost_jax.baselines.sasrec)
+  report                    results.md, results.csv, PNGs in OUTPUT (experiments.report),
+                            rewritten after every seed so partial results are always there
+
+Each stage is cached by cost_jax.experiments.stage_cache; every method uses the same seeds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import sys
+import time
+import traceback
+from typing import Any, Callable
+
+import numpy as np
+
+from cost_jax.experiments import notes
+from cost_jax.experiments import report as report_lib
+from cost_jax.experiments.profiles import BASELINES, Profile
+from cost_jax.experiments.stage_cache import StageCache, StageResult, config_hash
+from cost_jax.experiments.stages import REAL_FNS, StageFns, _is_number, tokenizer_stats
+from cost_jax.io import UserError
+from cost_jax.progress import Progress, format_duration
+from cost_jax.tokenizer.config import METHODS, task_name
+
+
+DATASET_FILES = ("items.parquet", "sequences.parquet", "stats.json")
+
+
+@dataclasses.dataclass
+class PlannedStage:
+  name: str
+  kind: str
+  config: dict
+  deps: tuple[str, ...]
+  run: Callable[[str], Any]
+  method: str = ""
+  seed: int | None = None
+  resume: bool = False  # keep an interrupted attempt's files (the trainer resumes from them)
+
+
+class Pipeline:
+  """Plans the stages of a profile, runs them in order (seed by seed), writes the report."""
+
+  def __init__(self, profile: Profile, output: str, fns: StageFns = REAL_FNS,
+               dataset_dir: str | None = None, stream=None):
+    self.profile = profile
+    self.output = os.path.abspath(output)
+    self.fns = fns
+    self.external_dataset = os.path.abspath(dataset_dir) if dataset_dir else None
+    self.stream = stream or sys.stderr
+    self.cache = StageCache(self.output, log=self.log)
+    self.results: dict[str, StageResult] = {}
+    self.stages: list[PlannedStage] = []
+    self._plan()
+
+  def log(self, msg: str) -> None:
+    print(msg, file=self.stream, flush=True)
+
+  # .. planning ..
+  def _dir(self, name: str) -> str:
+    """The output dir of a planned stage (its dataset/tokenizer subfolder is chosen by kind)."""
+    st = self._by_name[name]
+    return self.cache.path(st.name, st.config)
+
+  def _hash(self, name: str) -> str:
+    st = self._by_name[name]
+    return config_hash(st.config)
+
+  def _add(self, stage: PlannedStage) -> None:
+    self.stages.append(stage)
+    self._by_name[stage.name] = stage
+
+  def _plan(self) -> None:
+    p = self.profile
+    self._by_name: dict[str, PlannedStage] = {}
+    for m in p.methods:
+      if m not in METHODS:
+        raise UserError(f"--set methods: unknown method {m!r}; expected some of "
+                        f"{', '.join(METHODS)}")
+    for b in p.baselines:
+      if b not in BASELINES:
+        raise UserError(f"--set baselines: unknown baseline {b!r}; expected some of "
+                        f"{', '.join(BASELINES)}")
+    if not p.seeds:
+      raise UserError("--seeds: at least one seed is needed")
+
+    if self.external_dataset:
+      ext = self.external_dataset
+      if not os.path.isfile(os.path.join(ext, "stats.json")):
+        raise UserError(f"{ext}: not a processed dataset dir (no stats.json)")
+      fp = _dataset_fingerprint(ext)
+      self._add(PlannedStage("data", "data", {"external": ext, "fingerprint": fp}, (),
+                             lambda tmp: self._link_dataset(ext, tmp, with_embeddings=False)))
+      if os.path.isfile(os.path.join(ext, "embeddings.npy")):
+        self._add(PlannedStage("embed", "embed", {"external": ext, "fingerprint": fp,
+                                                  "embeddings": _file_sig(os.path.join(
+                                                      ext, "embeddings.npy"))}, ("data",),
+                               lambda tmp: self._link_dataset(ext, tmp, with_embeddings=True)))
+      else:
+        self._add(self._embed_stage())
+    else:
+      self._add(PlannedStage("data", "data", {"dataset": p.dataset}, (), self._run_data))
+      self._add(self._embed_stage())
+
+    if "popularity" in p.baselines:
+      cfg = {"data": self._hash("data"), "ks": list(p.ks)}
+      self._add(PlannedStage("popularity", "popularity", cfg, ("data",),
+                             lambda tmp: self.fns.popularity(self.dataset_path("data"), tmp,
+                                                             ks=p.ks), method="popularity",
+                             seed=0))
+    for seed in p.seeds:
+      for m in p.methods:
+        tok_name = f"tokenize-{m}-s{seed}"
+        tok_cfg = {"embed": self._hash("embed"), "method": m, "seed": seed,
+                   "overrides": p.tokenizer_overrides(m)}
+        self._add(PlannedStage(tok_name, "tokenize", tok_cfg, ("embed",),
+                               self._tokenize_fn(m, seed), method=m, seed=seed))
+        tr_cfg = {"data": self._hash("embed"), "tokenizer": self._hash(tok_name), "seed": seed,
+                  "tiger": dict(p.tiger), "ks": list(p.ks)}
+        self._add(PlannedStage(f"train-{m}-s{seed}", "train", tr_cfg, (tok_name,),
+                               self._train_fn(tok_name, seed), method=m, seed=seed,
+                               resume=True))
+      if "sasrec" in p.baselines:
+        cfg = {"data": self._hash("data"), "seed": seed, "sasrec": dict(p.sasrec),
+               "ks": list(p.ks)}
+        self._add(PlannedStage(f"sasrec-s{seed}", "sasrec", cfg, ("data",),
+                               lambda tmp, seed=seed: self.fns.sasrec(
+                                   self.dataset_path("data"), tmp, seed=seed, ks=p.ks,
+                                   **p.sasrec), method="sasrec", seed=seed))
+
+  def _embed_stage(self) -> PlannedStage:
+    cfg = {"data": self._hash("data"), "embed": dict(self.profile.embed)}
+    return PlannedStage("embed", "embed", cfg, ("data",), self._run_embed)
+
+  # .. stage bodies ..
+  def dataset_path(self, stage: str) -> str:
+    return os.path.join(self._dir(stage), "dataset")
+
+  def _run_data(self, tmp: str) -> dict:
+    out = self.fns.prepare(self.profile.dataset, output=os.path.join(tmp, "dataset"))
+    if os.path.abspath(out) != os.path.join(tmp, "dataset"):
+      raise UserError(f"data stage: prepare wrote {out}, expected {tmp}/dataset")
+    return _read_stats(os.path.join(tmp, "dataset"))
+
+  def _link_dataset(self, src: str, tmp: str, with_embeddings: bool) -> dict:
+    dst = os.path.join(tmp, "dataset")
+    os.makedirs(dst)
+    files = list(DATASET_FILES) + (["embeddings.npy", "embeddings.json"] if with_embeddings else [])
+    for f in files:
+      if os.path.isfile(os.path.join(src, f)):
+        _link_or_copy(os.path.join(src, f), os.path.join(dst, f))
+    return _read_stats(dst)
+
+  def _run_embed(self, tmp: str) -> dict:
+    dst = os.path.join(tmp, "dataset")
+    os.makedirs(dst)
+    for f in DATASET_FILES:
+      _link_or_copy(os.path.join(self.dataset_path("data"), f), os.path.join(dst, f))
+    self.fns.embed(dst, **self.profile.embed)
+    info = {}
+    meta = os.path.join(dst, "embeddings.json")
+    if os.path.isfile(meta):
+      with open(meta) as f:
+        info = json.load(f)
+    return {"embeddings": info}
+
+  def _tokenize_fn(self, method: str, seed: int) -> Callable[[str], Any]:
+    def run(tmp: str) -> dict:
+      emb = np.load(os.path.join(self.dataset_path("embed"), "embeddings.npy"))
+      report = self.fns.tokenize(emb, method, os.path.join(tmp, "tokenizer"), seed=seed,
+                                 overrides=dict(self.profile.tokenizer_overrides(method)))
+      return tokenizer_stats(report, method, seed)
+    return run
+
+  def _train_fn(self, tok_stage: str, seed: int) -> Callable[[str], Any]:
+    def run(tmp: str) -> dict:
+      method = self._by_name[tok_stage].method
+      task = task_name(method, self.profile.dataset)
+      metrics = self.fns.train(self.dataset_path("embed"),
+                               os.path.join(self._dir(tok_stage), "tokenizer"),
+                               os.path.join(tmp, "model"), seed=seed, task=task,
+                               **self.profile.tiger)
+      return {k: v for k, v in dict(metrics).items() if _is_number(v)}
+    return run
+
+  # .. running ..
+  def status_of(self, stage: PlannedStage) -> str:
+    return "cached" if self.cache.done_marker(stage.name, stage.config) else "pending"
+
+  def print_plan(self) -> None:
+    self.log(f"reproduce: profile {self.profile.name} -> {self.output}")
+    self.log(f"  {len(self.stages)} stages (seeds {list(self.profile.seeds)}; methods "
+             f"{list(self.profile.methods)}; baselines {list(self.profile.baselines)})")
+    for i, st in enumerate(self.stages, 1):
+      self.log(f"  [{i:2d}/{len(self.stages)}] {st.name:28s} {self.status_of(st):7s} "
+               f"{os.path.relpath(self.cache.path(st.name, st.config), self.output)}")
+
+  def run(self, keep_going: bool = True, report: bool = True,
+          time_budget_s: float | None = None) -> list[StageResult]:
+    """Runs the planned stages in order; with `time_budget_s`, starts no stage after that many
+    seconds (the rest are reported as not run)."""
+    t_start = time.perf_counter()
+    self.print_plan()
+    total = len(self.stages)
+    pending = [st.name for st in self.stages if self.status_of(st) != "cached"]
+    # Rate and ETA over the stages that have to run (cached ones take no time).
+    progress = Progress(max(len(pending), 1), desc="reproduce", unit="stages to run",
+                        min_interval=0.0)
+    done_pending = 0
+    last_seed = None
+    for i, st in enumerate(self.stages, 1):
+      if report and st.seed is not None and last_seed is not None and st.seed != last_seed and \
+          st.kind in ("tokenize", "train"):
+        self.write_report(partial=True)  # after each seed: a partial report
+      if st.kind in ("tokenize", "train"):
+        last_seed = st.seed
+      blocked = [d for d in st.deps if self.results.get(d) is None or
+                 self.results[d].status in ("failed", "blocked")]
+      if blocked:
+        res = StageResult(st.name, self.cache.path(st.name, st.config), config_hash(st.config),
+                          "blocked", error=f"needs {', '.join(blocked)}")
+        self.results[st.name] = res
+        self.log(f"[stage {i}/{total}] {st.name}: blocked ({res.error})")
+        if st.name in pending:
+          done_pending += 1
+          progress.update(done_pending)
+        continue
+      cached = self.status_of(st) == "cached"
+      if (not cached and time_budget_s is not None and
+          time.perf_counter() - t_start > time_budget_s):
+        self.log(f"[stage {i}/{total}] {st.name}: not started (time budget of "
+                 f"{format_duration(time_budget_s)} used up)")
+        continue
+      self.log(f"[stage {i}/{total}] {st.name}: " + ("skipped (cached)" if cached else "running"))
+      try:
+        res = self.cache.run(st.name, st.config, st.run, resume=st.resume)
+      except KeyboardInterrupt:
+        raise
+      except Exception as e:  # pylint: disable=broad-except
+        if not keep_going:
+          raise
+        traceback.print_exc(file=self.stream)
+        res = StageResult(st.name, self.cache.path(st.name, st.config), config_hash(st.config),
+                          "failed", error=f"{type(e).__name__}: {e}".splitlines()[0][:300])
+      self.results[st.name] = res
+      if res.status == "ran":
+        self.log(f"[stage {i}/{total}] {st.name}: done in {format_duration(res.seconds)}")
+      elif res.status == "failed":
+        self.log(f"[stage {i}/{total}] {st.name}: FAILED ({res.error})")
+      if st.name in pending:
+        done_pending += 1
+        progress.update(done_pending)
+    self.print_summary()
+    if report:
+      complete = len(self.results) == len(self.stages) and all(
+          r.status in ("ran", "cached") for r in self.results.values())
+      self.write_report(partial=not complete)
+    return [self.results[s.name] for s in self.stages if s.name in self.results]
+
+  def print_summary(self) -> None:
+    self.log("reproduce: stage summary")
+    for st in self.stages:
+      r = self.results.get(st.name)
+      if r is None:
+        continue
+      status = {"ran": "done", "cached": "skipped"}.get(r.status, r.status)
+      self.log(f"  {st.name:28s} {status:8s} {format_duration(r.seconds)}"
+               + (f"  {r.error}" if r.error else ""))
+
+  # .. report ..
+  def collect(self) -> tuple[list[dict], list[dict], list[dict]]:
+    """(metric rows, tokenizer stats, timings) of the stages finished so far."""
+    rows, tok, timings = [], [], []
+    for st in self.stages:
+      r = self.results.get(st.name)
+      if r is None:
+        continue
+      timings.append({"stage": st.name, "status": r.status, "seconds": r.seconds,
+                      "cpu_seconds": r.cpu_seconds})
+      if r.status not in ("ran", "cached") or r.value is None:
+        continue
+      if st.kind in ("train", "popularity", "sasrec"):
+        metrics = _read_metrics(r.path) or dict(r.value)
+        rows.append({"method": st.method, "seed": st.seed, **metrics})
+      elif st.kind == "tokenize":
+        tok.append(dict(r.value))
+    return rows, tok, timings
+
+  def write_report(self, partial: bool) -> dict[str, str] | None:
+    rows, tok, timings = self.collect()
+    if not rows:
+      return None
+    seeds_done = sorted({r["seed"] for r in rows if r["method"] in self.profile.methods})
+    title = f"CoST ablation on {self.profile.dataset} (profile: {self.profile.name})"
+    if partial:
+      title += f" - PARTIAL (seeds finished so far: {seeds_done})"
+    paths = report_lib.write_report(self.output, rows, tokenizer_stats=tok, timings=timings,
+                                    title=title, setup=notes.setup_lines(self),
+                                    notes=notes.deviation_notes(self, rows), ks=self.profile.ks)
+    self.log(f"reproduce: wrote {paths['results.md']}")
+    return paths
+
+
+def _read_stats(dataset_dir: str) -> dict:
+  try:
+    with open(os.path.join(dataset_dir, "stats.json")) as f:
+      s = json.load(f)
+  except (OSError, ValueError):
+    return {}
+  return {k: s.get(k) for k in ("users", "items", "interactions", "seq_len_mean",
+                                "seq_len_median")}
+
+
+def _read_metrics(stage_dir: str) -> dict | None:
+  """The scalar entries of the stage's metrics.json (numbers and strings such as "split")."""
+  for sub in ("", "model"):
+    file = os.path.join(stage_dir, sub, "metrics.json")
+    if os.path.isfile(file):
+      with open(file) as f:
+        return {k: v for k, v in json.load(f).items()
+                if _is_number(v) or isinstance(v, str)}
+  return None
+
+
+def _file_sig(path: str) -> dict:
+  st = os.stat(path)
+  return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _dataset_fingerprint(path: str) -> dict:
+  return {f: _file_sig(os.path.join(path, f)) for f in DATASET_FILES
+          if os.path.isfile(os.path.join(path, f))}
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+  try:
+    os.link(src, dst)
+  except OSError:
+    shutil.copy2(src, dst)

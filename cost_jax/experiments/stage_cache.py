@@ -1,0 +1,130 @@
+"""The stage cache: each stage runs into OUTPUT/stages/<name>-<config hash>/ once.
+
+The work happens in <dir>.tmp, renamed to <dir> with a DONE marker (the stage's config JSON,
+timings and summary) at the end; a re-run skips every stage whose marker matches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from typing import Any, Callable, Mapping
+
+DONE_FILE = "DONE"
+STAGES_SUBDIR = "stages"
+
+
+def config_hash(config: Mapping[str, Any]) -> str:
+  """12 hex digits of the SHA-256 of the canonical JSON of `config`."""
+  text = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+  return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+
+@dataclasses.dataclass
+class StageResult:
+  name: str
+  path: str
+  hash: str
+  status: str          # "ran", "cached", "failed", "blocked"
+  seconds: float = 0.0  # wall time when it ran (for cached stages: as recorded in DONE)
+  cpu_seconds: float | None = None  # process CPU time when it ran (None: not recorded)
+  error: str = ""
+  value: Any = None     # what the stage function returned (ran) or DONE["result"] (cached)
+
+
+class StageCache:
+  """Runs a stage function into OUTPUT/stages/<name>-<hash>/ unless a finished one exists."""
+
+  def __init__(self, root: str, log: Callable[[str], None] | None = None):
+    self.root = os.path.abspath(root)
+    self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+
+  def path(self, name: str, config: Mapping[str, Any]) -> str:
+    return os.path.join(self.root, STAGES_SUBDIR, f"{safe_name(name)}-{config_hash(config)}")
+
+  def done_marker(self, name: str, config: Mapping[str, Any]) -> dict | None:
+    """The DONE marker of a finished stage with this exact config, else None."""
+    file = os.path.join(self.path(name, config), DONE_FILE)
+    try:
+      with open(file) as f:
+        marker = json.load(f)
+    except (OSError, ValueError):
+      return None
+    canonical = json.loads(json.dumps(config, sort_keys=True, default=str))
+    return marker if marker.get("config") == canonical else None
+
+  def run(self, name: str, config: Mapping[str, Any], fn: Callable[[str], Any],
+          resume: bool = False) -> StageResult:
+    """fn(tmp_dir) writes the stage's files into tmp_dir and returns a JSON-able summary.
+
+    The work happens in <dir>.tmp, renamed to <dir> with its DONE marker at the end. The
+    .tmp of an interrupted attempt (same config hash) is removed first, or, with `resume`
+    (stages that resume by themselves, e.g. the trainer from its checkpoints), kept.
+    """
+    path = self.path(name, config)
+    h = config_hash(config)
+    marker = self.done_marker(name, config)
+    if marker is not None:
+      return StageResult(name, path, h, "cached", float(marker.get("seconds", 0.0)),
+                         cpu_seconds=marker.get("cpu_seconds"), value=marker.get("result"))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp"
+    if os.path.exists(tmp) and not resume:  # an interrupted earlier attempt
+      shutil.rmtree(tmp)
+    os.makedirs(tmp, exist_ok=True)
+    spent, spent_cpu = _read_spent(tmp)  # earlier interrupted attempts (resumable stages)
+    t0, c0 = time.perf_counter(), time.process_time()
+    try:
+      value = fn(tmp)
+    except BaseException:
+      if resume:
+        _write_spent(tmp, spent + time.perf_counter() - t0,
+                     spent_cpu + time.process_time() - c0)
+      raise
+    seconds = spent + time.perf_counter() - t0
+    cpu_seconds = spent_cpu + time.process_time() - c0
+    if os.path.exists(os.path.join(tmp, SPENT_FILE)):
+      os.remove(os.path.join(tmp, SPENT_FILE))
+    marker = {
+        "stage": name, "hash": h,
+        "config": json.loads(json.dumps(config, sort_keys=True, default=str)),
+        "seconds": seconds,
+        "cpu_seconds": cpu_seconds,  # process CPU time (all threads): load-independent cost
+        "finished_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "result": json.loads(json.dumps(value, default=str)) if value is not None else None,
+    }
+    with open(os.path.join(tmp, DONE_FILE), "w") as f:
+      json.dump(marker, f, indent=2, sort_keys=True)
+    if os.path.exists(path):  # an unfinished (no DONE) or foreign dir in the way
+      shutil.rmtree(path)
+    os.replace(tmp, path)
+    return StageResult(name, path, h, "ran", seconds, cpu_seconds=cpu_seconds,
+                       value=marker["result"])
+
+
+SPENT_FILE = "SPENT_SECONDS"
+
+
+def _read_spent(tmp: str) -> tuple[float, float]:
+  """(wall, cpu) seconds spent by earlier interrupted attempts of a resumable stage."""
+  try:
+    with open(os.path.join(tmp, SPENT_FILE)) as f:
+      parts = [float(x) for x in f.read().split()]
+  except (OSError, ValueError):
+    return 0.0, 0.0
+  return (parts + [0.0, 0.0])[0], (parts + [0.0, 0.0])[1]
+
+
+def _write_spent(tmp: str, seconds: float, cpu_seconds: float) -> None:
+  with open(os.path.join(tmp, SPENT_FILE), "w") as f:
+    f.write(f"{seconds:.3f} {cpu_seconds:.3f}\n")
+
+
+def safe_name(name: str) -> str:
+  return "".join(c if c.isalnum() or c in "-_." else "_" for c in name.replace("+", "_"))

@@ -1,0 +1,121 @@
+"""The stage functions (each stage's entry point in the other packages) and their summaries.
+
+`StageFns` lets the tests swap in fakes; `REAL_FNS` calls the data, tokenizer, seq2seq and
+baseline packages. `tokenizer_stats` normalizes a tokenizer report for the report tables.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping, Sequence
+
+from cost_jax import data
+from cost_jax.baselines import popularity, sasrec
+from cost_jax.data import embed
+from cost_jax.data.processed import ProcessedDataset
+from cost_jax.seq2seq import trainer
+from cost_jax.tokenizer import fit
+
+
+@dataclasses.dataclass
+class StageFns:
+  """Entry points of the stages; tests swap in fakes."""
+
+  prepare: Callable[..., str]
+  embed: Callable[..., str]
+  tokenize: Callable[..., dict]
+  train: Callable[..., dict]
+  popularity: Callable[..., dict]
+  sasrec: Callable[..., dict]
+
+
+def _real_prepare(dataset: str, output: str) -> str:
+  return data.prepare(dataset, output=output)
+
+
+def _real_embed(dataset_dir: str, **kwargs) -> str:
+  return embed.embed_dataset(dataset_dir, **kwargs)
+
+
+def _real_tokenize(embeddings, method: str, output: str, seed: int, overrides: dict) -> dict:
+  return fit.fit(embeddings, method, output, seed=seed, overrides=overrides)
+
+
+def _real_train(dataset_dir: str, tokenizer_dir: str, model_dir: str, seed: int,
+                task: str = "", **tiger: Any) -> dict:
+  """TIGER seq2seq training + test scoring; `tiger` = TrainConfig / TransformerConfig fields.
+
+  `task`: the SeqIO task name to register ("{method}_{dataset}" with SeqIO-safe characters;
+  the trainer's default would take the method verbatim, and "rqvae+cost" is not a valid name).
+  """
+  metrics = trainer.train_and_evaluate(task or None, model_dir, dataset_dir=dataset_dir,
+                                     tokenizer_dir=tokenizer_dir, seed=seed, **tiger)
+  metrics.pop("summary", None)
+  return metrics
+
+
+def _real_popularity(dataset_dir: str, output: str, ks: Sequence[int]) -> dict:
+  ds = ProcessedDataset.load(dataset_dir)
+  return popularity.evaluate(ds.leave_one_out(), ds.num_items, ks=ks, output_dir=output)
+
+
+def _real_sasrec(dataset_dir: str, output: str, seed: int, ks: Sequence[int], **cfg: Any) -> dict:
+  ds = ProcessedDataset.load(dataset_dir)
+  return sasrec.train_and_evaluate(ds.leave_one_out(), ds.num_items, seed=seed, output_dir=output,
+                                   ks=ks, **cfg)
+
+
+REAL_FNS = StageFns(prepare=_real_prepare, embed=_real_embed, tokenize=_real_tokenize,
+                    train=_real_train, popularity=_real_popularity, sasrec=_real_sasrec)
+
+
+def tokenizer_stats(report: Mapping[str, Any] | None, method: str, seed: int) -> dict:
+  """Normalizes a cost_jax.tokenize report to {method, seed, usage[levels], collided_items,
+  largest_group, id_length, ...}; collisions are before dedup."""
+  report = dict(report or {})
+  out: dict[str, Any] = {"method": method, "seed": seed}
+  usage = _find(report, ("usage_per_level", "codebook_usage", "usage"))
+  if isinstance(usage, Mapping):
+    usage = [usage[k] for k in sorted(usage)]
+  if isinstance(usage, (list, tuple)):
+    out["usage"] = [float(u) for u in usage if _is_number(u)]
+  coll = _find(report, ("collisions_before_dedup", "collisions_before", "collisions"))
+  if isinstance(coll, Mapping):
+    for src, dst in (("colliding_items", "collided_items"), ("largest_group", "largest_group"),
+                     ("collision_groups", "collision_groups"), ("unique_ids", "unique_ids")):
+      if _is_number(coll.get(src)):
+        out[dst] = coll[src]
+  ids = _find(report, ("id_length", "semantic_id_length"))
+  if _is_number(ids):
+    out["id_length"] = int(ids)
+  if _is_number(report.get("reconstruction_cosine")):
+    out["reconstruction_cosine"] = float(report["reconstruction_cosine"])
+  nprec = report.get("neighbor_precision")
+  if isinstance(nprec, Mapping) and _is_number(nprec.get("value")):
+    out["neighbor_precision"] = float(nprec["value"])
+  for k in ("wall_time_s", "seconds"):
+    if _is_number(report.get(k)):
+      out["seconds"] = float(report[k])
+      break
+  return out
+
+
+def _find(d: Mapping[str, Any], keys: Sequence[str]) -> Any:
+  """First of `keys` in d or in a nested dict (one level deep)."""
+  for k in keys:
+    if k in d:
+      return d[k]
+  for v in d.values():
+    if isinstance(v, Mapping):
+      for k in keys:
+        if k in v:
+          return v[k]
+  return None
+
+
+def _is_number(v: Any) -> bool:
+  return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _fmt_kv(d: Mapping[str, Any]) -> str:
+  return ", ".join(f"{k}={v}" for k, v in d.items())

@@ -1,0 +1,156 @@
+"""User-facing I/O for every stage: one-line errors, JSON reading, the one atomic writer.
+
+- `UserError`: bad input or configuration; the message names the file, line or field.
+- `exits_cleanly`: wraps a CLI `main` so a UserError prints `error: ...` and exits with 2.
+- `read_json`: a JSON file, or a UserError naming file and line.
+- `atomic_write` (+ `_text`, `_json`, `_npy`): a file written beside its target and renamed
+  into place, so a reader sees the old file or the new one, never half of one.
+- `StagedDir`: a directory built beside its target and swapped in on `commit()`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+import sys
+import tempfile
+from typing import IO, Any, Callable, TypeVar
+
+F = TypeVar("F", bound=Callable[..., int | None])
+
+
+class UserError(Exception):
+  """Bad input or configuration. The message names the file, line or field."""
+
+
+def exits_cleanly(main: F) -> F:
+  """Wraps a CLI `main` so a UserError prints `error: ...` and exits with 2."""
+
+  @functools.wraps(main)
+  def wrapper(*args, **kwargs):
+    try:
+      return main(*args, **kwargs)
+    except UserError as e:
+      print(f"error: {e}", file=sys.stderr)
+      raise SystemExit(2) from None
+    except KeyboardInterrupt:
+      print("interrupted", file=sys.stderr)
+      raise SystemExit(130) from None
+
+  return wrapper  # type: ignore[return-value]
+
+
+def read_json(path: str):
+  """Reads a JSON file; an unreadable or malformed file is a UserError naming file and line."""
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except OSError as e:
+    raise UserError(f"{path}: cannot read ({e.strerror or e})") from None
+  except json.JSONDecodeError as e:
+    raise UserError(f"{path}: line {e.lineno}: not valid JSON ({e.msg})") from None
+
+
+def default_mode(directory: bool = False) -> int:
+  """Permissions a plain open()/mkdir() would give under the current umask."""
+  umask = os.umask(0)
+  os.umask(umask)
+  return (0o777 if directory else 0o666) & ~umask
+
+
+def json_default(o: Any) -> Any:
+  """json.dump `default` for numpy scalars and arrays."""
+  import numpy as np  # local: this module stays import-light for every CLI
+  if isinstance(o, np.generic):
+    return o.item()
+  if isinstance(o, np.ndarray):
+    return o.tolist()
+  raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+def atomic_write(path: str, write: Callable[[IO], None], binary: bool = True) -> str:
+  """Calls write(file) on a temp file beside `path`, then renames it onto `path`.
+
+  The temp file gets the permissions a plain open() would (mkstemp makes 0600) and is
+  removed if `write` fails, so `path` is either untouched or completely replaced.
+  """
+  path = os.fspath(path)
+  directory = os.path.dirname(os.path.abspath(path))
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.",
+                             suffix=".tmp")
+  try:
+    with os.fdopen(fd, "wb" if binary else "w") as f:
+      write(f)
+    os.chmod(tmp, default_mode())
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+  return path
+
+
+def atomic_write_text(path: str, text: str) -> str:
+  return atomic_write(path, lambda f: f.write(text), binary=False)
+
+
+def atomic_write_json(path: str, obj: Any, *, sort_keys: bool = False) -> str:
+  text = json.dumps(obj, indent=2, sort_keys=sort_keys, default=json_default) + "\n"
+  return atomic_write_text(path, text)
+
+
+def atomic_write_npy(path: str, array: Any) -> str:
+  import numpy as np  # local: this module stays import-light for every CLI
+  return atomic_write(path, lambda f: np.save(f, np.asarray(array)))
+
+
+def atomic_write_npz(path: str, **arrays: Any) -> str:
+  import numpy as np  # local: this module stays import-light for every CLI
+  return atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+class StagedDir:
+  """A temp dir beside `output` that replaces it on `commit()` and vanishes on `discard()`.
+
+  Use as a context manager: commit() inside the block; an exception discards the staging.
+  """
+
+  def __init__(self, output: str):
+    self.output = os.path.abspath(os.fspath(output))
+    parent = os.path.dirname(self.output)
+    if os.path.exists(self.output) and not os.path.isdir(self.output):
+      raise UserError(f"{output}: exists and is not a directory")
+    try:
+      os.makedirs(parent, exist_ok=True)
+      self.path = tempfile.mkdtemp(prefix=f".{os.path.basename(self.output)}.tmp-", dir=parent)
+      os.chmod(self.path, default_mode(directory=True))  # mkdtemp makes it 0700
+    except OSError as e:
+      raise UserError(f"{output}: cannot create output ({e.strerror or e})") from None
+    self.committed = False
+
+  def file(self, name: str) -> str:
+    return os.path.join(self.path, name)
+
+  def commit(self) -> None:
+    old = None
+    if os.path.exists(self.output):
+      old = tempfile.mkdtemp(prefix=f".{os.path.basename(self.output)}.old-",
+                             dir=os.path.dirname(self.output))
+      os.rmdir(old)
+      os.replace(self.output, old)
+    os.replace(self.path, self.output)
+    self.committed = True
+    if old:
+      shutil.rmtree(old, ignore_errors=True)
+
+  def discard(self) -> None:
+    if not self.committed:
+      shutil.rmtree(self.path, ignore_errors=True)
+
+  def __enter__(self) -> "StagedDir":
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.discard()

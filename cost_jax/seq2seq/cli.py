@@ -1,0 +1,100 @@
+"""Command lines of stage 2: `python -m cost_jax.train` and `python -m cost_jax.evaluate`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+from typing import Sequence
+
+from cost_jax.io import exits_cleanly
+from cost_jax.seq2seq import evaluator, gin_config, trainer
+
+TRAIN_DOC = """Trains the TIGER encoder-decoder on a SeqIO task (the built-in trainer, no T5X needed).
+
+  python -m cost_jax.train --gin_file=gin/train/rqvae_ml100k.gin --model_dir=DIR \\
+      [--gin_param="TrainConfig.num_train_steps = 2000"] [--gin.TrainConfig.seed=1]
+
+Settings: TrainConfig (cost_jax.seq2seq.config) and TransformerConfig (cost_jax.seq2seq.layers),
+whose defaults are TIGER's (§4.1.3); gin files and bindings change them. The trainer resumes from
+the latest checkpoint in DIR and scores the test split at the end (DIR/metrics.json).
+"""
+
+EVALUATE_DOC = """Scores a trained model_dir with trie-constrained beam search.
+
+  python -m cost_jax.evaluate --model_dir=DIR [--split=test] [--num_beams=50] [--num_users=N]
+
+Writes beside the checkpoints (split "test"; other splits get a `_{split}` suffix): metrics.json
+(Recall/NDCG@{5,10,20,40}, invalid_id_rate, num_users, split, step, num_beams, topk), topk.npy,
+targets.npy, user_ids.npy, scores.npy.
+"""
+
+
+def parse_train_args(argv: Sequence[str] | None):
+  p = argparse.ArgumentParser(prog="python -m cost_jax.train", description=TRAIN_DOC,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--gin_file", action="append", default=[],
+                 help="gin file (repeatable); searched in ., the repo root and gin/")
+  p.add_argument("--gin_param", action="append", default=[],
+                 help="gin binding, e.g. 'TrainConfig.num_train_steps = 100' (repeatable)")
+  p.add_argument("--model_dir", required=True, help="checkpoints, summaries, metrics.json")
+  p.add_argument("--no_eval_test", action="store_true", help="skip scoring the test split")
+  args, rest = p.parse_known_args(argv)
+  for r in rest:  # T5X-style --gin.TrainConfig.seed=1
+    if r.startswith("--gin.") and "=" in r:
+      k, v = r[len("--gin."):].split("=", 1)
+      args.gin_param.append(f"{k} = {v}")
+    else:
+      p.error(f"unrecognized argument: {r}")
+  if args.no_eval_test:
+    args.gin_param.append("TrainConfig.eval_test = False")
+  return args
+
+
+def _interrupt_on_sigterm() -> None:
+  """SIGTERM (preemption, `kill`) -> KeyboardInterrupt: the trainer saves a checkpoint first."""
+
+  def handler(signum, frame):
+    del signum, frame
+    raise KeyboardInterrupt
+
+  signal.signal(signal.SIGTERM, handler)
+
+
+@exits_cleanly
+def _train(args) -> int:
+  _interrupt_on_sigterm()
+  train_config, model_config, operative = gin_config.configs_from_gin(args.gin_file,
+                                                                     args.gin_param)
+  summary = trainer.train(train_config, args.model_dir, model_config, operative_gin=operative)
+  print(json.dumps({k: summary.get(k) for k in ("step", "resumed_from", "steps_per_sec",
+                                                 "examples_per_sec", "cpu_sec_per_step", "test",
+                                                 "validation")}, indent=2, default=float))
+  return 0
+
+
+def train_main(argv: Sequence[str] | None = None) -> int:
+  return _train(parse_train_args(argv))
+
+
+def evaluate_main(argv: Sequence[str] | None = None) -> int:
+  p = argparse.ArgumentParser(prog="python -m cost_jax.evaluate", description=EVALUATE_DOC,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--model_dir", required=True)
+  p.add_argument("--split", default="test", choices=("test", "validation", "train"))
+  p.add_argument("--num_beams", type=int, default=None,
+                 help=f"beam size (default: the run's TrainConfig.num_beams, {evaluator.DEFAULT_NUM_BEAMS})")
+  p.add_argument("--topk", type=int, default=None, help="items kept per user (default 40)")
+  p.add_argument("--batch_size", type=int, default=None)
+  p.add_argument("--num_users", type=int, default=None, help="random user subsample (default all)")
+  p.add_argument("--step", type=int, default=None, help="checkpoint step (default latest)")
+  args = p.parse_args(argv)
+  return _evaluate(args)
+
+
+@exits_cleanly
+def _evaluate(args: argparse.Namespace) -> int:
+  metrics = evaluator.evaluate(args.model_dir, args.split, num_beams=args.num_beams, topk=args.topk,
+                     batch_size=args.batch_size, num_users=args.num_users, step=args.step)
+  print(json.dumps(metrics, indent=2))
+  return 0

@@ -1,0 +1,113 @@
+"""The built-in trainer's settings and the model config helpers.
+
+`TrainConfig` holds the trainer's settings; its defaults are TIGER's schedule (§4.1.3), the
+one place they are written (gin/setups/tiger.gin hands them to T5X as macros, see
+cost_jax.seq2seq.t5x_compat.paper_setup). The model's hyperparameters are
+`cost_jax.seq2seq.layers.TransformerConfig`, whose defaults are TIGER's model (§4.1.3).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+import numpy as np
+
+from cost_jax.io import UserError
+from cost_jax.seq2seq.network import TransformerConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """Trainer settings (gin: `TrainConfig.<field> = ...`). Model settings live in the model gin."""
+
+  # What to train on: a registered SeqIO task name ({method}_{dataset}), or a
+  # processed dataset dir + tokenizer dir (then a task is registered on the fly,
+  # named `task` or "{method}_{dataset}").
+  task: str = ""
+  dataset_dir: str = ""
+  tokenizer_dir: str = ""
+  batch_size: int = 256  # TIGER §4.1.3 (CoST RecSys'24 §4.1: 512)
+  num_train_steps: int = 200_000  # TIGER §4.1.3 (Beauty, Sports; 100k for Toys)
+  # Optimizer: T5X's default Adafactor (TIGER §4.1.3 trains with T5X): factored
+  # second moments, decay 0.8, update clipping 1.0, parameter-scaled steps.
+  # "adamw" = optax.adamw(b1=0.9, b2=0.999) with `weight_decay`.
+  optimizer: str = "adafactor"
+  learning_rate: float = 0.01  # TIGER §4.1.3 (CoST RecSys'24 §4.1: 1e-3)
+  # "rsqrt": lr * sqrt(c / max(step, c)) with c = lr_constant_steps, i.e. constant
+  # for the first 10k steps then inverse square root decay (TIGER §4.1.3);
+  # "constant": lr throughout.
+  lr_schedule: str = "rsqrt"
+  lr_constant_steps: int = 10_000  # TIGER §4.1.3
+  weight_decay: float = 0.0
+  grad_clip_norm: float = 0.0  # global-norm clipping; 0 = off (Adafactor clips updates itself)
+  seed: int = 0  # params init, dropout and data order
+  log_every: int = 100
+  eval_every: int = 5_000  # validation Recall/NDCG every N steps; 0 = never during training
+  eval_at_end: bool = True  # validation Recall/NDCG after the last step -> metrics_validation.json
+  eval_num_users: int = 0  # validation user subsample for speed; 0 = all users
+  eval_batch_size: int = 64
+  num_beams: int = 50  # >= 40 = max K of Recall@40 (CoST §4.1); TIGER Fig. 6 shows K <= 20
+  topk: int = 40
+  checkpoint_every: int = 1_000
+  keep_checkpoints: int = 3
+  eval_test: bool = True  # score the test split at the end -> metrics.json
+  cache_dir: str = ""  # materialized splits; "" = model_dir/cache
+  # Items of history per example when the task is registered here from
+  # dataset_dir/tokenizer_dir; 0 = cost_jax_tasks.MAX_HISTORY of the dataset
+  # (TIGER §4.1.1: 20). A registered task keeps its own.
+  max_history: int = 0
+
+  def validate(self) -> None:
+    checks = [
+        (self.batch_size >= 1, "batch_size must be >= 1"),
+        (self.num_train_steps >= 0, "num_train_steps must be >= 0"),
+        (self.optimizer in ("adafactor", "adamw"), "optimizer must be 'adafactor' or 'adamw'"),
+        (self.lr_schedule in ("rsqrt", "constant"), "lr_schedule must be 'rsqrt' or 'constant'"),
+        (self.learning_rate > 0, "learning_rate must be > 0"),
+        (self.lr_constant_steps >= 1, "lr_constant_steps must be >= 1"),
+        (self.log_every >= 1, "log_every must be >= 1"),
+        (self.checkpoint_every >= 1, "checkpoint_every must be >= 1"),
+        (self.keep_checkpoints >= 1, "keep_checkpoints must be >= 1"),
+        (self.num_beams >= self.topk >= 1, "need num_beams >= topk >= 1"),
+        (self.eval_batch_size >= 1, "eval_batch_size must be >= 1"),
+        (bool(self.task) or bool(self.dataset_dir and self.tokenizer_dir),
+         "set TrainConfig.task (a SeqIO task name) or both dataset_dir and tokenizer_dir"),
+    ]
+    for ok, msg in checks:
+      if not ok:
+        raise UserError(f"TrainConfig: {msg} (got {self})")
+
+
+def plain(obj: Any) -> Any:
+  """dataclass/tuple -> JSON-able."""
+  if dataclasses.is_dataclass(obj):
+    return {f.name: plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+  if isinstance(obj, (list, tuple)):
+    return [plain(v) for v in obj]
+  if isinstance(obj, (np.integer, np.floating)):
+    return obj.item()
+  return obj
+
+
+def model_config_from_dict(d: Mapping[str, Any], source: str = "config.json"):
+  """A TransformerConfig from a run record's "model" dict (defaults for missing fields)."""
+  cls = TransformerConfig
+  fields = {f.name: f for f in dataclasses.fields(cls)}
+  kwargs = {}
+  for k, v in d.items():
+    if k not in fields:
+      raise UserError(f"{source}: model field '{k}' is not a TransformerConfig field")
+    kwargs[k] = tuple(v) if isinstance(v, list) else v
+  return TransformerConfig(**kwargs)
+
+
+def finalize_model_config(model_config, vocab_size: int, lengths: Mapping[str, int]):
+  """Sets vocab_size (from the tokenizer) and max lengths (from the data) on the model config."""
+  names = {f.name for f in dataclasses.fields(model_config)}
+  updates: dict[str, Any] = {"vocab_size": int(vocab_size)}
+  if "max_input_len" in names:
+    updates["max_input_len"] = max(int(lengths["inputs"]), int(model_config.max_input_len or 0))
+  if "max_target_len" in names:
+    updates["max_target_len"] = max(int(lengths["targets"]), int(model_config.max_target_len or 0))
+  return dataclasses.replace(model_config, **updates)

@@ -1,0 +1,105 @@
+"""Evaluator: constrained beam search over a split -> Recall/NDCG@K, metrics.json, topk.npy.
+
+`evaluate(model_dir, split)` reads a model_dir written by the trainer (cost_jax.seq2seq.run_dir),
+decodes the top-K items of every user of the split with trie-constrained beam search
+(cost_jax.seq2seq.decoding.predict_topk) and writes the split's files with
+cost_jax.results.write_results (metrics.json, topk.npy, targets.npy, user_ids.npy,
+scores.npy = beam log-probabilities). CLI: `python -m cost_jax.evaluate` (cost_jax.seq2seq.cli).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import jax
+import numpy as np
+
+from cost_jax.io import UserError
+from cost_jax.progress import Progress
+from cost_jax.results import KS, score_topk, write_results
+from cost_jax.seq2seq import decoding, input_pipeline, run_dir
+from cost_jax.seq2seq.trie import ItemTrie
+
+DEFAULT_NUM_BEAMS = 50  # >= max(KS) = 40: the top-40 list needs at least 40 beams
+
+
+def make_predict_fn(module: Any, item_tokens: np.ndarray, num_beams: int, topk: int,
+                    level_offsets: Sequence[int] | None = None,
+                    level_sizes: Sequence[int] | None = None) -> Callable[[Any, Any], tuple]:
+  """(params, encoder_input_tokens) -> (item_index [B, topk], scores [B, topk]).
+
+  Trie-constrained beam search (cost_jax.decoding.predict_topk, jitted there with
+  the trie as an argument, compiled once per batch shape).
+  """
+  if num_beams < topk:
+    raise UserError(f"num_beams ({num_beams}) must be >= topk ({topk}): beam search returns "
+                    "at most num_beams items")
+  trie = ItemTrie.from_tokens(np.asarray(item_tokens, np.int32), level_offsets,
+                                       level_sizes)
+
+  def predict(params, encoder_input_tokens):
+    return decoding.predict_topk(module, params, encoder_input_tokens, trie, num_beams, topk)
+
+  return predict
+
+
+def predict_arrays(predict_fn: Callable, params: Any, encoder_input_tokens: np.ndarray,
+                   batch_size: int, sharding: Any = None, desc: str = "decode",
+                   show_progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+  """Runs `predict_fn` over all rows in fixed-size batches (last one padded by repeats)."""
+  n = len(encoder_input_tokens)
+  if n == 0:
+    raise UserError("nothing to evaluate: the split has no users")
+  num_batches = -(-n // batch_size)
+  progress = Progress(num_batches, desc=desc, unit="batches",
+                      items_per_step=batch_size) if show_progress else None
+  items, scores = [], []
+  for b in range(num_batches):
+    rows = np.arange(b * batch_size, (b + 1) * batch_size)
+    rows = np.where(rows < n, rows, rows % n)  # pad with repeats, dropped below
+    x = jax.device_put(encoder_input_tokens[rows], sharding)
+    it, sc = predict_fn(params, x)
+    items.append(np.asarray(it))
+    scores.append(np.asarray(sc, np.float32))
+    if progress:
+      progress.update(b + 1)
+  return (np.concatenate(items)[:n].astype(np.int32), np.concatenate(scores)[:n])
+
+
+def evaluate_arrays(module: Any, params: Any, arrays: Any, item_tokens: np.ndarray, *,
+                    num_beams: int = DEFAULT_NUM_BEAMS, topk: int = max(KS), batch_size: int = 64,
+                    sharding: Any = None, predict_fn: Callable | None = None,
+                    desc: str = "decode", show_progress: bool = True,
+                    level_offsets: Sequence[int] | None = None,
+                    level_sizes: Sequence[int] | None = None,
+                    ) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
+  """Decodes and scores an `input_pipeline.ExampleArrays` split: (metrics, topk, scores)."""
+  if predict_fn is None:
+    predict_fn = make_predict_fn(module, item_tokens, num_beams, topk, level_offsets, level_sizes)
+  items, scores = predict_arrays(predict_fn, params, arrays.encoder_input_tokens, batch_size,
+                                 sharding=sharding, desc=desc, show_progress=show_progress)
+  return score_topk(items, arrays.item_index), items, scores
+
+
+def evaluate(model_dir: str, split: str = "test", *, num_beams: int | None = None,
+             topk: int | None = None, batch_size: int | None = None,
+             num_users: int | None = None, step: int | None = None,
+             write: bool = True) -> dict[str, Any]:
+  """Scores the latest (or `step`) checkpoint of a cost_jax.train model_dir on `split`."""
+  run = run_dir.load_run(model_dir, step=step)
+  cfg = run.train_config
+  num_beams = num_beams or cfg.num_beams
+  topk = topk or cfg.topk
+  batch_size = batch_size or cfg.eval_batch_size
+  arrays = run.split_arrays(split)
+  arrays = input_pipeline.eval_subset(arrays, num_users, cfg.seed)
+  batch_size = run.round_batch(batch_size)
+  metrics, items, scores = evaluate_arrays(
+      run.module, run.params, arrays, run.item_tokens, num_beams=num_beams, topk=topk,
+      batch_size=batch_size, sharding=run.batch_sharding, desc=f"eval {split}",
+      level_offsets=run.record.get("layout", {}).get("level_offsets"),
+      level_sizes=run.record.get("layout", {}).get("codebook_sizes"))
+  metrics.update(split=split, step=run.step, num_beams=num_beams, topk=topk)
+  if write:
+    write_results(model_dir, split, metrics, items, arrays.item_index, arrays.user_index, scores)
+  return metrics

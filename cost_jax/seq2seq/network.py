@@ -1,0 +1,217 @@
+"""TIGER's encoder-decoder Transformer (T5.1.1 style) in Flax linen.
+
+Pre-norm (RMSNorm) encoder-decoder with T5 relative position biases (computed once
+per stack and forward, shared by all layers), fused QKV projections and a decoding
+cache in the "cache" collection. Defaults are TIGER's (§4.1.3): 4 encoder + 4 decoder
+layers, d_model 128, 6 heads of 64, MLP 1024, ReLU, dropout 0.1.
+
+The module serves both T5X's `EncoderDecoderModel` (the T5X example-network
+contract: `encode`, `decode`, `__call__` with the same argument names) and this
+project's own trainer / beam search. Parameters carry logical axis names through
+`flax.linen.partitioning.param_with_axes` (collection "params_axes") so T5X's
+partitioner can shard them.
+
+Beyond the T5X contract, `decode` accepts two keyword-only speed-ups used by
+`cost_jax.decoding`: `cross_kv` (encoder keys/values precomputed once per example
+with `precompute_cross_kv`) and `logit_range` (compute logits for a token slice
+only). When the decoder batch is a multiple of the encoder batch (beams laid out
+batch-major, as T5X's `flat_batch_beam_expand` does), cross-attention groups the
+beams of one example instead of requiring the encoder output to be tiled.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+
+from cost_jax.seq2seq.layers import (  # noqa: F401  TransformerConfig: part of this API
+    NEG_BIAS, DecodeIndex, DecoderLayer, EncoderLayer, RelativePositionBias, RMSNorm,
+    TransformerConfig, dense, dropout, kernel_init, padding_bias, param_with_axes,
+    segment_bias)
+
+Array = jax.Array
+
+
+class Transformer(nn.Module):
+  """Encoder-decoder with the T5X example-network contract."""
+  config: TransformerConfig
+
+  def setup(self):
+    cfg = self.config
+    self.embedding = param_with_axes(
+        "token_embedder", nn.initializers.normal(1.0), (cfg.vocab_size, cfg.emb_dim),
+        jnp.float32, axes=("vocab", "embed"))
+    if not cfg.logits_via_embedding:
+      self.logits_kernel = param_with_axes(
+          "logits_dense", kernel_init(0, 1), (cfg.emb_dim, cfg.vocab_size), jnp.float32,
+          axes=("embed", "vocab"))
+    if cfg.position_embedding == "relative":
+      self.encoder_rel_bias = RelativePositionBias(cfg, bidirectional=True,
+                                                   name="encoder_relpos_bias")
+      self.decoder_rel_bias = RelativePositionBias(cfg, bidirectional=False,
+                                                   name="decoder_relpos_bias")
+    else:
+      self.encoder_pos = param_with_axes(
+          "encoder_position_embedder", nn.initializers.normal(0.02),
+          (cfg.max_input_len, cfg.emb_dim), jnp.float32, axes=("abspos_buckets", "embed"))
+      self.decoder_pos = param_with_axes(
+          "decoder_position_embedder", nn.initializers.normal(0.02),
+          (cfg.max_target_len, cfg.emb_dim), jnp.float32, axes=("abspos_buckets", "embed"))
+    self.encoder_layers = [EncoderLayer(cfg, name=f"encoder_layer_{i}")
+                           for i in range(cfg.num_encoder_layers)]
+    self.encoder_norm = RMSNorm(name="encoder_norm")
+    self.decoder_layers = [DecoderLayer(cfg, name=f"decoder_layer_{i}")
+                           for i in range(cfg.num_decoder_layers)]
+    self.decoder_norm = RMSNorm(name="decoder_norm")
+    self.decoder_cache = DecodeIndex()
+
+  # --- helpers -----------------------------------------------------------------------------
+  def _embed(self, tokens: Array) -> Array:
+    return jnp.take(self.embedding, tokens, axis=0).astype(self.config.jnp_dtype)
+
+  def _dropout(self, x: Array, deterministic: bool) -> Array:
+    if deterministic or self.config.dropout_rate <= 0:
+      return x
+    return dropout(x, self.config.dropout_rate, self.make_rng("dropout"))
+
+  def _logits(self, y: Array, logit_range: Optional[tuple[int, int]] = None) -> Array:
+    cfg = self.config
+    if cfg.logits_via_embedding:
+      w = self.embedding if logit_range is None else self.embedding[logit_range[0]:logit_range[1]]
+      return dense(y, w.T.astype(y.dtype)) / jnp.sqrt(jnp.asarray(cfg.emb_dim, y.dtype))
+    w = self.logits_kernel
+    if logit_range is not None:
+      w = w[:, logit_range[0]:logit_range[1]]
+    return dense(y, w.astype(y.dtype))
+
+  # --- T5X contract ------------------------------------------------------------------------
+  def encode(self, encoder_input_tokens: Array, encoder_segment_ids: Optional[Array] = None,
+             enable_dropout: bool = True) -> Array:
+    """[B, T] int tokens (0 = pad) -> encoded [B, T, emb_dim]."""
+    cfg = self.config
+    deterministic = not enable_dropout
+    tokens = encoder_input_tokens.astype(jnp.int32)
+    t = tokens.shape[1]
+    x = self._embed(tokens)
+    if encoder_segment_ids is not None:
+      bias = segment_bias(encoder_segment_ids, encoder_segment_ids)
+    else:
+      bias = padding_bias(tokens)
+    if cfg.position_embedding == "relative":
+      bias = bias + self.encoder_rel_bias(t, t)
+    else:
+      x = x + self.encoder_pos[:t].astype(x.dtype)[None]
+    x = self._dropout(x, deterministic)
+    for layer in self.encoder_layers:
+      x = layer(x, bias, deterministic)
+    return self._dropout(self.encoder_norm(x), deterministic)
+
+  def precompute_cross_kv(self, encoded: Array) -> tuple[tuple[Array, Array], ...]:
+    """Per decoder layer (keys, values) [B, T, H, D] of the encoder output (reuse across steps)."""
+    return tuple(layer.project_kv(encoded) for layer in self.decoder_layers)
+
+  def decode(self, encoded: Optional[Array], encoder_input_tokens: Array,
+             decoder_input_tokens: Array, decoder_target_tokens: Optional[Array] = None,
+             encoder_segment_ids: Optional[Array] = None,
+             decoder_segment_ids: Optional[Array] = None,
+             decoder_positions: Optional[Array] = None, enable_dropout: bool = True,
+             decode: bool = False, max_decode_length: Optional[int] = None, *,
+             cross_kv: Optional[Sequence[tuple[Array, Array]]] = None,
+             logit_range: Optional[tuple[int, int]] = None) -> Array:
+    """Decoder logits [B, Td, V] (or [B, Td, stop-start] with `logit_range`).
+
+    decode=True with an initialized "cache" collection runs one autoregressive step
+    (decoder_input_tokens [B, 1]); with an empty cache it runs the full sequence and
+    creates the cache sized by decoder_input_tokens' length (T5X's initialization call).
+    """
+    del decoder_positions, max_decode_length  # positions come from the cache index
+    cfg = self.config
+    deterministic = not enable_dropout
+    tokens = decoder_input_tokens.astype(jnp.int32)
+    b, t = tokens.shape
+    y = self._embed(tokens)
+
+    cache_index = self.decoder_cache() if decode else None
+    step = cache_index is not None
+
+    if step:
+      # The cache length is fixed at initialization; query position = cache_index.
+      max_len = self.variables["cache"]["decoder_layer_0"]["self_attention"]["cached_key"].shape[2]
+      pos = jnp.arange(max_len)
+      self_bias = jnp.where(pos <= cache_index, 0.0, NEG_BIAS).astype(jnp.float32)[None, None,
+                                                                                     None, :]
+      if cfg.position_embedding == "relative":
+        full = self.decoder_rel_bias(max_len, max_len)  # [1, H, L, L]
+        self_bias = self_bias + jax.lax.dynamic_slice_in_dim(full, cache_index, 1, axis=2)
+      else:
+        y = y + jax.lax.dynamic_slice_in_dim(self.decoder_pos, cache_index, 1,
+                                             axis=0).astype(y.dtype)[None]
+    else:
+      causal = np.tril(np.ones((t, t), bool))
+      if decoder_segment_ids is not None:
+        self_bias = segment_bias(decoder_segment_ids, decoder_segment_ids)
+        self_bias = self_bias + jnp.where(jnp.asarray(causal), 0.0, NEG_BIAS)[None, None]
+      else:
+        self_bias = jnp.where(jnp.asarray(causal), 0.0, NEG_BIAS).astype(jnp.float32)[None, None]
+      if cfg.position_embedding == "relative":
+        self_bias = self_bias + self.decoder_rel_bias(t, t)
+      else:
+        y = y + self.decoder_pos[:t].astype(y.dtype)[None]
+
+    if encoder_segment_ids is not None and decoder_segment_ids is not None and not step:
+      cross_bias = segment_bias(decoder_segment_ids, encoder_segment_ids)
+    else:
+      cross_bias = padding_bias(encoder_input_tokens)
+
+    y = self._dropout(y, deterministic)
+    for i, layer in enumerate(self.decoder_layers):
+      y = layer(y, encoded, self_bias, cross_bias, deterministic, decode=decode,
+                cache_index=cache_index, cross_kv=None if cross_kv is None else cross_kv[i])
+    y = self._dropout(self.decoder_norm(y), deterministic)
+    return self._logits(y, logit_range)
+
+  def __call__(self, encoder_input_tokens: Array, decoder_input_tokens: Array,
+               decoder_target_tokens: Optional[Array] = None,
+               encoder_segment_ids: Optional[Array] = None,
+               decoder_segment_ids: Optional[Array] = None,
+               encoder_positions: Optional[Array] = None,
+               decoder_positions: Optional[Array] = None, enable_dropout: bool = True,
+               decode: bool = False, max_decode_length: Optional[int] = None) -> Array:
+    del encoder_positions
+    encoded = self.encode(encoder_input_tokens, encoder_segment_ids=encoder_segment_ids,
+                          enable_dropout=enable_dropout)
+    return self.decode(encoded, encoder_input_tokens, decoder_input_tokens,
+                       decoder_target_tokens, encoder_segment_ids=encoder_segment_ids,
+                       decoder_segment_ids=decoder_segment_ids,
+                       decoder_positions=decoder_positions, enable_dropout=enable_dropout,
+                       decode=decode, max_decode_length=max_decode_length)
+
+
+def init_variables(module: Transformer, rng: Array, input_len: int, target_len: int,
+                   batch_size: int = 1) -> dict:
+  """Initialize {'params', 'params_axes'} with dummy inputs of the given lengths."""
+  enc = jnp.ones((batch_size, input_len), jnp.int32)
+  dec = jnp.ones((batch_size, target_len), jnp.int32)
+  return module.init({"params": rng, "dropout": rng}, enc, dec, dec, enable_dropout=False)
+
+
+def init_params(module: Transformer, rng: Array, input_len: int, target_len: int) -> Any:
+  """Just the 'params' collection.
+
+  Jitted with XLA's backend optimizations off: the init program is dominated by one
+  RNG call per parameter, whose optimized CPU compile takes ~5x longer than the run.
+  """
+  fn = jax.jit(lambda r: init_variables(module, r, input_len, target_len)["params"])
+  try:
+    compiled = fn.lower(rng).compile(compiler_options={"xla_backend_optimization_level": 0})
+  except Exception:  # pylint: disable=broad-except  # option unknown to this backend
+    return fn(rng)
+  return compiled(rng)
+
+
+def param_count(params: Any) -> int:
+  return int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(params)))

@@ -1,0 +1,89 @@
+"""What a run trains on: a registered SeqIO task, or a dataset dir + tokenizer dir.
+
+`resolve_task(config)` returns the seqio.Task (registering one on the fly for
+dataset_dir/tokenizer_dir, named by cost_jax.tokenizer.config.task_name) and its `TaskInfo`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import cost_jax_tasks
+import seqio
+
+from cost_jax.io import UserError
+from cost_jax.seq2seq import input_pipeline
+from cost_jax.seq2seq.config import TrainConfig
+from cost_jax.tokenizer import artifact
+from cost_jax.tokenizer.config import task_name
+
+
+@dataclasses.dataclass
+class TaskInfo:
+  name: str
+  dataset_dir: str | None
+  tokenizer_dir: str | None
+  vocab_size: int
+  max_history: int | None = None  # items of history in "inputs" (cost_jax_tasks)
+
+  def feature_lengths(self, id_length: int) -> dict[str, int] | None:
+    """T5X TASK_FEATURE_LENGTHS: inputs = 1 + max_history * L, targets = L (Contract 3)."""
+    if self.max_history is None:
+      return None
+    return {"inputs": 1 + self.max_history * id_length, "targets": id_length}
+
+
+def _task_source(task):
+  """The cost_jax_tasks SeqRecSource behind `task`, or None for a foreign task."""
+  try:
+    return cost_jax_tasks.task_source(task)
+  except (ImportError, UserError, AttributeError):
+    return None
+
+
+def resolve_task(config: TrainConfig):
+  """The seqio Task of `config` (registering one for dataset_dir/tokenizer_dir) + TaskInfo."""
+  if config.dataset_dir and config.tokenizer_dir:
+    for d, what in ((config.dataset_dir, "dataset_dir"), (config.tokenizer_dir, "tokenizer_dir")):
+      if not os.path.isdir(d):
+        raise UserError(f"{d}: {what} does not exist")
+    name = config.task or task_name(artifact.read_method(config.tokenizer_dir),
+                                    os.path.basename(os.path.normpath(config.dataset_dir)))
+    if name in seqio.TaskRegistry.names():
+      seqio.TaskRegistry.remove(name)
+    dataset = os.path.basename(os.path.normpath(config.dataset_dir))
+    max_history = config.max_history or cost_jax_tasks.MAX_HISTORY.get(
+        dataset, cost_jax_tasks.DEFAULT_MAX_HISTORY)
+    task = cost_jax_tasks.register_task(name, os.path.abspath(config.dataset_dir),
+                                        os.path.abspath(config.tokenizer_dir), max_history)
+  else:
+    task = input_pipeline.get_task(config.task)
+  source = _task_source(task)
+  ds = getattr(source, "dataset_dir", None)
+  tok = getattr(source, "tokenizer_dir", None) or getattr(
+      task.output_features["targets"].vocabulary, "tokenizer_dir", None)
+  if config.dataset_dir:
+    ds = os.path.abspath(config.dataset_dir)
+  if config.tokenizer_dir:
+    tok = os.path.abspath(config.tokenizer_dir)
+  if tok is None:
+    raise UserError(f"task '{task.name}': cannot find its tokenizer dir (targets vocabulary "
+                    "has no tokenizer_dir); set TrainConfig.tokenizer_dir")
+  artifact.load_layout(tok)  # the tokenizer dir exists and has its vocabulary.json
+  if ds is not None and not os.path.isdir(ds):
+    raise UserError(f"{ds}: dataset directory of task '{task.name}' does not exist (build it with "
+                    "`python -m cost_jax.data prepare ...`)")
+  vocab_size = int(task.output_features["targets"].vocabulary.vocab_size)
+  max_history = getattr(source, "max_history", None)
+  return task, TaskInfo(task.name, ds, tok, vocab_size, max_history)
+
+
+def data_fingerprint(info: TaskInfo) -> str:
+  files = []
+  if info.dataset_dir:
+    files.append(os.path.join(info.dataset_dir, "sequences.parquet"))
+  if info.tokenizer_dir:
+    files += [artifact.ids_path(info.tokenizer_dir),
+              os.path.join(info.tokenizer_dir, artifact.VOCABULARY_FILE)]
+  return input_pipeline.file_fingerprint(files)

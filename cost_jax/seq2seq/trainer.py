@@ -1,0 +1,294 @@
+"""The built-in trainer for machines without T5X: SeqIO task + model config -> Orbax checkpoints.
+
+`train(config, model_dir, model_config)` runs the loop; `train_and_evaluate(...)` is the
+in-process API (many calls per process); `python -m cost_jax.train` is cost_jax.seq2seq.cli.
+
+  * the task's train/validation splits are materialized once into numpy arrays (cached in
+    model_dir/cache, keyed by task, feature lengths and file hashes);
+  * the batch for step s and its dropout key are pure functions of (seed, s), so a run killed
+    and restarted from its last checkpoint ends with the same parameters as one that never
+    stopped;
+  * data parallelism over jax.local_devices() (cost_jax.seq2seq.devices);
+  * the one jitted train step of cost_jax.seq2seq.model with the optimizer of
+    cost_jax.seq2seq.optim, the state donated;
+  * Orbax checkpoints every `checkpoint_every` steps and at the end (last `keep_checkpoints`
+    kept), restored automatically on start; the run's record in model_dir/config.json
+    (cost_jax.seq2seq.run_dir) must match on resume;
+  * CLU metric writer (TensorBoard event files in model_dir), progress lines with steps/s,
+    examples/s and ETA; periodic validation Recall/NDCG@K with trie-constrained beam search;
+  * at the end (eval_test) the test split is scored (cost_jax.seq2seq.evaluator):
+    metrics.json, topk.npy, targets.npy, user_ids.npy, scores.npy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import io
+import os
+import sys
+import time
+from typing import Any, Mapping, Sequence
+
+import jax
+import numpy as np
+from clu import metric_writers
+
+from cost_jax import results
+from cost_jax.io import UserError, atomic_write_json, atomic_write_npy, atomic_write_text
+from cost_jax.progress import Progress
+from cost_jax.seq2seq import checkpoints, devices, gin_config, input_pipeline, model, network, optim
+from cost_jax.seq2seq import evaluator as eval_lib
+from cost_jax.seq2seq import run_dir
+from cost_jax.seq2seq import task as task_lib
+from cost_jax.seq2seq.config import TrainConfig, finalize_model_config, plain
+from cost_jax.seq2seq.network import TransformerConfig
+from cost_jax.tokenizer import artifact
+
+
+def _mean_metrics(history: list[dict]) -> dict[str, float]:
+  host = jax.device_get(history)
+  return {k: float(np.mean([h[k] for h in host])) for k in host[0]}
+
+
+def train(config: TrainConfig, model_dir: str, model_config=None, *,
+          operative_gin: str | None = None, show_progress: bool = True) -> dict[str, Any]:
+  """Trains (resuming from the latest checkpoint in model_dir) and evaluates.
+
+  Returns {"step", "train": last logged train metrics, "validation": last
+  validation metrics, "test": test metrics (if eval_test), "steps_per_sec",
+  "examples_per_sec", "resumed_from"}.
+  """
+
+  config.validate()
+  devices.enable_compilation_cache()
+  model_dir = os.path.abspath(model_dir)
+  os.makedirs(model_dir, exist_ok=True)
+  layout = devices.DeviceLayout.create()
+  if config.batch_size % layout.num_devices:
+    raise UserError(f"TrainConfig.batch_size {config.batch_size} is not a multiple of the "
+                    f"{layout.num_devices} local devices")
+  log = functools.partial(print, file=sys.stderr, flush=True)
+
+  # Data (tf.data only here, once; cached as .npz).
+  task, info = task_lib.resolve_task(config)
+  token_layout, item_tokens = artifact.load_item_tokens(info.tokenizer_dir)
+  cache = run_dir.cache_dir(config, model_dir)
+  fingerprint = task_lib.data_fingerprint(info)
+  t0 = time.perf_counter()
+  train_arrays = input_pipeline.cached_split(task, "train", cache, fingerprint,
+                                             info.feature_lengths(item_tokens.shape[1]))
+  lengths = train_arrays.feature_lengths
+  valid_arrays = input_pipeline.cached_split(task, "validation", cache, fingerprint, lengths)
+  log(f"[train] task {info.name}: {len(train_arrays):,} train examples, {len(valid_arrays):,} "
+      f"validation users, {len(item_tokens):,} items, feature lengths {lengths} "
+      f"({time.perf_counter() - t0:.1f}s to load)")
+  if int(train_arrays.decoder_target_tokens.max()) >= info.vocab_size:
+    raise UserError(f"task '{info.name}': target tokens exceed the vocabulary size "
+                    f"{info.vocab_size}")
+
+  # Model + optimizer + state.
+  model_config = finalize_model_config(model_config or TransformerConfig(),
+                                       info.vocab_size, lengths)
+  module = network.Transformer(model_config)
+  tx = optim.make_optimizer(config)
+  ckpt = checkpoints.Checkpointer(model_dir, keep=config.keep_checkpoints)
+  resumed_from = ckpt.latest_step()
+  record = {"format": run_dir.CONFIG_FORMAT, "train": plain(config), "model": plain(model_config),
+            "task": dataclasses.asdict(info), "feature_lengths": lengths,
+            "num_items": int(len(item_tokens)), "num_devices": layout.num_devices,
+            "layout": {"level_offsets": list(token_layout.level_offsets),
+                       "codebook_sizes": list(token_layout.codebook_sizes)}}
+  run_dir.write_or_check_config(model_dir, record, resumed_from is not None)
+  atomic_write_npy(os.path.join(model_dir, run_dir.ITEM_TOKENS_FILE), item_tokens)
+  if operative_gin is not None:
+    atomic_write_text(os.path.join(model_dir, run_dir.OPERATIVE_GIN_FILE), operative_gin)
+
+  state = model.init_state(module, tx, lengths, config.seed, layout.replicated)
+  num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state["params"]))
+  if resumed_from is not None:
+    state = ckpt.restore(state, resumed_from)
+    log(f"[train] resumed from {ckpt.directory}/{resumed_from}")
+  start = int(state["step"])
+  log(f"[train] {num_params:,} params, {layout.num_devices} device(s), batch {config.batch_size}, "
+      f"steps {start} -> {config.num_train_steps}, {config.optimizer} lr {config.learning_rate} "
+      f"({config.lr_schedule})")
+
+  train_step = model.make_train_step(module, tx, optim.schedule_of(config),
+                                     state_sharding=layout.replicated,
+                                     batch_sharding=layout.batch)
+  batcher = input_pipeline.EpochBatcher(train_arrays, config.batch_size, config.seed)
+  writer = metric_writers.create_default_writer(model_dir, just_logging=jax.process_index() > 0,
+                                                asynchronous=True)
+  eval_batch = layout.round_batch(config.eval_batch_size)
+  eval_users = input_pipeline.eval_subset(valid_arrays, config.eval_num_users or None, config.seed)
+  predict_fn = None
+
+  def run_validation(step: int) -> dict[str, float]:
+    nonlocal predict_fn
+    if predict_fn is None:
+      predict_fn = eval_lib.make_predict_fn(module, item_tokens, config.num_beams, config.topk,
+                                            token_layout.level_offsets,
+                                            token_layout.codebook_sizes)
+    t = time.perf_counter()
+    m, _, _ = eval_lib.evaluate_arrays(
+        module, state["params"], eval_users, item_tokens, batch_size=eval_batch,
+        sharding=layout.batch, predict_fn=predict_fn, desc=f"validate@{step}",
+        show_progress=show_progress)
+    writer.write_scalars(step, {f"valid/{k}": v for k, v in m.items()})
+    log(f"[train] step {step} validation ({len(eval_users)} users, "
+        f"{time.perf_counter() - t:.1f}s): "
+        + " ".join(f"{k}={m[k]:.4f}" for k in ("recall@5", "recall@10", "ndcg@10", "recall@40")))
+    return m
+
+  progress = Progress(config.num_train_steps, desc="train", unit="steps",
+                      items_per_step=config.batch_size, start_step=start,
+                      stream=sys.stderr if show_progress else io.StringIO())
+  history: list[dict] = []
+  last_train: dict[str, float] = {}
+  last_valid: dict[str, float] = {}
+  timed_steps, timed_secs, timed_cpu = 0, 0.0, 0.0
+  t_log, cpu_log, step_log = time.perf_counter(), time.process_time(), start
+  step = start
+  try:
+    for step_, batch in input_pipeline.device_batches(batcher, start, config.num_train_steps,
+                                                      layout.batch):
+      state, metrics = train_step(state, batch)
+      history.append(metrics)
+      step = step_ + 1
+      if step % config.log_every == 0 or step == config.num_train_steps:
+        last_train = _mean_metrics(history)
+        history = []
+        now, cpu_now = time.perf_counter(), time.process_time()
+        dt, ds = now - t_log, step - step_log
+        if step_log > start:  # the first interval includes compilation
+          timed_steps += ds
+          timed_secs += dt
+          timed_cpu += cpu_now - cpu_log
+        t_log, cpu_log, step_log = now, cpu_now, step
+        rates = {"steps_per_sec": ds / dt, "examples_per_sec": ds * config.batch_size / dt,
+                 "epoch": batcher.epoch_of(step)}
+        writer.write_scalars(step, {**{f"train/{k}": v for k, v in last_train.items()}, **rates})
+        progress.update(step, {"loss": last_train["loss"], "lr": last_train["learning_rate"]},
+                        force=True)
+      else:
+        progress.update(step)
+      if step % config.checkpoint_every == 0:
+        ckpt.save(step, state)
+      if config.eval_every and step % config.eval_every == 0 and step < config.num_train_steps:
+        last_valid = run_validation(step)
+  except KeyboardInterrupt:
+    try:  # the state may have been donated to a step that did not finish
+      interrupted_at = int(state["step"])
+      ckpt.save(interrupted_at, state)
+      log(f"[train] interrupted: saved step {interrupted_at}")
+    except (RuntimeError, ValueError):
+      log(f"[train] interrupted: resume from the last checkpoint ({ckpt.latest_step()})")
+    ckpt.close()
+    raise
+  progress.close()
+  final_step = int(state["step"])
+  ckpt.save(final_step, state)
+  ckpt.close()
+
+  result: dict[str, Any] = {"step": final_step, "resumed_from": resumed_from, "train": last_train}
+  if timed_steps:
+    result["steps_per_sec"] = timed_steps / timed_secs
+    result["examples_per_sec"] = timed_steps * config.batch_size / timed_secs
+    # Process CPU seconds per step (all threads): robust to other load on a shared machine.
+    result["cpu_sec_per_step"] = timed_cpu / timed_steps
+  if config.eval_at_end:
+    last_valid = run_validation(final_step)
+    atomic_write_json(results.result_file(model_dir, "metrics.json", "validation"),
+                      {**last_valid, "split": "validation", "step": final_step,
+                       "num_beams": config.num_beams, "topk": config.topk})
+  result["validation"] = last_valid
+  if config.eval_test:
+    test_arrays = input_pipeline.cached_split(task, "test", cache, fingerprint, lengths)
+    m, items, scores = eval_lib.evaluate_arrays(
+        module, state["params"], test_arrays, item_tokens, batch_size=eval_batch,
+        sharding=layout.batch, predict_fn=predict_fn or eval_lib.make_predict_fn(
+            module, item_tokens, config.num_beams, config.topk, token_layout.level_offsets,
+            token_layout.codebook_sizes),
+        desc="test", show_progress=show_progress)
+    m.update(split="test", step=final_step, num_beams=config.num_beams, topk=config.topk)
+    results.write_results(model_dir, "test", m, items, test_arrays.item_index,
+                           test_arrays.user_index, scores)
+    writer.write_scalars(final_step, {f"test/{k}": v for k, v in m.items()
+                                      if isinstance(v, (int, float))})
+    log("[train] test: " + " ".join(f"{k}={m[k]:.4f}" for k in results.METRIC_KEYS[:-1]))
+    result["test"] = m
+  writer.flush()
+  writer.close()
+  return result
+
+
+def split_overrides(kwargs: Mapping[str, Any], model_config=None) -> tuple[dict, dict]:
+  """Routes flat keyword overrides to (TrainConfig fields, TransformerConfig fields)."""
+  train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+  model_fields = {f.name for f in dataclasses.fields(model_config or TransformerConfig)}
+  train_kw, model_kw = {}, {}
+  for k, v in kwargs.items():
+    if k in train_fields:
+      train_kw[k] = v
+    elif k in model_fields:
+      model_kw[k] = tuple(v) if isinstance(v, list) else v
+    else:
+      raise UserError(f"train_and_evaluate: unknown setting '{k}' (neither a TrainConfig nor a "
+                      f"TransformerConfig field; TrainConfig: {', '.join(sorted(train_fields))})")
+  return train_kw, model_kw
+
+
+def train_and_evaluate(task: str | tuple[str, str] | Mapping[str, str] | None = None,
+                       model_dir: str | None = None, *, dataset_dir: str | None = None,
+                       tokenizer_dir: str | None = None,
+                       train_config: TrainConfig | None = None, model_config=None,
+                       gin_files: Sequence[str] = (), gin_bindings: Sequence[str] = (),
+                       show_progress: bool = True, **overrides: Any) -> dict[str, Any]:
+  """Trains into `model_dir` (resuming if it has checkpoints) and returns the test metrics.
+
+  What to train on: `task` = a registered SeqIO task name, or (dataset_dir,
+  tokenizer_dir), or dataset_dir=/tokenizer_dir= keywords (a task is registered
+  for them, named "{method}_{dataset}").
+  Configs: explicit `train_config` / `model_config` dataclasses, else the
+  defaults (TrainConfig() = TIGER §4.1.3 schedule, TransformerConfig dataclass
+  defaults = TIGER size); with gin_files / gin_bindings they are read from gin
+  instead (gin is cleared before and after, so repeated calls do not leak).
+  `**overrides`: any TrainConfig or TransformerConfig field by name, e.g. seed=1,
+  num_train_steps=2000, emb_dim=64.
+
+  Returns metrics.json's content (recall@5..40, ndcg@5..40, invalid_id_rate,
+  num_users, split, step, ...) when TrainConfig.eval_test, else the last
+  validation metrics; the trainer's summary (throughput, validation, resume
+  step) is under the key "summary".
+  """
+  if model_dir is None:
+    raise UserError("train_and_evaluate: model_dir is required")
+  operative = None
+  if gin_files or gin_bindings:
+    gin_train, gin_model, operative = gin_config.configs_from_gin(gin_files, gin_bindings)
+    train_config = train_config or gin_train
+    model_config = model_config or gin_model
+  train_config = train_config or TrainConfig()
+  model_config = model_config or TransformerConfig()
+  if isinstance(task, Mapping):
+    dataset_dir, tokenizer_dir = task["dataset_dir"], task["tokenizer_dir"]
+    task = task.get("name") or None
+  elif isinstance(task, (tuple, list)):
+    (dataset_dir, tokenizer_dir), task = task, None
+  if dataset_dir or tokenizer_dir:
+    if not (dataset_dir and tokenizer_dir):
+      raise UserError("train_and_evaluate: give both dataset_dir and tokenizer_dir")
+    train_config = dataclasses.replace(train_config, task=task or "", dataset_dir=str(dataset_dir),
+                                       tokenizer_dir=str(tokenizer_dir))
+  elif task:
+    train_config = dataclasses.replace(train_config, task=str(task), dataset_dir="",
+                                       tokenizer_dir="")
+  train_kw, model_kw = split_overrides(overrides, model_config)
+  train_config = dataclasses.replace(train_config, **train_kw)
+  model_config = dataclasses.replace(model_config, **model_kw)
+  summary = train(train_config, model_dir, model_config, operative_gin=operative,
+                  show_progress=show_progress)
+  out = dict(summary.get("test") or summary.get("validation") or {})
+  out["summary"] = summary
+  return out
