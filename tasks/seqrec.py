@@ -27,6 +27,8 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
+from cost_jax import metrics
+from cost_jax.data.processed import ProcessedDataset
 from cost_jax.io import UserError
 from cost_jax.tokenizer.artifact import ids_path, load_item_tokens
 from cost_jax.tokenizer.layout import TokenLayout
@@ -101,7 +103,6 @@ class TaskData:
 
 
 def load_task_data(dataset_dir: str, tokenizer_dir: str) -> TaskData:
-  from cost_jax.data.processed import ProcessedDataset  # Contract 2
 
   if not os.path.isdir(dataset_dir):
     raise UserError(f"{dataset_dir}: dataset directory missing; build it with "
@@ -252,7 +253,6 @@ def retrieval_metric_fn(targets: Sequence[int], predictions: Sequence[Sequence[i
   `predictions[i]` are item indices best first (-1 = invalid ID), as the task's
   postprocess_fn returns them; delegates to cost_jax.metrics.seqio_retrieval_metrics.
   """
-  from cost_jax import metrics  # pylint: disable=g-import-not-at-top
 
   return metrics.seqio_retrieval_metrics(targets, predictions, ks=tuple(ks))
 

@@ -25,7 +25,7 @@ def successor(i: int) -> int:
 
 def write_processed(path: str, num_users: int = 60, seed: int = 0, min_len: int = 5,
                     max_len: int = 9) -> str:
-  """Contract 2 processed dir (items/sequences parquet + stats.json)."""
+  """A processed dataset dir (items/sequences parquet + stats.json)."""
   rng = np.random.default_rng(seed)
   os.makedirs(path, exist_ok=True)
   items = pd.DataFrame({"item_index": np.arange(NUM_ITEMS, dtype=np.int32),
@@ -55,7 +55,7 @@ def write_processed(path: str, num_users: int = 60, seed: int = 0, min_len: int 
 
 
 def write_tokenizer(path: str, num_user_buckets: int = 16) -> str:
-  """Contract 1 tokenizer dir: semantic_ids.npy + vocabulary.json."""
+  """A tokenizer dir: semantic_ids.npy + vocabulary.json."""
   os.makedirs(path, exist_ok=True)
   ids = np.stack([np.arange(NUM_ITEMS) // 6, np.arange(NUM_ITEMS) % 6], axis=1).astype(np.int32)
   np.save(os.path.join(path, "semantic_ids.npy"), ids)

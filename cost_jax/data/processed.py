@@ -1,4 +1,4 @@
-"""The one processed form shared by every dataset (Contract 2) and its writer.
+"""The one processed form shared by every dataset and its writer.
 
 A processed directory holds:
   items.parquet      item_index int32 (dense 0..N-1, sorted), item_id str, text str

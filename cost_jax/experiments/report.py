@@ -21,6 +21,8 @@ import math
 import os
 from typing import Iterable, Mapping, Sequence
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 
 DEFAULT_KS = (5, 10, 20, 40)  # CoST Table 2 columns
@@ -287,9 +289,7 @@ def _fmt_seconds(s: float) -> str:
 
 
 def _plt():
-  import matplotlib  # pylint: disable=import-outside-toplevel
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")  # files only: no display needed
   return plt
 
 

@@ -136,7 +136,7 @@ def beam_search(step_fn: StepFn, cache: Any, batch_size: int, trie: ItemTrie, nu
 def constrained_beam_search(step_fn: StepFn, cache: Any, batch_size: int, trie: ItemTrie,
                             num_beams: int, *, expanded_cache: bool = False,
                             cache_axis: int = 0) -> BeamResult:
-  """`beam_search` with the trie mask on (Contract 4's name); see `beam_search`."""
+  """`beam_search` with the trie mask on (the name T5X users look for); see `beam_search`."""
   return beam_search(step_fn, cache, batch_size, trie, num_beams, constrained=True,
                      expanded_cache=expanded_cache, cache_axis=cache_axis)
 

@@ -29,7 +29,11 @@ import os
 import tempfile
 from typing import Any, Iterator, Mapping, Sequence
 
+import jax
+import cost_jax_tasks  # noqa: F401  registers this project's SeqIO tasks
 import numpy as np
+import seqio
+import tensorflow as tf
 
 from cost_jax.io import UserError
 
@@ -84,13 +88,8 @@ def encdec_features(inputs: np.ndarray, targets: np.ndarray) -> dict[str, np.nda
 
 def get_task(task_or_name: Any):
   """A seqio Task (or Mixture) from a name, importing `cost_jax_tasks` to register ours."""
-  import seqio  # pylint: disable=g-import-not-at-top
   if not isinstance(task_or_name, str):
     return task_or_name
-  try:
-    import cost_jax_tasks  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
-  except ImportError:
-    pass
   try:
     return seqio.get_mixture_or_task(task_or_name)
   except ValueError:
@@ -108,7 +107,6 @@ def materialize_split(task: Any, split: str,
   lengths; None pads to the longest example of this split.
   """
   task = get_task(task)
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   try:
     ds = task.get_dataset(sequence_length=dict(feature_lengths) if feature_lengths else None,
                           split=split, shuffle=False, num_epochs=1,
@@ -252,7 +250,6 @@ def device_batches(batcher: EpochBatcher, start_step: int, end_step: int, shardi
   `jax.device_put` is asynchronous, so putting the next batches while the current
   step runs overlaps the host->device copy with compute.
   """
-  import jax  # pylint: disable=g-import-not-at-top
   queue: collections.deque = collections.deque()
   step = start_step
   while step < end_step or queue:

@@ -68,7 +68,7 @@ def optimizer(name: str = "adafactor", learning_rate_fn: Callable[[Any], Any] | 
 
 
 def tokenizer_dir_of(vocabulary: Any = None, tokenizer_dir: str | None = None) -> str:
-  """The tokenizer dir (Contract 1) given directly or behind a SemanticIDVocabulary."""
+  """The tokenizer dir (cost_jax.tokenizer.artifact) given directly or behind a SemanticIDVocabulary."""
   if tokenizer_dir is None:
     tokenizer_dir = getattr(vocabulary, "tokenizer_dir", None)
   if not tokenizer_dir:

@@ -28,7 +28,7 @@ class TaskInfo:
   max_history: int | None = None  # items of history in "inputs" (cost_jax_tasks)
 
   def feature_lengths(self, id_length: int) -> dict[str, int] | None:
-    """T5X TASK_FEATURE_LENGTHS: inputs = 1 + max_history * L, targets = L (Contract 3)."""
+    """T5X TASK_FEATURE_LENGTHS: inputs = 1 + max_history * L, targets = L."""
     if self.max_history is None:
       return None
     return {"inputs": 1 + self.max_history * id_length, "targets": id_length}

@@ -66,7 +66,7 @@ class SemanticIDVocabulary(seqio.Vocabulary):
   def __init__(self, tokenizer_dir: str | os.PathLike | None = None,
                layout: TokenLayout | None = None, extra_ids: int = 0):
     """Args:
-      tokenizer_dir: a tokenizer output dir (Contract 1) or its vocabulary.json;
+      tokenizer_dir: a tokenizer dir (cost_jax.tokenizer.artifact) or its vocabulary.json;
         read lazily on first use.
       layout: a TokenLayout, instead of tokenizer_dir.
       extra_ids: seqio extra ids appended after the layout's vocab_size (normally 0).

@@ -19,6 +19,7 @@ import os
 from typing import Any, Mapping
 
 import numpy as np
+import orbax.checkpoint as ocp
 
 from cost_jax.io import UserError, atomic_write_json, atomic_write_npy, read_json
 from cost_jax.tokenizer.layout import TokenLayout
@@ -124,7 +125,6 @@ def read_config(tokenizer_dir: str) -> dict:
 
 def save_checkpoint(directory: str, params: Any, meta: Mapping[str, Any]) -> None:
   """Orbax: params + config, under directory/checkpoint."""
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   path = os.path.abspath(os.path.join(directory, CHECKPOINT_SUBDIR))
   with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckptr:
     ckptr.save(path, args=ocp.args.Composite(params=ocp.args.StandardSave(params),
@@ -132,7 +132,6 @@ def save_checkpoint(directory: str, params: Any, meta: Mapping[str, Any]) -> Non
 
 
 def restore_checkpoint(directory: str, abstract_params: Any) -> Any:
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   path = os.path.abspath(os.path.join(directory, CHECKPOINT_SUBDIR))
   if not os.path.isdir(path):
     raise UserError(f"{path}: no checkpoint directory")

@@ -14,15 +14,65 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
-from typing import Sequence
+from typing import Any, Sequence
 
-from cost_jax.io import exits_cleanly, json_default
+from gin import config_parser
+
+from cost_jax.io import UserError, exits_cleanly, json_default
 from cost_jax.tokenizer import config as tc
 from cost_jax.tokenizer.fit import encode_new, fit
 
 
-# --- CLI -----------------------------------------------------------------------------------------
+def gin_overrides(gin_files: list[str] | None, gin_params: list[str] | None) -> dict[str, Any]:
+  """Reads `tokenizer.<field> = value` bindings from gin files / params into a dict.
+
+  Uses gin's parser only (gin's global config is left alone); bindings of other selectors are
+  ignored, `include` statements are followed, later bindings win.
+  """
+  if not gin_files and not gin_params:
+    return {}
+
+  class _Delegate(config_parser.ParserDelegate):
+
+    def configurable_reference(self, scoped_name, evaluate):
+      raise ValueError(f"@{scoped_name}: references are not supported in tokenizer bindings")
+
+    def macro(self, name):
+      raise ValueError(f"%{name}: macros are not supported in tokenizer bindings")
+
+  values: dict[str, Any] = {}
+
+  def parse(text: str, source: str, depth: int = 0) -> None:
+    try:
+      statements = list(config_parser.ConfigParser(text, _Delegate()))
+    except (SyntaxError, ValueError) as e:
+      raise UserError(f"{source}: {str(e).splitlines()[0] if str(e) else 'bad gin syntax'}"
+                      ) from None
+    for st in statements:
+      if isinstance(st, config_parser.IncludeStatement) and depth < 10:
+        inc = st.filename
+        if not os.path.isabs(inc) and os.path.exists(source):
+          inc = os.path.join(os.path.dirname(source), inc)
+        parse(_read(inc), inc, depth + 1)
+      elif isinstance(st, config_parser.BindingStatement) and st.selector == "tokenizer":
+        values[st.arg_name] = tc.coerce(st.arg_name, st.value)
+
+  def _read(path: str) -> str:
+    try:
+      with open(path) as f:
+        return f.read()
+    except OSError as e:
+      raise UserError(f"{path}: cannot read gin file ({e.strerror or e})") from None
+
+  for path in gin_files or []:
+    parse(_read(path), path)
+  for i, binding in enumerate(gin_params or []):
+    parse(binding, f"--gin_param #{i + 1} ({binding!r})")
+  return values
+
+
 def build_parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(prog="python -m cost_jax.tokenize",
                               description=__doc__.split("\n")[0])
@@ -49,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   if args.from_checkpoint:
     report = encode_new(args.from_checkpoint, args.embeddings, args.output, log=not args.quiet)
   else:
-    overrides = tc.gin_overrides(args.gin_file, args.gin_param)
+    overrides = gin_overrides(args.gin_file, args.gin_param)
     overrides.update(tc.parse_set_args(args.set))
     if args.epochs is not None:
       overrides["epochs"] = args.epochs

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ast
 import dataclasses
-import os
 import re
 import typing
 from typing import Any, Mapping
@@ -186,55 +185,6 @@ def parse_set_args(items: list[str] | None) -> dict[str, Any]:
     k, v = item.split("=", 1)
     out[k.strip()] = coerce(k.strip(), v)
   return out
-
-
-def gin_overrides(gin_files: list[str] | None, gin_params: list[str] | None) -> dict[str, Any]:
-  """Reads `tokenizer.<field> = value` bindings from gin files / params into a dict.
-
-  Uses gin's parser only (gin's global config is left alone); bindings of other selectors are
-  ignored, `include` statements are followed, later bindings win.
-  """
-  if not gin_files and not gin_params:
-    return {}
-  from gin import config_parser  # pylint: disable=g-import-not-at-top
-
-  class _Delegate(config_parser.ParserDelegate):
-
-    def configurable_reference(self, scoped_name, evaluate):
-      raise ValueError(f"@{scoped_name}: references are not supported in tokenizer bindings")
-
-    def macro(self, name):
-      raise ValueError(f"%{name}: macros are not supported in tokenizer bindings")
-
-  values: dict[str, Any] = {}
-
-  def parse(text: str, source: str, depth: int = 0) -> None:
-    try:
-      statements = list(config_parser.ConfigParser(text, _Delegate()))
-    except (SyntaxError, ValueError) as e:
-      raise UserError(f"{source}: {str(e).splitlines()[0] if str(e) else 'bad gin syntax'}"
-                      ) from None
-    for st in statements:
-      if isinstance(st, config_parser.IncludeStatement) and depth < 10:
-        inc = st.filename
-        if not os.path.isabs(inc) and os.path.exists(source):
-          inc = os.path.join(os.path.dirname(source), inc)
-        parse(_read(inc), inc, depth + 1)
-      elif isinstance(st, config_parser.BindingStatement) and st.selector == "tokenizer":
-        values[st.arg_name] = coerce(st.arg_name, st.value)
-
-  def _read(path: str) -> str:
-    try:
-      with open(path) as f:
-        return f.read()
-    except OSError as e:
-      raise UserError(f"{path}: cannot read gin file ({e.strerror or e})") from None
-
-  for path in gin_files or []:
-    parse(_read(path), path)
-  for i, binding in enumerate(gin_params or []):
-    parse(binding, f"--gin_param #{i + 1} ({binding!r})")
-  return values
 
 
 def make_config(method: str, overrides: Mapping[str, Any] | None = None) -> TokenizerConfig:

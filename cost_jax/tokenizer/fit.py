@@ -134,7 +134,7 @@ def _meta(method: str, cfg: tc.TokenizerConfig, seed: int, input_dim: int, num_i
 
 def fit(embeddings: np.ndarray | str, method: str, output: str, seed: int = 0,
         overrides: Mapping[str, Any] | None = None, *, log: bool = True) -> dict:
-  """Trains / fits `method` on embeddings [N, D], writes Contract 1 files to `output`.
+  """Trains / fits `method` on embeddings [N, D], writes a tokenizer dir to `output`.
 
   overrides: TokenizerConfig fields (typed values or strings), plus optional "preset".
   Returns the report (also written to output/report.json).
