@@ -36,9 +36,10 @@ def retrieval_metrics(topk_items: np.ndarray, target_items: np.ndarray,
   """
   topk = np.asarray(topk_items)
   ranks = target_ranks(topk, target_items)
+  found = ranks < topk.shape[1]  # a target outside the returned list is a miss at every k
   out: dict[str, float] = {}
   for k in ks:
-    hit = ranks < k
+    hit = found & (ranks < k)
     out[f"recall@{k}"] = float(hit.mean()) if len(ranks) else 0.0
     out[f"ndcg@{k}"] = float(np.where(hit, 1.0 / np.log2(ranks + 2.0), 0.0).mean()) \
         if len(ranks) else 0.0

@@ -50,3 +50,13 @@ def test_seqio_metric_fn():
   assert out["ndcg@2"] == pytest.approx((1 + 1 / math.log2(3)) / 3)
   assert out["num_users"] == 3
   assert out["invalid_id_rate"] == pytest.approx(4 / 9)  # padding of the short lists
+
+
+def test_target_outside_a_short_list_is_a_miss_at_every_k():
+  m = metrics.retrieval_metrics(np.array([[1, 2]]), np.array([9]), ks=(2, 5, 40))
+  assert m["recall@2"] == m["recall@5"] == m["recall@40"] == 0.0
+  assert m["ndcg@5"] == m["ndcg@40"] == 0.0
+  # A hit inside the list still counts for every k beyond the list length.
+  m = metrics.retrieval_metrics(np.array([[1, 9]]), np.array([9]), ks=(1, 5))
+  assert m["recall@1"] == 0.0 and m["recall@5"] == 1.0
+  assert m["ndcg@5"] == pytest.approx(1.0 / np.log2(3.0))

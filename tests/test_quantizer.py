@@ -69,11 +69,11 @@ def test_rq_loss_gradients():
   err = r - e                                            # [B, 2, d]
   # Encoder side: only the commitment term, d/dz = 2 beta sum_l (r_l - e_l) / B.
   np.testing.assert_allclose(gz, 2 * beta * err.sum(1) / b, atol=1e-6)
-  # Codebook side: codebook term -2 (r_l - e_l) / B on the selected code of level l, plus the
-  # commitment term of level 1 through r_1 = z - e_0: -2 beta (r_1 - e_1) / B on the level-0 code.
+  # Codebook side: only the codebook term -2 (r_l - e_l) / B on the selected code of level l;
+  # r_1 = z - sg(e_0), so the level-1 commitment term does not reach the level-0 code.
   ref = np.zeros_like(CB)
   for i in range(b):
-    ref[0, codes[i, 0]] += -2 * err[i, 0] / b - 2 * beta * err[i, 1] / b
+    ref[0, codes[i, 0]] += -2 * err[i, 0] / b
     ref[1, codes[i, 1]] += -2 * err[i, 1] / b
   np.testing.assert_allclose(gcb, ref, atol=1e-6)
 
@@ -101,3 +101,22 @@ def test_rq_loss_mean_reduction():
   # averaged over the 2 latent features instead of summed
   loss = rq.rq_loss(out.residuals, out.selected, beta=0.25, reduction="mean")
   assert float(loss) == pytest.approx(1.19 / 3 * 1.25 / 2, abs=1e-6)
+
+
+def test_rq_loss_gradients_stop_at_earlier_levels_codes():
+  """Hand computation: z = 1, level-0 code 0.6, level-1 code 0.3, beta = 1, sum reduction.
+
+  r0 = 1, e0 = 0.6, r1 = r0 - sg(e0) = 0.4, e1 = 0.3.
+  dL/de0 = -2 (r0 - e0) = -0.8 (codebook term only; the level-1 commitment term must not reach it)
+  dL/de1 = -2 (r1 - e1) = -0.2
+  dL/dz  = 2 (r0 - e0) + 2 (r1 - e1) = 1.0 (commitment at both levels)
+  """
+  books = jnp.array([[[0.6], [5.0]], [[0.3], [-5.0]]])
+
+  def loss(z, books):
+    out = rq.residual_quantize(z, books, 2)
+    return rq.rq_loss(out.residuals, out.selected, beta=1.0, reduction="sum")
+
+  gz, gb = jax.grad(loss, argnums=(0, 1))(jnp.array([[1.0]]), books)
+  np.testing.assert_allclose(np.asarray(gb)[:, :, 0], [[-0.8, 0.0], [-0.2, 0.0]], atol=1e-6)
+  np.testing.assert_allclose(np.asarray(gz), [[1.0]], atol=1e-6)

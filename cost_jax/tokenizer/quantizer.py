@@ -50,7 +50,9 @@ def residual_quantize(z: jax.Array, codebooks: jax.Array, num_levels: int) -> RQ
     residuals.append(r)
     selected.append(e)
     dists.append(d)
-    r = r - e
+    # The next residual subtracts a stopped code: the commitment term ||r_l - sg(e_l)||^2 then
+    # moves only the encoder, never the codebooks of earlier levels (standard residual VQ).
+    r = r - jax.lax.stop_gradient(e)
   selected_arr = jnp.stack(selected, axis=1)
   return RQOutput(codes=jnp.stack(codes, axis=1),
                   quantized=jnp.sum(selected_arr, axis=1),
