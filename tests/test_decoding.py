@@ -216,31 +216,36 @@ def _fake_t5x_setup(trie, b, beams, seed=0):
   return tokens_to_logits, cache, table
 
 
-def _fake_brute_force(trie, table, items, b):
+def _fake_brute_force(trie, table, items, b, score_over="vocab"):
   scores = np.zeros((b, len(items)))
   for i in range(b):
     for j, it in enumerate(items):
       acc = np.zeros(VOCAB)
       tok, s = 0, 0.0
-      for t in it:
+      for level, t in enumerate(it):
         logits = np.asarray(table[i, tok]) + acc
         acc = acc * 0.5 + logits * 0.1
-        s += float(jax.nn.log_softmax(logits)[t])
+        if score_over == "vocab":
+          s += float(jax.nn.log_softmax(logits)[t])
+        else:  # softmax over the level's code range only
+          off, k = trie.level_offsets[level], trie.level_sizes[level]
+          s += float(jax.nn.log_softmax(logits[off:off + k])[t - off])
         tok = t
       scores[i, j] = s
   return scores
 
 
-def test_t5x_decode_fn_matches_brute_force(setup):
+@pytest.mark.parametrize("score_over", decoding.SCORE_RULES)
+def test_t5x_decode_fn_matches_brute_force(setup, score_over):
   items, trie, _, _, _ = setup
   b, n = 3, len(items)
   ttl, cache, table = _fake_t5x_setup(trie, b, n)
-  fn = t5x_compat.make_t5x_decode_fn(trie=trie)
+  fn = t5x_compat.make_t5x_decode_fn(trie=trie, score_over=score_over)
   seqs, scores = jax.jit(lambda c: fn(jnp.zeros((b, 4), jnp.int32), c, ttl, eos_id=1,
                                       num_decodes=n))(cache)
   seqs, scores = np.asarray(seqs), np.asarray(scores)
   assert seqs.shape == (b, n, 4) and (seqs[:, :, 3] == 0).all()
-  ref = _fake_brute_force(trie, table, items, b)
+  ref = _fake_brute_force(trie, table, items, b, score_over)
   order = np.argsort(ref, axis=1, kind="stable")  # increasing: best LAST, T5X's convention
   np.testing.assert_array_equal(seqs[:, :, :3], items[order])
   np.testing.assert_allclose(scores, np.take_along_axis(ref, order, 1), rtol=1e-3, atol=1e-4)
@@ -264,7 +269,8 @@ def test_real_t5x_encoder_decoder_model(setup):
            "decoder_target_tokens": zeros}
   n = len(items)
   dec, aux = model.predict_batch_with_aux(params, batch, num_decodes=n, return_all_decodes=True)
-  mine, scores = decoding.predict_topk(module, params, enc, trie, n, n, score_over="vocab")
+  # Both paths use the one default rule (decoding.DEFAULT_SCORE_OVER).
+  mine, scores = decoding.predict_topk(module, params, enc, trie, n, n)
   np.testing.assert_array_equal(np.asarray(dec)[:, ::-1], items[np.asarray(mine)])
   np.testing.assert_allclose(np.asarray(aux["scores"])[:, ::-1], np.asarray(scores), rtol=1e-3,
                              atol=1e-3)

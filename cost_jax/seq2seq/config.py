@@ -14,6 +14,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from cost_jax.io import UserError
+from cost_jax.seq2seq import decoding
 from cost_jax.seq2seq.network import TransformerConfig
 
 
@@ -48,6 +49,9 @@ class TrainConfig:
   eval_num_users: int = 0  # validation user subsample for speed; 0 = all users
   eval_batch_size: int = 64
   num_beams: int = 50  # >= 40 = max K of Recall@40 (CoST §4.1); TIGER Fig. 6 shows K <= 20
+  # The beam-scoring rule of every decoding path (cost_jax.seq2seq.decoding.SCORE_RULES); the
+  # T5X decode_fn takes the same default (gin: t5x_compat.constrained_decode_fn.score_over).
+  score_over: str = decoding.DEFAULT_SCORE_OVER
   topk: int = 40
   checkpoint_every: int = 1_000
   keep_checkpoints: int = 3
@@ -71,6 +75,8 @@ class TrainConfig:
         (self.keep_checkpoints >= 1, "keep_checkpoints must be >= 1"),
         (self.num_beams >= self.topk >= 1, "need num_beams >= topk >= 1"),
         (self.eval_batch_size >= 1, "eval_batch_size must be >= 1"),
+        (self.score_over in decoding.SCORE_RULES,
+         f"score_over must be one of {decoding.SCORE_RULES}"),
         (bool(self.task) or bool(self.dataset_dir and self.tokenizer_dir),
          "set TrainConfig.task (a SeqIO task name) or both dataset_dir and tokenizer_dir"),
     ]

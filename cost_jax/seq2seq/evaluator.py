@@ -25,7 +25,8 @@ DEFAULT_NUM_BEAMS = 50  # >= max(KS) = 40: the top-40 list needs at least 40 bea
 
 def make_predict_fn(module: Any, item_tokens: np.ndarray, num_beams: int, topk: int,
                     level_offsets: Sequence[int] | None = None,
-                    level_sizes: Sequence[int] | None = None) -> Callable[[Any, Any], tuple]:
+                    level_sizes: Sequence[int] | None = None,
+                    score_over: str = decoding.DEFAULT_SCORE_OVER) -> Callable[[Any, Any], tuple]:
   """(params, encoder_input_tokens) -> (item_index [B, topk], scores [B, topk]).
 
   Trie-constrained beam search (cost_jax.decoding.predict_topk, jitted there with
@@ -34,11 +35,11 @@ def make_predict_fn(module: Any, item_tokens: np.ndarray, num_beams: int, topk: 
   if num_beams < topk:
     raise UserError(f"num_beams ({num_beams}) must be >= topk ({topk}): beam search returns "
                     "at most num_beams items")
-  trie = ItemTrie.from_tokens(np.asarray(item_tokens, np.int32), level_offsets,
-                                       level_sizes)
+  trie = ItemTrie.from_tokens(np.asarray(item_tokens, np.int32), level_offsets, level_sizes)
 
   def predict(params, encoder_input_tokens):
-    return decoding.predict_topk(module, params, encoder_input_tokens, trie, num_beams, topk)
+    return decoding.predict_topk(module, params, encoder_input_tokens, trie, num_beams, topk,
+                                 score_over=score_over)
 
   return predict
 
@@ -94,12 +95,15 @@ def evaluate(model_dir: str, split: str = "test", *, num_beams: int | None = Non
   arrays = run.split_arrays(split)
   arrays = input_pipeline.eval_subset(arrays, num_users, cfg.seed)
   batch_size = run.round_batch(batch_size)
+  layout = run.record.get("layout", {})
+  predict_fn = make_predict_fn(run.module, run.item_tokens, num_beams, topk,
+                               layout.get("level_offsets"), layout.get("codebook_sizes"),
+                               cfg.score_over)
   metrics, items, scores = evaluate_arrays(
-      run.module, run.params, arrays, run.item_tokens, num_beams=num_beams, topk=topk,
-      batch_size=batch_size, sharding=run.batch_sharding, desc=f"eval {split}",
-      level_offsets=run.record.get("layout", {}).get("level_offsets"),
-      level_sizes=run.record.get("layout", {}).get("codebook_sizes"))
-  metrics.update(split=split, step=run.step, num_beams=num_beams, topk=topk)
+      run.module, run.params, arrays, run.item_tokens, batch_size=batch_size,
+      sharding=run.batch_sharding, predict_fn=predict_fn, desc=f"eval {split}")
+  metrics.update(split=split, step=run.step, num_beams=num_beams, topk=topk,
+                 score_over=cfg.score_over)
   if write:
     write_results(model_dir, split, metrics, items, arrays.item_index, arrays.user_index, scores)
   return metrics

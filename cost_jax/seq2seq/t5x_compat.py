@@ -78,13 +78,15 @@ def tokenizer_dir_of(vocabulary: Any = None, tokenizer_dir: str | None = None) -
 
 
 def make_t5x_decode_fn(tokenizer_dir: str | None = None, trie: ItemTrie | None = None,
-                       constrained: bool = True) -> Callable[..., Any]:
+                       constrained: bool = True,
+                       score_over: str = decoding.DEFAULT_SCORE_OVER) -> Callable[..., Any]:
   """t5x_beam_search bound to a trie (given, or loaded from a tokenizer directory)."""
   if trie is None:
     if tokenizer_dir is None:
       raise ValueError("make_t5x_decode_fn needs tokenizer_dir or trie")
     trie = load_trie(os.fspath(tokenizer_dir))
-  return functools.partial(decoding.t5x_beam_search, trie=trie, constrained=constrained)
+  return functools.partial(decoding.t5x_beam_search, trie=trie, constrained=constrained,
+                           score_over=score_over)
 
 
 class ConstrainedDecodeFn:

@@ -129,7 +129,7 @@ def train(config: TrainConfig, model_dir: str, model_config=None, *,
     if predict_fn is None:
       predict_fn = eval_lib.make_predict_fn(module, item_tokens, config.num_beams, config.topk,
                                             token_layout.level_offsets,
-                                            token_layout.codebook_sizes)
+                                            token_layout.codebook_sizes, config.score_over)
     t = time.perf_counter()
     m, _, _ = eval_lib.evaluate_arrays(
         module, state["params"], eval_users, item_tokens, batch_size=eval_batch,
@@ -209,9 +209,10 @@ def train(config: TrainConfig, model_dir: str, model_config=None, *,
         module, state["params"], test_arrays, item_tokens, batch_size=eval_batch,
         sharding=layout.batch, predict_fn=predict_fn or eval_lib.make_predict_fn(
             module, item_tokens, config.num_beams, config.topk, token_layout.level_offsets,
-            token_layout.codebook_sizes),
+            token_layout.codebook_sizes, config.score_over),
         desc="test", show_progress=show_progress)
-    m.update(split="test", step=final_step, num_beams=config.num_beams, topk=config.topk)
+    m.update(split="test", step=final_step, num_beams=config.num_beams, topk=config.topk,
+             score_over=config.score_over)
     results.write_results(model_dir, "test", m, items, test_arrays.item_index,
                            test_arrays.user_index, scores)
     writer.write_scalars(final_step, {f"test/{k}": v for k, v in m.items()
