@@ -3,7 +3,7 @@
   python tools/bench_t5x.py [--batch 256] [--input_len 81] [--target_len 4] [--steps 5]
                             [--optimizer adafactor|adamw] [--ours]
 
-Builds t5x.models.EncoderDecoderModel around cost_jax.network.Transformer with the
+Builds t5x.models.EncoderDecoderModel around cost_jax.seq2seq.network.Transformer with the
 TIGER config (gin/models/tiger.gin values = TransformerConfig defaults; vocabulary
 3 + 4 x 256 codes + 2000 user buckets -> 3072), T5X's PjitPartitioner, TrainStateInitializer
 and Trainer, then times `Trainer._partitioned_train_step` (the jitted T5X train step:

@@ -7,7 +7,7 @@
       jitted train_step.
   python tools/bench_tokenizer.py acceptance [--items 20000 --clusters 200 --method cost]
       the issue's acceptance check: clustered 768-d items (Gaussian clusters on the unit sphere +
-      noise) -> cost_jax.tokenize.run; prints distinct IDs, per-level usage, wall time.
+      noise) -> cost_jax.tokenizer.fit.fit; prints distinct IDs, per-level usage, wall time.
   python tools/bench_tokenizer.py remedy [...]  acceptance data with dead_code_remedy on / off.
 """
 

@@ -3,7 +3,7 @@
   python tools/bench_trainer.py [--dataset_dir DIR] [--tokenizer_dir DIR] [--steps 12]
                                 [--batch_size 256] [--gin_param 'TransformerConfig.emb_dim = 64']
 
-Runs `cost_jax.train.train` (TIGER-size model from gin/models/tiger.gin, TIGER's
+Runs `cost_jax.seq2seq.trainer.train` (TIGER-size model: TransformerConfig defaults, TIGER's
 Adafactor schedule) for a few steps on ML-100K (cost_jax.paths.dataset_dir("ml100k")
 by default) with the given tokenizer dir, or with random 4-level semantic IDs
 (3 x 256 codes + a collision level, TIGER's layout) when none is given. Reports

@@ -32,11 +32,11 @@ class Profile:
   ks: tuple[int, ...] = (5, 10, 20, 40)  # CoST Table 2 columns
   # cost_jax.data.embed.embed_dataset kwargs. Papers: Sentence-T5 (768-d), CoST §4.1, TIGER §4.1.3.
   embed: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-  # cost_jax.tokenize.run overrides for every method ("*") and per method.
+  # cost_jax.tokenizer.fit.fit overrides for every method ("*") and per method.
   tokenizer: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
-  # cost_jax.train.train_and_evaluate keyword arguments (model size, steps, decoding).
+  # cost_jax.seq2seq.trainer.train_and_evaluate keyword arguments (model size, steps, decoding).
   tiger: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-  # cost_jax.sasrec.SASRecConfig fields.
+  # cost_jax.baselines.sasrec.SASRecConfig fields.
   sasrec: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
   def tokenizer_overrides(self, method: str) -> dict[str, Any]:

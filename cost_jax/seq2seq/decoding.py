@@ -194,7 +194,7 @@ def temperature_sample(step_fn: StepFn, cache: Any, batch_size: int, trie: ItemT
 
 
 # ------------------------------------------------------------------------------------------
-# Module-level helpers (cost_jax.network.Transformer)
+# Module-level helpers (cost_jax.seq2seq.network.Transformer)
 # ------------------------------------------------------------------------------------------
 def _level_logp(logits: Array, trie: ItemTrie, level: int, score_over: str) -> Array:
   """Full-vocabulary or level-sliced logits [M, *] -> log-probs of the level's codes [M, K_l]."""

@@ -29,7 +29,7 @@ def make_predict_fn(module: Any, item_tokens: np.ndarray, num_beams: int, topk: 
                     score_over: str = decoding.DEFAULT_SCORE_OVER) -> Callable[[Any, Any], tuple]:
   """(params, encoder_input_tokens) -> (item_index [B, topk], scores [B, topk]).
 
-  Trie-constrained beam search (cost_jax.decoding.predict_topk, jitted there with
+  Trie-constrained beam search (cost_jax.seq2seq.decoding.predict_topk, jitted there with
   the trie as an argument, compiled once per batch shape).
   """
   if num_beams < topk:

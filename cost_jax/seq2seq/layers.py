@@ -28,7 +28,7 @@ NEG_BIAS = -1e9  # additive attention mask value (finite: fully masked rows stay
 @dataclasses.dataclass(frozen=True)
 class TransformerConfig:
   """Hyperparameters; defaults are TIGER's seq2seq model (TIGER §4.1.3)."""
-  # 3 special + 4 x 256 codes + 2000 user buckets = 3027, rounded up to 128 (cost_jax.layout).
+  # 3 special + 4 x 256 codes + 2000 user buckets = 3027, rounded up to 128 (cost_jax.tokenizer.layout).
   vocab_size: int = 3072
   emb_dim: int = 128  # TIGER §4.1.3: "input dimension ... 128"
   num_heads: int = 6  # TIGER §4.1.3: "6 self-attention heads"

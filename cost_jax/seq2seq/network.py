@@ -12,7 +12,7 @@ project's own trainer / beam search. Parameters carry logical axis names through
 partitioner can shard them.
 
 Beyond the T5X contract, `decode` accepts two keyword-only speed-ups used by
-`cost_jax.decoding`: `cross_kv` (encoder keys/values precomputed once per example
+`cost_jax.seq2seq.decoding`: `cross_kv` (encoder keys/values precomputed once per example
 with `precompute_cross_kv`) and `logit_range` (compute logits for a token slice
 only). When the decoder batch is a multiple of the encoder batch (beams laid out
 batch-major, as T5X's `flat_batch_beam_expand` does), cross-attention groups the

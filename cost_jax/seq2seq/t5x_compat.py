@@ -37,7 +37,7 @@ def learning_rate_schedule(learning_rate: float = gin.REQUIRED, schedule: str = 
 def adafactor_factor_rules():
   """T5X's standard Adafactor factor rules plus the unnamed axis of our fused projections.
 
-  cost_jax.network annotates the q/k/v (and gated-MLP) stacking axis of its fused
+  cost_jax.seq2seq.network annotates the q/k/v (and gated-MLP) stacking axis of its fused
   kernels as None (e.g. ("embed", None, "heads", "kv")); T5X maps its own fused axes
   ("q_wi_fused", "kv_fused", "mlp_activations") to COLUMN, and so do we.
   """
@@ -90,7 +90,7 @@ def make_t5x_decode_fn(tokenizer_dir: str | None = None, trie: ItemTrie | None =
 
 
 class ConstrainedDecodeFn:
-  """T5X decode_fn: cost_jax.decoding.t5x_beam_search with the tokenizer dir's item trie.
+  """T5X decode_fn: cost_jax.seq2seq.decoding.t5x_beam_search with the tokenizer dir's item trie.
 
   The trie is loaded on the first call (at trace time), so a model can be built and
   trained before the decoder is needed.

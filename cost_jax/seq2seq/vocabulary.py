@@ -1,6 +1,6 @@
 """SemanticIDVocabulary: a seqio.Vocabulary over the semantic-ID TokenLayout.
 
-Token ids follow cost_jax.layout.TokenLayout (pad = 0, eos = 1, unk = 2, one range
+Token ids follow cost_jax.tokenizer.layout.TokenLayout (pad = 0, eos = 1, unk = 2, one range
 per semantic-ID level, then the hashed user tokens, rounded up to a multiple of 128).
 Every id has one readable name, so a token sequence has an exact string form:
 

@@ -69,7 +69,7 @@ class RQVAE(nn.Module):
 
 
 def make_model(cfg, input_dim: int) -> RQVAE:
-  """RQVAE from a cost_jax.tokenizer_config.TokenizerConfig."""
+  """RQVAE from a cost_jax.tokenizer.config.TokenizerConfig."""
   return RQVAE(input_dim=input_dim, latent_dim=cfg.latent_dim, hidden_dims=tuple(cfg.hidden_dims),
                codebook_size=cfg.codebook_size, num_levels=cfg.num_levels,
                shared_codebook=cfg.shared_codebook)
