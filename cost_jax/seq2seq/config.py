@@ -17,6 +17,8 @@ from cost_jax.io import UserError
 from cost_jax.seq2seq import decoding
 from cost_jax.seq2seq.network import TransformerConfig
 
+PACKING_MODES = ("encoder", "off")
+
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
@@ -61,6 +63,11 @@ class TrainConfig:
   # dataset_dir/tokenizer_dir; 0 = cost_jax_tasks.MAX_HISTORY of the dataset
   # (TIGER §4.1.1: 20). A registered task keeps its own.
   max_history: int = 0
+  # Training batches (not part of any paper: a speed-up with the same examples per step).
+  # "encoder": the step's batch_size examples are packed several per encoder row
+  # (cost_jax.seq2seq.packing; loss identical to padded rows); "off": one example per row.
+  packing: str = "encoder"
+  pack_row_multiple: int = 8  # packed row counts are rounded up to this (few compiled shapes)
 
   def validate(self) -> None:
     checks = [
@@ -75,6 +82,8 @@ class TrainConfig:
         (self.keep_checkpoints >= 1, "keep_checkpoints must be >= 1"),
         (self.num_beams >= self.topk >= 1, "need num_beams >= topk >= 1"),
         (self.eval_batch_size >= 1, "eval_batch_size must be >= 1"),
+        (self.packing in PACKING_MODES, f"packing must be one of {PACKING_MODES}"),
+        (self.pack_row_multiple >= 1, "pack_row_multiple must be >= 1"),
         (self.score_over in decoding.SCORE_RULES,
          f"score_over must be one of {decoding.SCORE_RULES}"),
         (bool(self.task) or bool(self.dataset_dir and self.tokenizer_dir),

@@ -36,6 +36,7 @@ import seqio
 import tensorflow as tf
 
 from cost_jax.io import UserError
+from cost_jax.seq2seq import packing as packing_lib
 
 TOKEN_FEATURES = ("encoder_input_tokens", "decoder_input_tokens", "decoder_target_tokens",
                   "decoder_loss_weights")
@@ -201,14 +202,22 @@ class EpochBatcher:
   epoch e = p // n, where perm_e is a seeded permutation of the n rows.
   """
 
-  def __init__(self, arrays: ExampleArrays, batch_size: int, seed: int, cached_epochs: int = 3):
+  def __init__(self, arrays: ExampleArrays, batch_size: int, seed: int, cached_epochs: int = 3,
+               packing: str = "off", pack_row_multiple: int = 8):
     if len(arrays) == 0:
       raise UserError("training split has no examples")
     if batch_size < 1:
       raise UserError(f"batch_size must be >= 1, got {batch_size}")
+    if packing not in ("encoder", "off"):
+      raise UserError(f"packing must be 'encoder' or 'off', got {packing!r}")
     self.arrays = arrays
     self.batch_size = int(batch_size)
     self.seed = int(seed)
+    self.packing = packing
+    self.pack_row_multiple = int(pack_row_multiple)
+    # Real tokens per example (encoder, decoder): for tokens/s, whatever the layout.
+    self.encoder_lengths = packing_lib.token_lengths(arrays.encoder_input_tokens)
+    self.decoder_lengths = np.count_nonzero(arrays.decoder_loss_weights, axis=1)
     self._perms: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
     self._cached_epochs = cached_epochs
 
@@ -237,7 +246,17 @@ class EpochBatcher:
     return out
 
   def batch(self, step: int) -> dict[str, np.ndarray]:
-    return self.arrays.model_batch(self.indices(step))
+    """The step's examples: padded rows, or packed (cost_jax.seq2seq.packing) with the same
+    examples in the same decoder order."""
+    padded = self.arrays.model_batch(self.indices(step))
+    if self.packing == "off":
+      return padded
+    return packing_lib.pack_batch(padded, self.pack_row_multiple)
+
+  def real_tokens(self, step: int) -> int:
+    """Real (non-padding) encoder + decoder tokens of step `step`."""
+    idx = self.indices(step)
+    return int(self.encoder_lengths[idx].sum() + self.decoder_lengths[idx].sum())
 
   def epoch_of(self, step: int) -> float:
     return step * self.batch_size / self.num_examples

@@ -264,12 +264,16 @@ class CrossAttention(nn.Module):
     return kv[0], kv[1]
 
   def __call__(self, x: Array, encoded: Optional[Array], bias: Optional[Array],
-               deterministic: bool, kv: Optional[tuple[Array, Array]] = None) -> Array:
+               deterministic: bool, kv: Optional[tuple[Array, Array]] = None,
+               kv_rows: Optional[Array] = None) -> Array:
+    """`kv_rows` [B]: decoder row b reads encoder row kv_rows[b] (encoder-only packing)."""
     cfg = self.config
     dt = cfg.jnp_dtype
     d = cfg.head_dim
     q = dense(x, self.q_kernel.astype(dt)) * jnp.asarray(1.0 / np.sqrt(d), dt)  # [B, T, H, D]
     k, v = kv if kv is not None else self.project_kv(encoded)
+    if kv_rows is not None:  # project once per packed row, then gather per example
+      k, v = jnp.take(k, kv_rows, axis=0), jnp.take(v, kv_rows, axis=0)
     bq, tq, h = q.shape[0], q.shape[1], q.shape[2]
     bk = k.shape[0]
     group = bq // bk
@@ -350,13 +354,14 @@ class DecoderLayer(nn.Module):
   def __call__(self, x: Array, encoded: Optional[Array], self_bias: Optional[Array],
                cross_bias: Optional[Array], deterministic: bool, decode: bool = False,
                cache_index: Optional[Array] = None,
-               cross_kv: Optional[tuple[Array, Array]] = None) -> Array:
+               cross_kv: Optional[tuple[Array, Array]] = None,
+               kv_rows: Optional[Array] = None) -> Array:
     drop = _residual_dropout(self, deterministic)
     h = self.self_attention(self.pre_self_attention_layer_norm(x), self_bias, deterministic,
                             decode=decode, cache_index=cache_index)
     x = x + drop(h)
     h = self.encoder_decoder_attention(self.pre_cross_attention_layer_norm(x), encoded,
-                                       cross_bias, deterministic, kv=cross_kv)
+                                       cross_bias, deterministic, kv=cross_kv, kv_rows=kv_rows)
     x = x + drop(h)
     h = self.mlp(self.pre_mlp_layer_norm(x), deterministic)
     return x + drop(h)

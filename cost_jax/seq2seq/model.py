@@ -85,6 +85,10 @@ def _forward(module: network.Transformer, params: Any, batch: Batch, enable_drop
       batch["decoder_target_tokens"],
       encoder_segment_ids=batch.get("encoder_segment_ids"),
       decoder_segment_ids=batch.get("decoder_segment_ids"),
+      encoder_positions=batch.get("encoder_positions"),
+      decoder_positions=batch.get("decoder_positions"),
+      decoder_encoder_row=batch.get("decoder_encoder_row"),
+      decoder_encoder_segment=batch.get("decoder_encoder_segment"),
       enable_dropout=enable_dropout, rngs=rngs)
 
 

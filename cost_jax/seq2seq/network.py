@@ -90,8 +90,13 @@ class Transformer(nn.Module):
 
   # --- T5X contract ------------------------------------------------------------------------
   def encode(self, encoder_input_tokens: Array, encoder_segment_ids: Optional[Array] = None,
-             enable_dropout: bool = True) -> Array:
-    """[B, T] int tokens (0 = pad) -> encoded [B, T, emb_dim]."""
+             enable_dropout: bool = True, encoder_positions: Optional[Array] = None) -> Array:
+    """[B, T] int tokens (0 = pad) -> encoded [B, T, emb_dim].
+
+    Packed rows (several examples per row) pass `encoder_segment_ids`; attention stays
+    inside a segment. Relative position biases need no positions (they depend on key minus
+    query position only); absolute embeddings use `encoder_positions` when given.
+    """
     cfg = self.config
     deterministic = not enable_dropout
     tokens = encoder_input_tokens.astype(jnp.int32)
@@ -103,6 +108,8 @@ class Transformer(nn.Module):
       bias = padding_bias(tokens)
     if cfg.position_embedding == "relative":
       bias = bias + self.encoder_rel_bias(t, t)
+    elif encoder_positions is not None:
+      x = x + jnp.take(self.encoder_pos, encoder_positions, axis=0).astype(x.dtype)
     else:
       x = x + self.encoder_pos[:t].astype(x.dtype)[None]
     x = self._dropout(x, deterministic)
@@ -121,14 +128,20 @@ class Transformer(nn.Module):
              decoder_positions: Optional[Array] = None, enable_dropout: bool = True,
              decode: bool = False, max_decode_length: Optional[int] = None, *,
              cross_kv: Optional[Sequence[tuple[Array, Array]]] = None,
-             logit_range: Optional[tuple[int, int]] = None) -> Array:
+             logit_range: Optional[tuple[int, int]] = None,
+             decoder_encoder_row: Optional[Array] = None,
+             decoder_encoder_segment: Optional[Array] = None) -> Array:
     """Decoder logits [B, Td, V] (or [B, Td, stop-start] with `logit_range`).
+
+    Encoder-only packing (cost_jax.seq2seq.packing): `decoder_encoder_row` [B] and
+    `decoder_encoder_segment` [B] name the encoder row and segment of each decoder row;
+    cross-attention reads that row's keys/values, masked to that segment.
 
     decode=True with an initialized "cache" collection runs one autoregressive step
     (decoder_input_tokens [B, 1]); with an empty cache it runs the full sequence and
     creates the cache sized by decoder_input_tokens' length (T5X's initialization call).
     """
-    del decoder_positions, max_decode_length  # positions come from the cache index
+    del max_decode_length  # decoding positions come from the cache index
     cfg = self.config
     deterministic = not enable_dropout
     tokens = decoder_input_tokens.astype(jnp.int32)
@@ -159,10 +172,20 @@ class Transformer(nn.Module):
         self_bias = jnp.where(jnp.asarray(causal), 0.0, NEG_BIAS).astype(jnp.float32)[None, None]
       if cfg.position_embedding == "relative":
         self_bias = self_bias + self.decoder_rel_bias(t, t)
+      elif decoder_positions is not None:
+        y = y + jnp.take(self.decoder_pos, decoder_positions, axis=0).astype(y.dtype)
       else:
         y = y + self.decoder_pos[:t].astype(y.dtype)[None]
 
-    if encoder_segment_ids is not None and decoder_segment_ids is not None and not step:
+    kv_rows = None
+    if decoder_encoder_row is not None and not step:
+      if encoder_segment_ids is None or decoder_encoder_segment is None:
+        raise ValueError("decoder_encoder_row needs encoder_segment_ids and "
+                         "decoder_encoder_segment")
+      kv_rows = decoder_encoder_row.astype(jnp.int32)
+      own = jnp.take(encoder_segment_ids, kv_rows, axis=0) == decoder_encoder_segment[:, None]
+      cross_bias = jnp.where(own, 0.0, NEG_BIAS).astype(jnp.float32)[:, None, None, :]
+    elif encoder_segment_ids is not None and decoder_segment_ids is not None and not step:
       cross_bias = segment_bias(decoder_segment_ids, encoder_segment_ids)
     else:
       cross_bias = padding_bias(encoder_input_tokens)
@@ -170,7 +193,8 @@ class Transformer(nn.Module):
     y = self._dropout(y, deterministic)
     for i, layer in enumerate(self.decoder_layers):
       y = layer(y, encoded, self_bias, cross_bias, deterministic, decode=decode,
-                cache_index=cache_index, cross_kv=None if cross_kv is None else cross_kv[i])
+                cache_index=cache_index, cross_kv=None if cross_kv is None else cross_kv[i],
+                kv_rows=kv_rows)
     y = self._dropout(self.decoder_norm(y), deterministic)
     return self._logits(y, logit_range)
 
@@ -180,15 +204,18 @@ class Transformer(nn.Module):
                decoder_segment_ids: Optional[Array] = None,
                encoder_positions: Optional[Array] = None,
                decoder_positions: Optional[Array] = None, enable_dropout: bool = True,
-               decode: bool = False, max_decode_length: Optional[int] = None) -> Array:
-    del encoder_positions
+               decode: bool = False, max_decode_length: Optional[int] = None, *,
+               decoder_encoder_row: Optional[Array] = None,
+               decoder_encoder_segment: Optional[Array] = None) -> Array:
     encoded = self.encode(encoder_input_tokens, encoder_segment_ids=encoder_segment_ids,
-                          enable_dropout=enable_dropout)
+                          enable_dropout=enable_dropout, encoder_positions=encoder_positions)
     return self.decode(encoded, encoder_input_tokens, decoder_input_tokens,
                        decoder_target_tokens, encoder_segment_ids=encoder_segment_ids,
                        decoder_segment_ids=decoder_segment_ids,
                        decoder_positions=decoder_positions, enable_dropout=enable_dropout,
-                       decode=decode, max_decode_length=max_decode_length)
+                       decode=decode, max_decode_length=max_decode_length,
+                       decoder_encoder_row=decoder_encoder_row,
+                       decoder_encoder_segment=decoder_encoder_segment)
 
 
 def init_variables(module: Transformer, rng: Array, input_len: int, target_len: int,

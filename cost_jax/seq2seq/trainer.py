@@ -38,6 +38,7 @@ from cost_jax import results
 from cost_jax.io import UserError, atomic_write_json, atomic_write_npy, atomic_write_text
 from cost_jax.progress import Progress
 from cost_jax.seq2seq import checkpoints, devices, gin_config, input_pipeline, model, network, optim
+from cost_jax.seq2seq import packing as packing_lib
 from cost_jax.seq2seq import evaluator as eval_lib
 from cost_jax.seq2seq import run_dir
 from cost_jax.seq2seq import task as task_lib
@@ -117,7 +118,12 @@ def train(config: TrainConfig, model_dir: str, model_config=None, *,
   train_step = model.make_train_step(module, tx, optim.schedule_of(config),
                                      state_sharding=layout.replicated,
                                      batch_sharding=layout.batch)
-  batcher = input_pipeline.EpochBatcher(train_arrays, config.batch_size, config.seed)
+  batcher = input_pipeline.EpochBatcher(
+      train_arrays, config.batch_size, config.seed, packing=config.packing,
+      pack_row_multiple=int(np.lcm(config.pack_row_multiple, layout.num_devices)))
+  log(f"[train] batches: {config.packing if config.packing != 'off' else 'no'} packing; "
+      f"{packing_lib.padded_share(train_arrays.encoder_input_tokens):.0%} of the padded "
+      "encoder tokens are real")
   writer = metric_writers.create_default_writer(model_dir, just_logging=jax.process_index() > 0,
                                                 asynchronous=True)
   eval_batch = layout.round_batch(config.eval_batch_size)
@@ -147,7 +153,7 @@ def train(config: TrainConfig, model_dir: str, model_config=None, *,
   history: list[dict] = []
   last_train: dict[str, float] = {}
   last_valid: dict[str, float] = {}
-  timed_steps, timed_secs, timed_cpu = 0, 0.0, 0.0
+  timed_steps, timed_secs, timed_cpu, timed_tokens, tokens_log = 0, 0.0, 0.0, 0, 0
   t_log, cpu_log, step_log = time.perf_counter(), time.process_time(), start
   step = start
   try:
@@ -155,6 +161,7 @@ def train(config: TrainConfig, model_dir: str, model_config=None, *,
                                                       layout.batch):
       state, metrics = train_step(state, batch)
       history.append(metrics)
+      tokens_log += batcher.real_tokens(step_)
       step = step_ + 1
       if step % config.log_every == 0 or step == config.num_train_steps:
         last_train = _mean_metrics(history)
@@ -165,12 +172,14 @@ def train(config: TrainConfig, model_dir: str, model_config=None, *,
           timed_steps += ds
           timed_secs += dt
           timed_cpu += cpu_now - cpu_log
+          timed_tokens += tokens_log
         t_log, cpu_log, step_log = now, cpu_now, step
         rates = {"steps_per_sec": ds / dt, "examples_per_sec": ds * config.batch_size / dt,
-                 "epoch": batcher.epoch_of(step)}
+                 "real_tokens_per_sec": tokens_log / dt, "epoch": batcher.epoch_of(step)}
+        tokens_log = 0
         writer.write_scalars(step, {**{f"train/{k}": v for k, v in last_train.items()}, **rates})
-        progress.update(step, {"loss": last_train["loss"], "lr": last_train["learning_rate"]},
-                        force=True)
+        progress.update(step, {"loss": last_train["loss"], "lr": last_train["learning_rate"],
+                               "tok/s": rates["real_tokens_per_sec"]}, force=True)
       else:
         progress.update(step)
       if step % config.checkpoint_every == 0:
@@ -195,6 +204,7 @@ def train(config: TrainConfig, model_dir: str, model_config=None, *,
   if timed_steps:
     result["steps_per_sec"] = timed_steps / timed_secs
     result["examples_per_sec"] = timed_steps * config.batch_size / timed_secs
+    result["real_tokens_per_sec"] = timed_tokens / timed_secs
     # Process CPU seconds per step (all threads): robust to other load on a shared machine.
     result["cpu_sec_per_step"] = timed_cpu / timed_steps
   if config.eval_at_end:
