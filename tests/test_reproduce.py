@@ -72,7 +72,8 @@ def test_stage_cache_reruns_interrupted_stage(tmp_path):
 # --- pipeline with fake stages ----------------------------------------------------------------
 
 METHODS = ("random", "lsh", "rqvae", "cost", "rqvae+cost")
-QUALITY = {"random": 0.01, "lsh": 0.015, "rqvae": 0.02, "cost": 0.025, "rqvae+cost": 0.022}
+QUALITY = {"random": 0.01, "lsh": 0.015, "rqvae": 0.02, "cost": 0.025, "rqvae+cost": 0.022,
+           "cove": 0.018}
 
 
 class Fakes:
@@ -84,7 +85,8 @@ class Fakes:
 
   def fns(self):
     return stages.StageFns(prepare=self.prepare, embed=self.embed, tokenize=self.tokenize,
-                              train=self.train, popularity=self.popularity, sasrec=self.sasrec)
+                              train=self.train, popularity=self.popularity, sasrec=self.sasrec,
+                              cove_sasrec=self.cove_sasrec, cove_tokenize=self.cove_tokenize)
 
   def prepare(self, dataset, output):
     self.calls.append(("prepare", dataset))
@@ -139,9 +141,44 @@ class Fakes:
     self.calls.append(("sasrec", seed))
     return self._metrics(0.03)
 
+  def cove_sasrec(self, dataset_dir, output, seed, ks, cove=None, **cfg):
+    self.calls.append(("cove_sasrec", seed))
+    return self._metrics(0.032)
+
+  def cove_tokenize(self, dataset_dir, output, seed, cove=None, **cfg):
+    self.calls.append(("tokenize", "cove", seed))
+    os.makedirs(output)
+    np.save(os.path.join(output, "semantic_ids.npy"), np.arange(15, dtype=np.int32).reshape(5, 3))
+    return {"usage_per_level": [1.0, 0.5], "id_length": 3, "wall_time_s": 0.1}
+
 
 def small_profile(**kw):
+  kw.setdefault("methods", METHODS)
+  kw.setdefault("baselines", ("popularity", "sasrec"))
   return dataclasses.replace(profiles.CPU, seeds=(0, 1), **kw)
+
+
+def test_cove_stages_are_planned_from_the_data_and_reported(tmp_path):
+  fakes = Fakes()
+  out = str(tmp_path / "out")
+  prof = small_profile(methods=("rqvae", "cove"), baselines=("sasrec", "cove_sasrec"),
+                       cove={"codebook_sizes": (20, 5)})
+  pipe = pipeline.Pipeline(prof, out, fns=fakes.fns())
+  deps = {st.name: st.deps for st in pipe.stages}
+  assert deps["tokenize-cove-s0"] == ("data",)  # COVE needs interactions, not embeddings
+  assert deps["cove_sasrec-s1"] == ("data",)
+  results = pipe.run()
+  assert {r.status for r in results} == {"ran"}
+  assert ("tokenize", "cove", 1) in fakes.calls and ("train", "cove", 1) in fakes.calls
+  assert ("cove_sasrec", 0) in fakes.calls
+  md = open(os.path.join(out, "results.md")).read()
+  assert "COVE_SASRec" in md and "COVE IDs" in md
+  # A COVE override changes only the COVE stages' hashes.
+  again = pipeline.Pipeline(profiles.apply_overrides(prof, ["cove.alpha=0.5"]), out,
+                            fns=Fakes().fns())
+  status = {st.name: again.status_of(st) for st in again.stages}
+  assert status["sasrec-s0"] == "cached" and status["train-rqvae-s0"] == "cached"
+  assert status["cove_sasrec-s0"] != "cached" and status["tokenize-cove-s0"] != "cached"
 
 
 def test_pipeline_runs_all_stages_then_skips_them(tmp_path, capsys):
@@ -302,13 +339,14 @@ def test_reproduce_smoke_real_stages(tmp_path):
           "tokenizer.epochs=2", "tokenizer.codebook_size=4", "tokenizer.latent_dim=8",
           "tokenizer.hidden_dims=(16,)", "tokenizer.batch_size=16", "tokenizer.kmeans_iters=5",
           "tokenizer.lsh.lsh_bits=2", "sasrec.num_epochs=2", "sasrec.max_len=8",
-          "sasrec.emb_dim=8"]
+          "sasrec.emb_dim=8", "cove.codebook_sizes=(4,2)"]
   args = ["--output", out, "--dataset_dir", ds, "--seeds", "0"]
   for s in sets:
     args += ["--set", s]
   assert cli.main(args) == 0
   rows = list(csv.DictReader(open(os.path.join(out, "results.csv"))))
-  assert {r["method"] for r in rows} == set(METHODS) | {"popularity", "sasrec"}
+  assert {r["method"] for r in rows} == set(METHODS) | {"cove", "popularity", "sasrec",
+                                                         "cove_sasrec"}
   for r in rows:
     assert 0.0 <= float(r["ndcg@5"]) <= float(r["recall@5"]) <= float(r["recall@40"]) <= 1.0
     if r["method"] in METHODS:  # TIGER's top-4 lists: recall@5..40 are over the same 4 entries

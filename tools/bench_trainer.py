@@ -78,8 +78,9 @@ def main(argv=None) -> dict:
   ap.add_argument("--tokenizer_dir", default="")
   ap.add_argument("--gin_file", action="append", default=None)
   ap.add_argument("--gin_param", action="append", default=[])
-  ap.add_argument("--steps", type=int, default=12, help="timed steps (after one compile interval)")
-  ap.add_argument("--log_every", type=int, default=3)
+  ap.add_argument("--steps", type=int, default=16, help="timed steps (after one compile interval)")
+  ap.add_argument("--log_every", type=int, default=8,
+                  help="the first interval (compiles; packed: one per row count) is not timed")
   ap.add_argument("--batch_size", type=int, default=256)  # TIGER §4.1.3
   ap.add_argument("--max_history", type=int, default=0, help="0 = the task's (TIGER: 20)")
   ap.add_argument("--packing", choices=["off", "on", "both"], default="both")

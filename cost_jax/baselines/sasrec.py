@@ -17,6 +17,12 @@ last max_len items of train (validation) or train + [valid] (test), scored by
 cost_jax.metrics.retrieval_metrics.
 
 Token convention: item index i is token i + 1; 0 is padding (sequences are left-padded).
+
+COVE_SASRec (`SASRecConfig.cove`, COVE §3.2 / Fig. 2c): the item embedding table goes through
+COVE's cascaded quantizers (cost_jax.tokenizer.cove) every step, the fused table
+z_c = z + α z̄ replaces the item embeddings at the input and in the output scores, and the
+loss is L_rec + ω_q L_quant (eq. 7), L_quant averaged over all items. With cove=None or
+α = 0 the forward pass is plain SASRec's.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from cost_jax.baselines.popularity import user_rows
 from cost_jax.io import UserError, atomic_write_json
 from cost_jax.progress import Progress
 from cost_jax.results import KS, score_topk, write_results
+from cost_jax.tokenizer.cove import Cove, CoveConfig
 
 DEFAULT_KS = KS  # CoST Table 2 columns
 
@@ -55,8 +62,11 @@ class SASRecConfig:
   num_epochs: int = 200    # SASRec trains ~200 epochs
   loss: str = "softmax"    # "softmax" (full CE) or "bce" (SASRec paper, 1 negative)
   eval_batch_size: int = 256
+  cove: CoveConfig | None = None  # COVE_SASRec when set (cost_jax.tokenizer.cove)
 
   def __post_init__(self):
+    if isinstance(self.cove, dict):
+      object.__setattr__(self, "cove", CoveConfig(**self.cove))
     if self.loss not in ("softmax", "bce"):
       raise UserError(f"sasrec.loss: must be 'softmax' or 'bce', got {self.loss!r}")
     if self.num_items < 1 or self.max_len < 1 or self.emb_dim % self.num_heads:
@@ -99,12 +109,31 @@ class SASRec(nn.Module):
     self.blocks = [SASRecBlock(c.emb_dim, c.num_heads, c.dropout_rate) for _ in range(c.num_blocks)]
     self.final_norm = nn.LayerNorm(epsilon=1e-8)
     self.dropout = nn.Dropout(c.dropout_rate)
+    if c.cove is not None:
+      self.cove = Cove(c.cove)
 
-  def __call__(self, tokens, deterministic: bool = True):
+  def item_table(self):
+    """(item embeddings [num_items, D] as the model uses them, L_quant); COVE-fused if set."""
+    table = self.item_embed.embedding[1:]
+    if self.config.cove is None:
+      return table, jnp.zeros((), jnp.float32)
+    out = self.cove(table)
+    return out.fused, out.loss
+
+  def item_codes(self):
+    """COVE's codes of every item, int32 [num_items, H] fine to coarse."""
+    return self.cove(self.item_embed.embedding[1:]).codes
+
+  def __call__(self, tokens, deterministic: bool = True, table=None):
     c = self.config
     length = tokens.shape[1]
     valid = (tokens > 0)
-    x = self.item_embed(tokens) * (c.emb_dim ** 0.5)
+    if table is None:
+      table = self.item_table()[0]
+    # The (COVE-fused) table with the pad row in front; pad positions are zeroed below.
+    full = jnp.concatenate([self.item_embed.embedding[:1], table], axis=0)
+    emb = jnp.take(full, tokens, axis=0)
+    x = emb * (c.emb_dim ** 0.5)
     x = x + self.pos_embed(jnp.arange(length))[None]
     x = self.dropout(x, deterministic=deterministic)
     x = x * valid[..., None]
@@ -118,11 +147,12 @@ class SASRec(nn.Module):
 
   def item_logits(self, hidden):
     """hidden [..., D] -> logits over items [..., num_items] (pad row excluded)."""
-    return hidden @ self.item_embed.embedding[1:].T
+    return hidden @ self.item_table()[0].T
 
   def score_last(self, tokens):
     """Logits over all items from the last position of left-padded `tokens`."""
-    return self.item_logits(self(tokens, deterministic=True)[:, -1])
+    table = self.item_table()[0]
+    return self(tokens, deterministic=True, table=table)[:, -1] @ table.T
 
 
 # --- pure loss / step functions ------------------------------------------------
@@ -157,9 +187,12 @@ def make_train_step(model: SASRec, tx: optax.GradientTransformation):
     drop_rng, neg_rng = jax.random.split(rng)
 
     def run(module, toks):
-      hidden = module(toks, deterministic=False)
-      return sequence_loss(module.item_embed.embedding[1:], hidden, targets, neg_rng,
-                           config.loss)
+      table, quant_loss = module.item_table()
+      hidden = module(toks, deterministic=False, table=table)
+      loss = sequence_loss(table, hidden, targets, neg_rng, config.loss)
+      if config.cove is not None:  # COVE eq. 7: L_rec + ω_q L_quant
+        loss = loss + config.cove.omega_q * quant_loss
+      return loss
 
     return nn.apply(run, model)({"params": params}, inputs, rngs={"dropout": drop_rng})
 
@@ -210,7 +243,10 @@ def init_params(model: SASRec, seed: int):
 
 def train(config: SASRecConfig, train_seqs: Sequence[np.ndarray], seed: int = 0,
           progress_desc: str = "sasrec") -> tuple[dict, list[float]]:
-  """Trains from scratch; returns (params, per-epoch mean losses)."""
+  """Trains from scratch; returns (params, per-epoch mean losses).
+
+  Stops with a UserError naming the epoch when the loss stops being finite.
+  """
   model = SASRec(config)
   params = init_params(model, seed)
   tx = optax.adam(config.learning_rate, b2=0.98)  # SASRec: beta2 = 0.98
@@ -239,6 +275,9 @@ def train(config: SASRecConfig, train_seqs: Sequence[np.ndarray], seed: int = 0,
       epoch_losses.append(loss)
       progress.update(step, {"loss": float(loss)} if step % 20 == 0 else None)
     losses.append(float(np.mean(jax.device_get(epoch_losses))))
+    if not np.isfinite(losses[-1]):
+      raise UserError(f"{progress_desc}: the training loss is {losses[-1]} in epoch "
+                      f"{len(losses)} (diverged; lower learning_rate)")
   progress.close({"loss": losses[-1]})
   return params, losses
 
@@ -266,6 +305,38 @@ def predict_topk(config: SASRecConfig, params, histories: Sequence[np.ndarray], 
   return np.concatenate(out).astype(np.int32) if out else np.zeros((0, k), np.int32)
 
 
+def fit_and_score(loo, config: SASRecConfig, seed: int = 0, ks: Sequence[int] = DEFAULT_KS):
+  """Trains on `loo.train`, ranks all items for the test split from train + [valid].
+
+  Returns (metrics, params, topk [U, max(ks)], per-epoch losses, train seconds).
+  """
+  t0 = time.perf_counter()
+  params, losses = train(config, loo.train, seed=seed,
+                         progress_desc="cove_sasrec" if config.cove is not None else "sasrec")
+  train_s = time.perf_counter() - t0
+  histories = [np.concatenate([np.asarray(t), [v]]) for t, v in zip(loo.train, loo.valid_target)]
+  topk = predict_topk(config, params, histories, max(ks))
+  result = score_topk(topk, np.asarray(loo.test_target, np.int32), ks=tuple(ks))
+  return result, params, topk, losses, train_s
+
+
+def write_outputs(output_dir: str, config: SASRecConfig, loo, result: dict, topk: np.ndarray,
+                  losses: list[float], train_s: float, seed: int) -> None:
+  """metrics.json, topk.npy, targets.npy (cost_jax.results), config.json, losses.json."""
+  os.makedirs(output_dir, exist_ok=True)
+  atomic_write_json(os.path.join(output_dir, "config.json"), dataclasses.asdict(config))
+  atomic_write_json(os.path.join(output_dir, "losses.json"),
+                    {"epoch_loss": losses, "train_seconds": train_s, "seed": seed})
+  write_results(output_dir, "test", result, topk, np.asarray(loo.test_target, np.int32),
+                user_rows(loo))
+
+
+def make_config(num_items: int, config: SASRecConfig | None = None, **overrides) -> SASRecConfig:
+  if config is None:
+    return SASRecConfig(num_items=num_items, **overrides)
+  return dataclasses.replace(config, **overrides) if overrides else config
+
+
 def train_and_evaluate(loo, num_items: int, config: SASRecConfig | None = None, seed: int = 0,
                        output_dir: str | None = None, ks: Sequence[int] = DEFAULT_KS,
                        **overrides) -> dict:
@@ -273,21 +344,8 @@ def train_and_evaluate(loo, num_items: int, config: SASRecConfig | None = None, 
 
   With `output_dir`: writes metrics.json, topk.npy, targets.npy, config.json, losses.json.
   """
-  if config is None:
-    config = SASRecConfig(num_items=num_items, **overrides)
-  elif overrides:
-    config = dataclasses.replace(config, **overrides)
-  t0 = time.perf_counter()
-  params, losses = train(config, loo.train, seed=seed)
-  train_s = time.perf_counter() - t0
-  histories = [np.concatenate([np.asarray(t), [v]]) for t, v in zip(loo.train, loo.valid_target)]
-  topk = predict_topk(config, params, histories, max(ks))
-  targets = np.asarray(loo.test_target, np.int32)
-  result = score_topk(topk, targets, ks=tuple(ks))
+  config = make_config(num_items, config, **overrides)
+  result, _, topk, losses, train_s = fit_and_score(loo, config, seed, ks)
   if output_dir is not None:
-    os.makedirs(output_dir, exist_ok=True)
-    atomic_write_json(os.path.join(output_dir, "config.json"), dataclasses.asdict(config))
-    atomic_write_json(os.path.join(output_dir, "losses.json"),
-                      {"epoch_loss": losses, "train_seconds": train_s, "seed": seed})
-    write_results(output_dir, "test", result, topk, targets, user_rows(loo))
+    write_outputs(output_dir, config, loo, result, topk, losses, train_s, seed)
   return result

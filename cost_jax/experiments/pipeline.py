@@ -7,6 +7,8 @@
   train-<method>-s<seed>    cost_jax.seq2seq.trainer.train_and_evaluate: TIGER seq2seq +
                             constrained beam search on the test split -> metrics.json
   sasrec-s<seed>            SASRec baseline (cost_jax.baselines.sasrec)
+  cove_sasrec-s<seed>       COVE_SASRec (cost_jax.baselines.cove_sasrec), SASRec's settings
+  tokenize-cove-s<seed>     COVE's codes as semantic IDs, learned in SASRec from the training split
   report                    results.md, results.csv, PNGs in OUTPUT (experiments.report),
                             rewritten after every seed so partial results are always there
 
@@ -26,14 +28,14 @@ from typing import Any, Callable
 
 import numpy as np
 
-from cost_jax.experiments import notes
+from cost_jax.experiments import notes, paired
 from cost_jax.experiments import report as report_lib
 from cost_jax.experiments.profiles import BASELINES, Profile
 from cost_jax.experiments.stage_cache import StageCache, StageResult, config_hash
 from cost_jax.experiments.stages import REAL_FNS, StageFns, _is_number, tokenizer_stats
 from cost_jax.io import UserError
 from cost_jax.progress import Progress, format_duration
-from cost_jax.tokenizer.config import METHODS, task_name
+from cost_jax.tokenizer.config import INTERACTION_METHODS, METHODS, task_name
 
 
 DATASET_FILES = ("items.parquet", "sequences.parquet", "stats.json")
@@ -124,10 +126,16 @@ class Pipeline:
     for seed in p.seeds:
       for m in p.methods:
         tok_name = f"tokenize-{m}-s{seed}"
-        tok_cfg = {"embed": self._hash("embed"), "method": m, "seed": seed,
-                   "overrides": p.tokenizer_overrides(m)}
-        self._add(PlannedStage(tok_name, "tokenize", tok_cfg, ("embed",),
-                               self._tokenize_fn(m, seed), method=m, seed=seed))
+        if m in INTERACTION_METHODS:  # COVE: learned from the training interactions
+          tok_cfg = {"data": self._hash("data"), "method": m, "seed": seed,
+                     "sasrec": dict(p.sasrec), "cove": dict(p.cove)}
+          self._add(PlannedStage(tok_name, "tokenize", tok_cfg, ("data",),
+                                 self._cove_tokenize_fn(seed), method=m, seed=seed))
+        else:
+          tok_cfg = {"embed": self._hash("embed"), "method": m, "seed": seed,
+                     "overrides": p.tokenizer_overrides(m)}
+          self._add(PlannedStage(tok_name, "tokenize", tok_cfg, ("embed",),
+                                 self._tokenize_fn(m, seed), method=m, seed=seed))
         tr_cfg = {"data": self._hash("embed"), "tokenizer": self._hash(tok_name), "seed": seed,
                   "tiger": dict(p.tiger), "ks": list(p.ks)}
         self._add(PlannedStage(f"train-{m}-s{seed}", "train", tr_cfg, (tok_name,),
@@ -140,6 +148,14 @@ class Pipeline:
                                lambda tmp, seed=seed: self.fns.sasrec(
                                    self.dataset_path("data"), tmp, seed=seed, ks=p.ks,
                                    **p.sasrec), method="sasrec", seed=seed))
+      if "cove_sasrec" in p.baselines:
+        cfg = {"data": self._hash("data"), "seed": seed, "sasrec": dict(p.sasrec),
+               "cove": dict(p.cove), "ks": list(p.ks)}
+        self._add(PlannedStage(f"cove_sasrec-s{seed}", "cove_sasrec", cfg, ("data",),
+                               lambda tmp, seed=seed: self.fns.cove_sasrec(
+                                   self.dataset_path("data"), tmp, seed=seed, ks=p.ks,
+                                   cove=dict(p.cove), **p.sasrec),
+                               method="cove_sasrec", seed=seed))
 
   def _embed_stage(self) -> PlannedStage:
     cfg = {"data": self._hash("data"), "embed": dict(self.profile.embed)}
@@ -183,6 +199,14 @@ class Pipeline:
       report = self.fns.tokenize(emb, method, os.path.join(tmp, "tokenizer"), seed=seed,
                                  overrides=dict(self.profile.tokenizer_overrides(method)))
       return tokenizer_stats(report, method, seed)
+    return run
+
+  def _cove_tokenize_fn(self, seed: int) -> Callable[[str], Any]:
+    def run(tmp: str) -> dict:
+      report = self.fns.cove_tokenize(self.dataset_path("data"), os.path.join(tmp, "tokenizer"),
+                                      seed=seed, cove=dict(self.profile.cove),
+                                      **self.profile.sasrec)
+      return tokenizer_stats(report, "cove", seed)
     return run
 
   def _train_fn(self, tok_stage: str, seed: int) -> Callable[[str], Any]:
@@ -292,12 +316,25 @@ class Pipeline:
                       "cpu_seconds": r.cpu_seconds})
       if r.status not in ("ran", "cached") or r.value is None:
         continue
-      if st.kind in ("train", "popularity", "sasrec"):
+      if st.kind in ("train", "popularity", "sasrec", "cove_sasrec"):
         metrics = _read_metrics(r.path) or dict(r.value)
         rows.append({"method": st.method, "seed": st.seed, **metrics})
       elif st.kind == "tokenize":
         tok.append(dict(r.value))
     return rows, tok, timings
+
+  def test_lists(self) -> dict[str, list[tuple]]:
+    """method -> [(user_ids, topk, targets) per finished seed] of the scored stages."""
+    out: dict[str, list[tuple]] = {}
+    for st in self.stages:
+      r = self.results.get(st.name)
+      if r is None or r.status not in ("ran", "cached") or st.kind not in (
+          "train", "popularity", "sasrec", "cove_sasrec"):
+        continue
+      lists = paired.read_lists(r.path)
+      if lists is not None:
+        out.setdefault(st.method, []).append(lists)
+    return out
 
   def write_report(self, partial: bool) -> dict[str, str] | None:
     rows, tok, timings = self.collect()
@@ -307,9 +344,13 @@ class Pipeline:
     title = f"CoST ablation on {self.profile.dataset} (profile: {self.profile.name})"
     if partial:
       title += f" - PARTIAL (seeds finished so far: {seeds_done})"
+    order = report_lib.order_methods({r["method"] for r in rows})
+    sections = paired.significance_markdown(self.test_lists(), order, report_lib.label,
+                                            report_lib.PAPER_ORDERINGS)
     paths = report_lib.write_report(self.output, rows, tokenizer_stats=tok, timings=timings,
                                     title=title, setup=notes.setup_lines(self),
-                                    notes=notes.deviation_notes(self, rows), ks=self.profile.ks)
+                                    notes=notes.deviation_notes(self, rows), ks=self.profile.ks,
+                                    sections=sections)
     self.log(f"reproduce: wrote {paths['results.md']}")
     return paths
 

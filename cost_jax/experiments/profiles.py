@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 from cost_jax.io import UserError
 from cost_jax.tokenizer.config import ABLATION_METHODS
 
-BASELINES = ("popularity", "sasrec")
+BASELINES = ("popularity", "sasrec", "cove_sasrec")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,7 +26,7 @@ class Profile:
   name: str
   description: str
   dataset: str = "ml100k"
-  methods: tuple[str, ...] = ABLATION_METHODS
+  methods: tuple[str, ...] = ABLATION_METHODS + ("cove",)  # + TIGER on COVE's learned IDs
   seeds: tuple[int, ...] = (0, 1, 2)
   baselines: tuple[str, ...] = BASELINES
   ks: tuple[int, ...] = (5, 10, 20, 40)  # CoST Table 2 columns
@@ -36,8 +36,11 @@ class Profile:
   tokenizer: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
   # cost_jax.seq2seq.trainer.train_and_evaluate keyword arguments (model size, steps, decoding).
   tiger: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-  # cost_jax.baselines.sasrec.SASRecConfig fields.
+  # cost_jax.baselines.sasrec.SASRecConfig fields (also COVE_SASRec's host and the `cove`
+  # tokenizer's host, so that COVE_SASRec is paired with the SASRec row by seed).
   sasrec: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  # cost_jax.tokenizer.cove.CoveConfig fields (COVE_SASRec and the `cove` tokenizer method).
+  cove: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
   def tokenizer_overrides(self, method: str) -> dict[str, Any]:
     out = dict(self.tokenizer.get("*", {}))
@@ -107,7 +110,7 @@ def apply_overrides(profile: Profile, items: Sequence[str]) -> Profile:
   tokenizer.X (every method) or tokenizer.<method>.X."""
   changes: dict[str, Any] = {}
   sections = {f: copy.deepcopy(dict(getattr(profile, f)))
-              for f in ("embed", "tokenizer", "tiger", "sasrec")}
+              for f in ("embed", "tokenizer", "tiger", "sasrec", "cove")}
   for item in items:
     if "=" not in item:
       raise UserError(f"--set {item!r}: expected key=value")
@@ -122,12 +125,12 @@ def apply_overrides(profile: Profile, items: Sequence[str]) -> Profile:
       changes[parts[0]] = tuple(vals)
     elif parts[0] in ("dataset", "description") and len(parts) == 1:
       changes[parts[0]] = str(value)
-    elif parts[0] in ("tiger", "sasrec", "embed") and len(parts) == 2:
+    elif parts[0] in ("tiger", "sasrec", "embed", "cove") and len(parts) == 2:
       sections[parts[0]][parts[1]] = value
     elif parts[0] == "tokenizer" and len(parts) in (2, 3):
       method, field = ("*", parts[1]) if len(parts) == 2 else (parts[1], parts[2])
       sections["tokenizer"].setdefault(method, {})[field] = value
     else:
       raise UserError(f"--set {item!r}: unknown key {key!r} (expected methods, seeds, baselines, "
-                      "ks, dataset, tiger.X, sasrec.X, embed.X, tokenizer.X or tokenizer.M.X)")
+                      "ks, dataset, tiger.X, sasrec.X, cove.X, embed.X, tokenizer.X or tokenizer.M.X)")
   return dataclasses.replace(profile, **changes, **sections)

@@ -39,9 +39,11 @@ METHOD_LABELS = {
     "rqkmeans": "RQ-KMeans",
     "popularity": "MostPop",
     "sasrec": "SASRec",
+    "cove_sasrec": "COVE_SASRec",
+    "cove": "COVE IDs",
 }
-ABLATION_ORDER = ("random", "lsh", "rqvae", "cost", "rqvae+cost", "rqkmeans")
-BASELINE_ORDER = ("popularity", "sasrec")
+ABLATION_ORDER = ("random", "lsh", "rqvae", "cost", "rqvae+cost", "rqkmeans", "cove")
+BASELINE_ORDER = ("popularity", "sasrec", "cove_sasrec")
 
 # The papers' claims, as (better, worse, source).
 PAPER_ORDERINGS = (
@@ -50,6 +52,7 @@ PAPER_ORDERINGS = (
     ("cost", "random", "CoST Table 2: L_co > Random ID"),
     ("rqvae", "lsh", "TIGER Table 3: RQ-VAE > LSH"),
     ("lsh", "random", "TIGER Table 3: LSH > Random ID"),
+    ("cove_sasrec", "sasrec", "COVE Table 2: COVE in a host > the host alone"),
 )
 
 
@@ -373,8 +376,11 @@ def plot_collisions(stats: Sequence[Mapping], path: str) -> None:
 def write_report(output_dir: str, rows: Sequence[Mapping], *,
                  tokenizer_stats: Sequence[Mapping] = (), timings: Sequence[Mapping] = (),
                  title: str = "CoST ablation", notes: Sequence[str] = (),
-                 setup: Sequence[str] = (), ks: Sequence[int] = DEFAULT_KS) -> dict[str, str]:
-  """Writes results.md, results.csv and the PNGs; returns {name: path}."""
+                 setup: Sequence[str] = (), ks: Sequence[int] = DEFAULT_KS,
+                 sections: Sequence[str] = ()) -> dict[str, str]:
+  """Writes results.md, results.csv and the PNGs; returns {name: path}.
+
+  `sections`: extra markdown lines placed after the orderings (e.g. the paired tests)."""
   os.makedirs(output_dir, exist_ok=True)
   paths = {name: os.path.join(output_dir, name) for name in (
       "results.md", "results.csv", "metrics.png", "codebook_usage.png", "collisions.png")}
@@ -402,6 +408,7 @@ def write_report(output_dir: str, rows: Sequence[Mapping], *,
          "combined std over seeds (sqrt(std_a^2 + std_b^2)), in the claimed direction / reversed."
          + (f" One test user moves a Recall by 1/{int(num_users)} = {1 / num_users:.4f}."
             if num_users else ""), "", orderings_markdown(checks), ""]
+  md += list(sections)
   md += ["## Semantic IDs", "", tokenizer_table_markdown(tokenizer_stats), ""]
   md += ["## Plots", "", "![metrics](metrics.png)", "", "![codebook usage](codebook_usage.png)", "",
          "![collisions](collisions.png)", ""]

@@ -10,11 +10,26 @@ import dataclasses
 from typing import Any, Callable, Mapping, Sequence
 
 from cost_jax import data
-from cost_jax.baselines import popularity, sasrec
+from cost_jax.baselines import cove_sasrec, popularity, sasrec
 from cost_jax.data import embed
 from cost_jax.data.processed import ProcessedDataset
 from cost_jax.seq2seq import trainer
 from cost_jax.tokenizer import fit
+
+
+def _real_cove_sasrec(dataset_dir: str, output: str, seed: int, ks: Sequence[int],
+                      cove: Mapping[str, Any] | None = None, **cfg: Any) -> dict:
+  ds = ProcessedDataset.load(dataset_dir)
+  return cove_sasrec.train_and_evaluate(ds.leave_one_out(), ds.num_items, seed=seed,
+                                        output_dir=output, ks=ks, cove=cove, **cfg)
+
+
+def _real_cove_tokenize(dataset_dir: str, output: str, seed: int,
+                        cove: Mapping[str, Any] | None = None, **cfg: Any) -> dict:
+  """TIGER on COVE IDs: COVE_SASRec trained on the training split only, codes exported."""
+  ds = ProcessedDataset.load(dataset_dir)
+  return cove_sasrec.fit_tokenizer(ds.leave_one_out(), ds.num_items, output, seed=seed,
+                                   cove=cove, **cfg)
 
 
 @dataclasses.dataclass
@@ -27,6 +42,8 @@ class StageFns:
   train: Callable[..., dict]
   popularity: Callable[..., dict]
   sasrec: Callable[..., dict]
+  cove_sasrec: Callable[..., dict]
+  cove_tokenize: Callable[..., dict]
 
 
 def _real_prepare(dataset: str, output: str) -> str:
@@ -66,7 +83,8 @@ def _real_sasrec(dataset_dir: str, output: str, seed: int, ks: Sequence[int], **
 
 
 REAL_FNS = StageFns(prepare=_real_prepare, embed=_real_embed, tokenize=_real_tokenize,
-                    train=_real_train, popularity=_real_popularity, sasrec=_real_sasrec)
+                    train=_real_train, popularity=_real_popularity, sasrec=_real_sasrec,
+                    cove_sasrec=_real_cove_sasrec, cove_tokenize=_real_cove_tokenize)
 
 
 def tokenizer_stats(report: Mapping[str, Any] | None, method: str, seed: int) -> dict:

@@ -16,8 +16,11 @@ from typing import Any, Mapping
 from cost_jax.io import UserError
 
 # The method registry: every tokenizer method, in the order tables list them.
-METHODS = ("cost", "rqvae", "rqvae+cost", "rqkmeans", "lsh", "random")
+METHODS = ("cost", "rqvae", "rqvae+cost", "rqkmeans", "lsh", "random", "cove")
 NEURAL_METHODS = ("cost", "rqvae", "rqvae+cost")
+# Methods that learn IDs from interactions, not from item embeddings (no `python -m
+# cost_jax.tokenize`): COVE's codes, learned inside SASRec (cost_jax.baselines.cove_sasrec).
+INTERACTION_METHODS = ("cove",)
 # CoST RecSys'24 Table 2's ablation rows (the reproduction's default methods).
 ABLATION_METHODS = ("random", "lsh", "rqvae", "cost", "rqvae+cost")
 DEDUP_MODES = ("cost_reassign", "tiger_extra_token", "none")

@@ -140,6 +140,10 @@ def fit(embeddings: np.ndarray | str, method: str, output: str, seed: int = 0,
   Returns the report (also written to output/report.json).
   """
   t_start = time.perf_counter()
+  if method in tc.INTERACTION_METHODS:
+    raise UserError(f"method {method!r} learns IDs from interactions, not from embeddings: "
+                    "build it with cost_jax.baselines.cove_sasrec.fit_tokenizer or the "
+                    "reproduction (`python -m cost_jax.reproduce --methods cove`)")
   cfg = tc.make_config(method, overrides)
   if isinstance(embeddings, (str, os.PathLike)):
     source = os.fspath(embeddings)
