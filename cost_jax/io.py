@@ -16,7 +16,7 @@ import os
 import shutil
 import sys
 import tempfile
-from typing import IO, Any, Callable, TypeVar
+from typing import IO, Any, Callable, TypeVar, Sequence
 
 F = TypeVar("F", bound=Callable[..., int | None])
 
@@ -111,17 +111,36 @@ def atomic_write_npz(path: str, **arrays: Any) -> str:
   return atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
+OWNER_FILE = ".cost_jax_output.json"
+
+
 class StagedDir:
   """A temp dir beside `output` that replaces it on `commit()` and vanishes on `discard()`.
 
   Use as a context manager: commit() inside the block; an exception discards the staging.
+
+  A command writes only what it owns: `kind` names what the directory is ("tokenizer",
+  "processed dataset"). An existing `output` is replaced only if it is empty or was written by
+  this kind of command (its OWNER_FILE lists the entries written; `keep` names entries that
+  other commands of the project add to it later, e.g. embeddings; `legacy` the entries a
+  directory written before OWNER_FILE existed may hold). Anything else there is refused, with
+  the names, before any work is done, and nothing is touched. A regular file is never replaced.
   """
 
-  def __init__(self, output: str):
+  def __init__(self, output: str, kind: str = "output", keep: Sequence[str] = (),
+               legacy: Sequence[str] = ()):
     self.output = os.path.abspath(os.fspath(output))
+    self.kind = kind
     parent = os.path.dirname(self.output)
     if os.path.exists(self.output) and not os.path.isdir(self.output):
-      raise UserError(f"{output}: exists and is not a directory")
+      raise UserError(f"{output}: exists and is not a directory (refusing to replace a file)")
+    if os.path.isdir(self.output):
+      foreign = foreign_entries(self.output, kind, keep, legacy)
+      if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5
+                                          else "")
+        raise UserError(f"{output}: holds files this command did not write ({shown}); choose a "
+                        f"new or empty output directory (nothing was changed)")
     try:
       os.makedirs(parent, exist_ok=True)
       self.path = tempfile.mkdtemp(prefix=f".{os.path.basename(self.output)}.tmp-", dir=parent)
@@ -134,6 +153,8 @@ class StagedDir:
     return os.path.join(self.path, name)
 
   def commit(self) -> None:
+    entries = sorted(os.listdir(self.path))
+    atomic_write_json(os.path.join(self.path, OWNER_FILE), {"kind": self.kind, "files": entries})
     old = None
     if os.path.exists(self.output):
       old = tempfile.mkdtemp(prefix=f".{os.path.basename(self.output)}.old-",
@@ -154,3 +175,21 @@ class StagedDir:
 
   def __exit__(self, *exc) -> None:
     self.discard()
+
+
+def foreign_entries(directory: str, kind: str, keep: Sequence[str] = (),
+                    legacy: Sequence[str] = ()) -> list[str]:
+  """Entries of `directory` that a `kind` command did not write (sorted; [] = safe to replace)."""
+  entries = sorted(e for e in os.listdir(directory) if e != OWNER_FILE)
+  marker = os.path.join(directory, OWNER_FILE)
+  owned: set[str] = set(keep)
+  if os.path.isfile(marker):
+    try:
+      info = read_json(marker)
+    except UserError:
+      info = {}
+    if isinstance(info, dict) and info.get("kind") == kind:
+      owned |= set(info.get("files") or [])
+  elif entries and set(entries) <= set(legacy) | set(keep):
+    owned |= set(entries)  # written by this project before the marker existed
+  return [e for e in entries if e not in owned]

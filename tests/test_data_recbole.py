@@ -150,3 +150,36 @@ def test_tiger_beauty_cut_loads_with_its_published_counts(tmp_path):
   ds = ProcessedDataset.load(out)
   assert ds.name == "beauty"
   assert np.all(np.diff(ds.timestamps()[0]) >= 0)
+
+
+def test_reproduction_prepares_from_a_recbole_folder(shop, tmp_path):
+  from cost_jax.experiments import cli, stages  # pylint: disable=import-outside-toplevel
+  args = cli.build_parser().parse_args(["--recbole_dir", str(shop), "--output", str(tmp_path)])
+  prof = cli.profile_from_args(args)
+  assert prof.dataset == "shop"
+  assert prof.data == {"loader": "recbole", "recbole_dir": str(shop)}
+  out = stages.REAL_FNS.prepare(prof.dataset, str(tmp_path / "ds"), **prof.data)
+  assert ProcessedDataset.load(out).num_users == 2
+
+
+def test_outputs_never_replace_what_the_command_did_not_write(shop, tmp_path):
+  out = tmp_path / "mine"
+  out.mkdir()
+  (out / "notes.txt").write_text("my notes")
+  with pytest.raises(UserError, match=r"holds files this command did not write \(notes.txt\)"):
+    data.prepare("recbole", str(out), recbole_dir=str(shop))
+  assert (out / "notes.txt").read_text() == "my notes" and sorted(os.listdir(out)) == ["notes.txt"]
+  a_file = tmp_path / "a_file"
+  a_file.write_text("x")
+  with pytest.raises(UserError, match="not a directory"):
+    data.prepare("recbole", str(a_file), recbole_dir=str(shop))
+  assert a_file.read_text() == "x"
+  # Its own output is replaced (here: a forced rebuild) ...
+  own = data.prepare("recbole", str(tmp_path / "own"), recbole_dir=str(shop))
+  data.prepare("recbole", own, recbole_dir=str(shop), force=True)
+  # ... but not once a user file was added to it.
+  with open(os.path.join(own, "extra.csv"), "w") as f:
+    f.write("1")
+  with pytest.raises(UserError, match=r"extra.csv"):
+    data.prepare("recbole", own, recbole_dir=str(shop), force=True)
+  assert os.path.isfile(os.path.join(own, "extra.csv"))

@@ -1,4 +1,4 @@
-"""Benchmark the pure jitted TIGER train step (forward + backward + Adam) on this machine.
+"""Benchmark the trainer's jitted TIGER train step (forward + backward + Adafactor) on this machine.
 
   python tools/bench_train_step.py [--batch 256] [--input_len 81] [--target_len 4] [--steps 5]
 
@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
+import sys
 import time
 
 import jax
@@ -51,6 +53,7 @@ def main(argv=None) -> dict:
   ap.add_argument("--steps", type=int, default=5)
   ap.add_argument("--dropout", type=float, default=0.1)
   ap.add_argument("--position_embedding", default="relative")
+  ap.add_argument("--t5x", action="store_true", help="also time T5X's step (when installed)")
   args = ap.parse_args(argv)
 
   cfg = dataclasses.replace(network.TransformerConfig(), dropout_rate=args.dropout,
@@ -88,6 +91,17 @@ def main(argv=None) -> dict:
     times.append(time.perf_counter() - t0)
   s = float(np.median(times))
   mm = matmul_gflops()
+  square = matmul_gflops(4096, 4096, 4096, reps=3)
+  t5x = None
+  if args.t5x:
+    try:
+      import t5x  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+    except ImportError:
+      t5x = None
+    else:
+      sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+      import bench_t5x  # pylint: disable=import-outside-toplevel
+      t5x = bench_t5x.time_t5x_step(b, ti, tt, args.steps, "adafactor")["s_per_step"]
   flops = 3.0 * b * models.matmul_flops_per_example(cfg, ti, tt)
   res = {
       "params": network.param_count(params), "batch": b, "compile_plus_first_s": compile_s,
@@ -95,12 +109,22 @@ def main(argv=None) -> dict:
       "gflop_per_step": flops / 1e9, "gflops": flops / s / 1e9,
       "peak_share": flops / s / 1e9 / PEAK_GFLOPS,
       "matmul_gflops_now": mm, "share_of_matmul_now": flops / s / 1e9 / mm,
+      "square_4096_matmul_gflops": square, "share_of_square_matmul": flops / s / 1e9 / square,
+      "t5x_s_per_step_same_run": t5x,
+      "speedup_vs_t5x_same_run": (t5x / s) if t5x else None,
       "speedup_vs_cornac": (b / s) / (CORNAC_BATCH / CORNAC_S_PER_STEP),
       "speedup_vs_t5x": (b / s) / (T5X_BATCH / T5X_S_PER_STEP),
       "loss": float(m["loss"]),
   }
   for k, v in res.items():
-    print(f"{k:>22}: {v:.4g}" if isinstance(v, float) else f"{k:>22}: {v}")
+    print(f"{k:>26}: {v:.4g}" if isinstance(v, float) else f"{k:>26}: {v}")
+  print(f"bench_train_step: {s:.3f} s/step at batch {b} ({ti}+{tt} tokens), "
+        f"{res['gflops']:.1f} GFLOP/s = {res['share_of_square_matmul']:.0%} of a square 4096 "
+        f"matmul ({square:.1f} GFLOP/s) and {res['share_of_matmul_now']:.0%} of the [20736x128]"
+        f"x[128x1024] matmul ({mm:.1f}) in the same run; "
+        + (f"{res['speedup_vs_t5x_same_run']:.2f}x T5X in the same run" if t5x else
+           f"T5X not run (--t5x; recorded {T5X_S_PER_STEP} s/step: "
+           f"{res['speedup_vs_t5x']:.2f}x)"))
   return res
 
 

@@ -82,7 +82,7 @@ def write_tokenizer(codes_fine_to_coarse: np.ndarray, sizes: Sequence[int], outp
           "usage_per_level": dedup.usage_per_level(codes, coarse_sizes),
           "collisions_before_dedup": dedup.collision_stats(codes), "dedup": info,
           "id_length": int(ids.shape[1]), "all_distinct": dedup.all_distinct(ids)}
-  with StagedDir(output) as staged:
+  with StagedDir(output, kind=artifact.OUTPUT_KIND, legacy=artifact.FILES) as staged:
     artifact.write_ids(staged.path, ids, layout, method="cove", dedup="tiger_extra_token")
     artifact.write_json(staged.path, artifact.CONFIG_FILE,
                         {"method": "cove", "num_items": int(len(ids)),

@@ -313,7 +313,8 @@ def write_atomically(output: str, items_table: pa.Table, seq_table: pa.Table, st
   links) only when the item table is unchanged; otherwise they are stale and go.
   """
   output = os.path.abspath(output)
-  with StagedDir(output) as staged:
+  with StagedDir(output, kind="processed dataset", keep=ITEM_DERIVED,
+                 legacy=REQUIRED_FILES + ITEM_DERIVED) as staged:
     pq.write_table(items_table, staged.file(ITEMS_FILE))
     pq.write_table(seq_table, staged.file(SEQUENCES_FILE))
     atomic_write_json(staged.file(STATS_FILE), stats)

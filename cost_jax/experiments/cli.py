@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import os
 import signal
 import sys
 from typing import Any, Sequence
@@ -21,6 +22,7 @@ from cost_jax.experiments.pipeline import Pipeline
 from cost_jax.experiments.profiles import PROFILES, Profile, apply_overrides
 from cost_jax.experiments.stage_cache import StageResult, config_hash
 from cost_jax.experiments.stages import REAL_FNS, StageFns
+from cost_jax.data import recbole_dataset_name
 from cost_jax.io import UserError, exits_cleanly
 from cost_jax.tokenizer.config import ABLATION_METHODS
 
@@ -55,6 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
   ap.add_argument("--seeds", help="comma-separated seeds (default: the profile's, cpu: 0,1,2)")
   ap.add_argument("--methods", help=f"comma-separated subset of {','.join(ABLATION_METHODS)}")
   ap.add_argument("--baselines", help="comma-separated subset of popularity,sasrec ('' = none)")
+  ap.add_argument("--dataset", help="dataset name: ml100k (default), or any name with "
+                  "--recbole_dir (e.g. beauty for ../shared/data/amazon2014-beauty)")
+  ap.add_argument("--recbole_dir", "--recbole-dir", dest="recbole_dir",
+                  help="prepare the data from RecBole atomic files in this folder "
+                       "(cost_jax.data.recbole); --set data.text_fields=title,brand")
   ap.add_argument("--dataset_dir", "--dataset-dir", dest="dataset_dir",
                   help="use this processed dataset dir instead of preparing --set dataset")
   ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -82,6 +89,12 @@ def profile_from_args(args: argparse.Namespace) -> Profile:
     changes["methods"] = tuple(m.strip() for m in args.methods.split(",") if m.strip())
   if args.baselines is not None:
     changes["baselines"] = tuple(b.strip() for b in args.baselines.split(",") if b.strip())
+  if args.recbole_dir:
+    changes["dataset"] = args.dataset or recbole_dataset_name(args.recbole_dir)
+    changes["data"] = {**dict(profile.data), "loader": "recbole", "recbole_dir":
+                       os.path.abspath(os.path.expanduser(args.recbole_dir))}
+  elif args.dataset:
+    changes["dataset"] = args.dataset
   return dataclasses.replace(profile, **changes)
 
 

@@ -114,7 +114,10 @@ class Pipeline:
       else:
         self._add(self._embed_stage())
     else:
-      self._add(PlannedStage("data", "data", {"dataset": p.dataset}, (), self._run_data))
+      data_cfg = {"dataset": p.dataset}
+      if p.data:
+        data_cfg["data"] = dict(p.data)
+      self._add(PlannedStage("data", "data", data_cfg, (), self._run_data))
       self._add(self._embed_stage())
 
     if "popularity" in p.baselines:
@@ -166,7 +169,8 @@ class Pipeline:
     return os.path.join(self._dir(stage), "dataset")
 
   def _run_data(self, tmp: str) -> dict:
-    out = self.fns.prepare(self.profile.dataset, output=os.path.join(tmp, "dataset"))
+    out = self.fns.prepare(self.profile.dataset, output=os.path.join(tmp, "dataset"),
+                           **dict(self.profile.data))
     if os.path.abspath(out) != os.path.join(tmp, "dataset"):
       raise UserError(f"data stage: prepare wrote {out}, expected {tmp}/dataset")
     return _read_stats(os.path.join(tmp, "dataset"))

@@ -26,6 +26,9 @@ class Profile:
   name: str
   description: str
   dataset: str = "ml100k"
+  # cost_jax.data.prepare options of the data stage; "loader" picks the loader when the
+  # dataset name is not one (e.g. dataset "beauty" with {"loader": "recbole", "recbole_dir": D}).
+  data: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   methods: tuple[str, ...] = ABLATION_METHODS + ("cove",)  # + TIGER on COVE's learned IDs
   seeds: tuple[int, ...] = (0, 1, 2)
   baselines: tuple[str, ...] = BASELINES
@@ -110,7 +113,7 @@ def apply_overrides(profile: Profile, items: Sequence[str]) -> Profile:
   tokenizer.X (every method) or tokenizer.<method>.X."""
   changes: dict[str, Any] = {}
   sections = {f: copy.deepcopy(dict(getattr(profile, f)))
-              for f in ("embed", "tokenizer", "tiger", "sasrec", "cove")}
+              for f in ("data", "embed", "tokenizer", "tiger", "sasrec", "cove")}
   for item in items:
     if "=" not in item:
       raise UserError(f"--set {item!r}: expected key=value")
@@ -125,7 +128,7 @@ def apply_overrides(profile: Profile, items: Sequence[str]) -> Profile:
       changes[parts[0]] = tuple(vals)
     elif parts[0] in ("dataset", "description") and len(parts) == 1:
       changes[parts[0]] = str(value)
-    elif parts[0] in ("tiger", "sasrec", "embed", "cove") and len(parts) == 2:
+    elif parts[0] in ("data", "tiger", "sasrec", "embed", "cove") and len(parts) == 2:
       sections[parts[0]][parts[1]] = value
     elif parts[0] == "tokenizer" and len(parts) in (2, 3):
       method, field = ("*", parts[1]) if len(parts) == 2 else (parts[1], parts[2])

@@ -46,8 +46,11 @@ class StageFns:
   cove_tokenize: Callable[..., dict]
 
 
-def _real_prepare(dataset: str, output: str) -> str:
-  return data.prepare(dataset, output=output)
+def _real_prepare(dataset: str, output: str, **options: Any) -> str:
+  """The data stage: `options` are cost_jax.data.prepare's (+ "loader", default `dataset`)."""
+  options = dict(options)
+  loader = options.pop("loader", None) or dataset
+  return data.prepare(loader, output=output, **options)
 
 
 def _real_embed(dataset_dir: str, **kwargs) -> str:

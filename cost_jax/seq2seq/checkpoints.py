@@ -4,19 +4,29 @@ The state is a plain pytree {"params", "opt_state", "step", "dropout_rng"}. Orba
 step to a temporary directory and renames it when complete, so a process killed
 mid-save (kill -9) leaves the previous checkpoints intact and the partial one is
 ignored (and cleaned up) on the next start.
+
+Verification: once a step is on disk, the sha256 of each of its files goes to
+model_dir/checkpoint_sums/<step>.json. `restore_latest` checks a step against its sums before
+restoring it and falls back to the newest intact step, saying which step was skipped and why
+(damage is reported as damage: a changed, missing or unreadable file; a model mismatch only
+when the files are intact but their shapes do not fit).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
-from typing import Any
+import sys
+from typing import Any, Callable
 
 import jax
 import orbax.checkpoint as ocp
 
-from cost_jax.io import UserError
+from cost_jax.io import UserError, atomic_write_json
 
 CHECKPOINT_SUBDIR = "checkpoints"
+SUMS_SUBDIR = "checkpoint_sums"
 
 
 def checkpoint_dir(model_dir: str) -> str:
@@ -40,6 +50,8 @@ class Checkpointer:
         max_to_keep=keep, create=not read_only, read_only=read_only,
         cleanup_tmp_directories=not read_only, enable_async_checkpointing=async_save)
     self._manager = ocp.CheckpointManager(self.directory, options=options)
+    self.sums_dir = os.path.join(os.path.dirname(self.directory), SUMS_SUBDIR)
+    self._pending: list[int] = []
 
   def all_steps(self) -> list[int]:
     return sorted(int(s) for s in self._manager.all_steps())
@@ -50,9 +62,80 @@ class Checkpointer:
 
   def save(self, step: int, state: Any) -> bool:
     """Saves `state` as step `step` (asynchronously); False when that step exists."""
+    self._record_sums()
     if step in self.all_steps():
       return False
-    return bool(self._manager.save(int(step), args=ocp.args.StandardSave(state), force=True))
+    saved = bool(self._manager.save(int(step), args=ocp.args.StandardSave(state), force=True))
+    if saved:
+      self._pending.append(int(step))
+    return saved
+
+  # --- verification ------------------------------------------------------------------------
+  def _sums_path(self, step: int) -> str:
+    return os.path.join(self.sums_dir, f"{int(step)}.json")
+
+  def _record_sums(self) -> None:
+    """Checksums of the steps saved so far (waits for an unfinished async save)."""
+    if not self._pending:
+      return
+    self._manager.wait_until_finished()
+    for step in self._pending:
+      d = os.path.join(self.directory, str(step))
+      if os.path.isdir(d):
+        os.makedirs(self.sums_dir, exist_ok=True)
+        atomic_write_json(self._sums_path(step), {"step": step, "files": file_sums(d)})
+    self._pending = []
+    known = set(self.all_steps())
+    if os.path.isdir(self.sums_dir):  # sums of steps Orbax has dropped (max_to_keep)
+      for name in os.listdir(self.sums_dir):
+        stem = name[:-len(".json")]
+        if name.endswith(".json") and stem.isdigit() and int(stem) not in known:
+          os.remove(os.path.join(self.sums_dir, name))
+
+  def verify(self, step: int) -> str | None:
+    """None when step's files match their recorded sums (or none were recorded), else why not."""
+    path = self._sums_path(step)
+    if not os.path.isfile(path):
+      return None
+    try:
+      with open(path) as f:
+        want = json.load(f)["files"]
+    except (OSError, ValueError, KeyError):
+      return f"its checksum file {path} is unreadable"
+    d = os.path.join(self.directory, str(step))
+    got = file_sums(d) if os.path.isdir(d) else {}
+    missing = sorted(set(want) - set(got))
+    changed = sorted(k for k in want if k in got and got[k] != want[k])
+    if missing or changed:
+      parts = ([f"missing {', '.join(missing[:3])}"] if missing else []) + (
+          [f"changed {', '.join(changed[:3])}"] if changed else [])
+      return "damaged: " + "; ".join(parts)
+    return None
+
+  def restore_latest(self, target: Any, log: Callable[[str], None] | None = None
+                     ) -> tuple[Any, int | None]:
+    """(state, step) of the newest intact step, or (target, None) when there is none at all.
+
+    Damaged steps are skipped with a message; if every step is damaged, a UserError lists them.
+    """
+    log = log or (lambda m: print(m, file=sys.stderr, flush=True))
+    steps = self.all_steps()
+    if not steps:
+      return target, None
+    problems = []
+    for step in reversed(steps):
+      why = self.verify(step)
+      if why is None:
+        try:
+          return self.restore(target, step), step
+        except UserError as e:
+          if "does not match" in str(e) and not problems:
+            raise  # intact files of another model: not damage, do not fall back silently
+          why = str(e)
+      problems.append(f"step {step}: {why}")
+      log(f"[checkpoints] skipping step {step} of {self.directory}: {why}")
+    raise UserError(f"{self.directory}: no intact checkpoint ({'; '.join(problems)}); move the "
+                    "checkpoints away to start over")
 
   def restore(self, target: Any, step: int | None = None) -> Any:
     """Restores into the structure, shapes, dtypes and shardings of `target`."""
@@ -62,17 +145,30 @@ class Checkpointer:
     if step not in self.all_steps():
       raise UserError(f"{self.directory}: no checkpoint for step {step} "
                       f"(have {self.all_steps()})")
+    why = self.verify(step)
+    if why is not None:
+      raise UserError(f"{self.directory}/{step}: checkpoint {why}")
     try:
       return self._manager.restore(int(step), args=ocp.args.StandardRestore(abstract_like(target)))
     except (ValueError, KeyError, TypeError) as e:
-      raise UserError(f"{self.directory}/{step}: checkpoint does not match this model/optimizer "
-                      f"({str(e).splitlines()[0][:300]})") from None
+      first = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
+      if any(w in first.lower() for w in ("shape", "structure", "tree", "dtype", "mismatch")):
+        raise UserError(f"{self.directory}/{step}: checkpoint does not match this model/optimizer "
+                        f"({first})") from None
+      raise UserError(f"{self.directory}/{step}: checkpoint is damaged or unreadable "
+                      f"({first})") from None
+    except Exception as e:  # pylint: disable=broad-except  # tensorstore / OS errors
+      first = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
+      raise UserError(f"{self.directory}/{step}: checkpoint is damaged or unreadable "
+                      f"({first})") from None
 
   def wait(self) -> None:
     self._manager.wait_until_finished()
+    self._record_sums()
 
   def close(self) -> None:
     self._manager.wait_until_finished()
+    self._record_sums()
     self._manager.close()
 
   def __enter__(self) -> "Checkpointer":
@@ -80,3 +176,17 @@ class Checkpointer:
 
   def __exit__(self, *exc) -> None:
     self.close()
+
+
+def file_sums(directory: str) -> dict[str, str]:
+  """sha256 of every regular file under `directory`, by relative path."""
+  out = {}
+  for root, _, files in os.walk(directory):
+    for name in sorted(files):
+      path = os.path.join(root, name)
+      h = hashlib.sha256()
+      with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+          h.update(block)
+      out[os.path.relpath(path, directory)] = h.hexdigest()
+  return out

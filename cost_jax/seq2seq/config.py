@@ -68,6 +68,8 @@ class TrainConfig:
   # (cost_jax.seq2seq.packing; loss identical to padded rows); "off": one example per row.
   packing: str = "encoder"
   pack_row_multiple: int = 8  # packed row counts are rounded up to this (few compiled shapes)
+  # Stop after this many minutes of training (checkpoint, then the usual evaluation); 0 = none.
+  time_budget_min: float = 0.0
 
   def validate(self) -> None:
     checks = [
@@ -84,6 +86,7 @@ class TrainConfig:
         (self.eval_batch_size >= 1, "eval_batch_size must be >= 1"),
         (self.packing in PACKING_MODES, f"packing must be one of {PACKING_MODES}"),
         (self.pack_row_multiple >= 1, "pack_row_multiple must be >= 1"),
+        (self.time_budget_min >= 0, "time_budget_min must be >= 0"),
         (self.score_over in decoding.SCORE_RULES,
          f"score_over must be one of {decoding.SCORE_RULES}"),
         (bool(self.task) or bool(self.dataset_dir and self.tokenizer_dir),

@@ -8,8 +8,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
 import os
+import socket
+import sys
 from typing import Any
 
 import jax
@@ -45,10 +49,85 @@ def write_or_check_config(model_dir: str, record: dict, has_checkpoint: bool) ->
         diffs.append(f"TrainConfig.{k}: {old.get('train', {}).get(k)!r} -> {record['train'][k]!r}")
     if old.get("task", {}).get("name") != record["task"]["name"]:
       diffs.append(f"task: {old.get('task', {}).get('name')!r} -> {record['task']['name']!r}")
+    for k, new_fp in record.get("fingerprints", {}).items():
+      old_fp = old.get("fingerprints", {}).get(k)
+      if old_fp is not None and old_fp != new_fp:
+        where = record["task"].get(f"{k}_dir") or ""
+        diffs.append(f"{k} {where} has other contents (sha256 {old_fp[:12]} -> {new_fp[:12]})")
     if diffs:
       raise UserError(f"{path}: model_dir holds checkpoints of a different run; resuming would mix "
                       f"them ({'; '.join(diffs)}). Use a new --model_dir.")
   atomic_write_json(path, record)
+
+
+LOCK_FILE = ".lock"
+
+
+class RunLock:
+  """model_dir/.lock: one writer per model_dir. A lock left by a dead process is taken over.
+
+  The file holds {"pid", "host"}; a lock of a live process (or of another host, which cannot be
+  checked) is refused with a message naming it.
+  """
+
+  def __init__(self, model_dir: str):
+    self.path = os.path.join(os.path.abspath(model_dir), LOCK_FILE)
+    self.held = False
+
+  def acquire(self) -> "RunLock":
+    me = {"pid": os.getpid(), "host": socket.gethostname()}
+    for _ in range(2):
+      try:
+        fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+      except FileExistsError:
+        holder = self._holder()
+        if holder is not None and holder.get("host") == me["host"] and not _alive(holder["pid"]):
+          print(f"[train] {self.path}: stale lock of process {holder['pid']} (not running); "
+                "taking it over", file=sys.stderr, flush=True)
+          with contextlib.suppress(FileNotFoundError):
+            os.remove(self.path)
+          continue
+        who = (f"process {holder.get('pid')} on {holder.get('host')}" if holder
+               else "an unreadable lock file")
+        raise UserError(f"{os.path.dirname(self.path)}: in use by {who} ({self.path}); wait for "
+                        "it to finish, or remove the lock file if that process is gone") from None
+      except OSError as e:
+        raise UserError(f"{self.path}: cannot create the lock ({e.strerror or e})") from None
+      with os.fdopen(fd, "w") as f:
+        json.dump(me, f)
+      self.held = True
+      return self
+    raise UserError(f"{self.path}: could not take the lock")
+
+  def _holder(self) -> dict | None:
+    try:
+      with open(self.path) as f:
+        d = json.load(f)
+      return d if isinstance(d, dict) and isinstance(d.get("pid"), int) else None
+    except (OSError, ValueError):
+      return None
+
+  def release(self) -> None:
+    if self.held:
+      with contextlib.suppress(FileNotFoundError):
+        os.remove(self.path)
+      self.held = False
+
+  def __enter__(self) -> "RunLock":
+    return self.acquire()
+
+  def __exit__(self, *exc) -> None:
+    self.release()
+
+
+def _alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  return True
 
 
 @dataclasses.dataclass
@@ -118,6 +197,9 @@ def load_run(model_dir: str, step: int | None = None) -> Run:
   with checkpoints.Checkpointer(model_dir, read_only=True) as ckpt:
     if ckpt.latest_step() is None:
       raise UserError(f"{ckpt.directory}: no checkpoints (train a model into {model_dir} first)")
-    state = ckpt.restore(abstract, step)
+    if step is None:
+      state, _ = ckpt.restore_latest(abstract)
+    else:
+      state = ckpt.restore(abstract, step)
   return Run(model_dir, record, train_config, model_config, module, state["params"],
              int(state["step"]), item_tokens, layout)

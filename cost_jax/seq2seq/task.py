@@ -79,6 +79,19 @@ def resolve_task(config: TrainConfig):
   return task, TaskInfo(task.name, ds, tok, vocab_size, max_history)
 
 
+def input_fingerprints(info: TaskInfo) -> dict[str, str]:
+  """{"dataset": sha256 of its sequences, "tokenizer": sha256 of its IDs + vocabulary}."""
+  out = {}
+  if info.dataset_dir:
+    out["dataset"] = input_pipeline.file_fingerprint(
+        [os.path.join(info.dataset_dir, "sequences.parquet")])
+  if info.tokenizer_dir:
+    out["tokenizer"] = input_pipeline.file_fingerprint(
+        [artifact.ids_path(info.tokenizer_dir),
+         os.path.join(info.tokenizer_dir, artifact.VOCABULARY_FILE)])
+  return out
+
+
 def data_fingerprint(info: TaskInfo) -> str:
   files = []
   if info.dataset_dir:

@@ -52,8 +52,40 @@ def _mean_metrics(history: list[dict]) -> dict[str, float]:
   return {k: float(np.mean([h[k] for h in host])) for k in host[0]}
 
 
+def _check_finite(metrics: Mapping[str, Any], step: int, ckpt: checkpoints.Checkpointer) -> None:
+  """Stops a diverged run: the loss and gradient norm of step `step` must be finite.
+
+  Nothing of the diverged state is saved; the checkpoints already written stay.
+  """
+  host = jax.device_get({k: metrics[k] for k in ("loss", "grad_norm") if k in metrics})
+  bad = {k: float(v) for k, v in host.items() if not np.isfinite(v)}
+  if bad:
+    ckpt.close()
+    last = ckpt.latest_step()
+    raise UserError(f"training diverged at step {step}: " + ", ".join(
+        f"{k} = {v}" for k, v in bad.items()) + "; stopped without saving it ("
+        + (f"last good checkpoint: step {last}" if last is not None else "no checkpoint yet")
+        + "). Lower TrainConfig.learning_rate or check the data.")
+
+
 def train(config: TrainConfig, model_dir: str, model_config=None, *,
           operative_gin: str | None = None, show_progress: bool = True) -> dict[str, Any]:
+  """`_train` holding model_dir's lock (cost_jax.seq2seq.run_dir.RunLock)."""
+  config.validate()
+  model_dir = os.path.abspath(model_dir)
+  if os.path.exists(model_dir) and not os.path.isdir(model_dir):
+    raise UserError(f"{model_dir}: model_dir exists and is not a directory")
+  try:
+    os.makedirs(model_dir, exist_ok=True)
+  except OSError as e:
+    raise UserError(f"{model_dir}: cannot create model_dir ({e.strerror or e})") from None
+  with run_dir.RunLock(model_dir):
+    return _train(config, model_dir, model_config, operative_gin=operative_gin,
+                  show_progress=show_progress)
+
+
+def _train(config: TrainConfig, model_dir: str, model_config=None, *,
+           operative_gin: str | None = None, show_progress: bool = True) -> dict[str, Any]:
   """Trains (resuming from the latest checkpoint in model_dir) and evaluates.
 
   Returns {"step", "train": last logged train metrics, "validation": last
@@ -94,21 +126,22 @@ def train(config: TrainConfig, model_dir: str, model_config=None, *,
   module = network.Transformer(model_config)
   tx = optim.make_optimizer(config)
   ckpt = checkpoints.Checkpointer(model_dir, keep=config.keep_checkpoints)
-  resumed_from = ckpt.latest_step()
+  has_checkpoints = ckpt.latest_step() is not None
   record = {"format": run_dir.CONFIG_FORMAT, "train": plain(config), "model": plain(model_config),
             "task": dataclasses.asdict(info), "feature_lengths": lengths,
+            "fingerprints": task_lib.input_fingerprints(info),
             "num_items": int(len(item_tokens)), "num_devices": layout.num_devices,
             "layout": {"level_offsets": list(token_layout.level_offsets),
                        "codebook_sizes": list(token_layout.codebook_sizes)}}
-  run_dir.write_or_check_config(model_dir, record, resumed_from is not None)
+  run_dir.write_or_check_config(model_dir, record, has_checkpoints)
   atomic_write_npy(os.path.join(model_dir, run_dir.ITEM_TOKENS_FILE), item_tokens)
   if operative_gin is not None:
     atomic_write_text(os.path.join(model_dir, run_dir.OPERATIVE_GIN_FILE), operative_gin)
 
   state = model.init_state(module, tx, lengths, config.seed, layout.replicated)
   num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state["params"]))
+  state, resumed_from = ckpt.restore_latest(state, log)
   if resumed_from is not None:
-    state = ckpt.restore(state, resumed_from)
     log(f"[train] resumed from {ckpt.directory}/{resumed_from}")
   start = int(state["step"])
   log(f"[train] {num_params:,} params, {layout.num_devices} device(s), batch {config.batch_size}, "
@@ -156,6 +189,7 @@ def train(config: TrainConfig, model_dir: str, model_config=None, *,
   timed_steps, timed_secs, timed_cpu, timed_tokens, tokens_log = 0, 0.0, 0.0, 0, 0
   t_log, cpu_log, step_log = time.perf_counter(), time.process_time(), start
   step = start
+  t_train = time.perf_counter()
   try:
     for step_, batch in input_pipeline.device_batches(batcher, start, config.num_train_steps,
                                                       layout.batch):
@@ -163,6 +197,8 @@ def train(config: TrainConfig, model_dir: str, model_config=None, *,
       history.append(metrics)
       tokens_log += batcher.real_tokens(step_)
       step = step_ + 1
+      if step % config.checkpoint_every == 0 or step % config.log_every == 0:
+        _check_finite(metrics, step, ckpt)  # before any NaN state is logged or saved
       if step % config.log_every == 0 or step == config.num_train_steps:
         last_train = _mean_metrics(history)
         history = []
@@ -186,6 +222,9 @@ def train(config: TrainConfig, model_dir: str, model_config=None, *,
         ckpt.save(step, state)
       if config.eval_every and step % config.eval_every == 0 and step < config.num_train_steps:
         last_valid = run_validation(step)
+      if config.time_budget_min and time.perf_counter() - t_train > 60.0 * config.time_budget_min:
+        log(f"[train] time budget of {config.time_budget_min:g} min reached at step {step}")
+        break
   except KeyboardInterrupt:
     try:  # the state may have been donated to a step that did not finish
       interrupted_at = int(state["step"])
@@ -196,6 +235,8 @@ def train(config: TrainConfig, model_dir: str, model_config=None, *,
     ckpt.close()
     raise
   progress.close()
+  if history:
+    _check_finite(history[-1], step, ckpt)
   final_step = int(state["step"])
   ckpt.save(final_step, state)
   ckpt.close()

@@ -30,6 +30,9 @@ CONFIG_FILE = "config.json"
 REPORT_FILE = "report.json"
 CHECKPOINT_SUBDIR = "checkpoint"
 BASELINE_FILE = "baseline.npz"
+# What a tokenizer dir holds (cost_jax.io.StagedDir refuses to replace a dir with anything else).
+OUTPUT_KIND = "tokenizer"
+FILES = (IDS_FILE, VOCABULARY_FILE, CONFIG_FILE, REPORT_FILE, CHECKPOINT_SUBDIR, BASELINE_FILE)
 
 
 def _missing(path: str, tokenizer_dir: str) -> UserError:

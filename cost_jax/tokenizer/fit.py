@@ -158,7 +158,7 @@ def fit(embeddings: np.ndarray | str, method: str, output: str, seed: int = 0,
                     "with --set codebook_size=...)")
   n, dim = x.shape
   desc = f"tokenize {method}"
-  staged = StagedDir(output)
+  staged = StagedDir(output, kind=artifact.OUTPUT_KIND, legacy=artifact.FILES)
   try:
     report: dict[str, Any] = {"method": method, "preset": cfg.preset, "seed": seed,
                               "num_items": n, "input_dim": dim}
@@ -249,7 +249,7 @@ def encode_new(checkpoint_dir: str, embeddings: np.ndarray | str, output: str,
     x = load_embeddings(os.fspath(embeddings))
   else:
     x = validate_embeddings(embeddings, "embeddings")
-  staged = StagedDir(output)
+  staged = StagedDir(output, kind=artifact.OUTPUT_KIND, legacy=artifact.FILES)
   try:
     ids, info = tok.encode_items(x)
     sizes = list(tok.raw_sizes)

@@ -25,6 +25,7 @@ import numpy as np
 import optax
 
 from cost_jax.tokenizer import kmeans as km
+from cost_jax.io import UserError
 from cost_jax.tokenizer import losses
 from cost_jax.tokenizer import quantizer as rq
 from cost_jax.tokenizer import rqvae
@@ -264,6 +265,11 @@ def train(x: np.ndarray, cfg: TokenizerConfig, seed: int = 0, desc: str = "token
     reseeded += int(m.pop("reseeded"))
     m["epoch"] = epoch + 1
     history.append(m)
+    if not np.isfinite(m["loss"]) or not all(
+        np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(params)):
+      raise UserError(f"tokenizer training diverged in epoch {epoch + 1}: loss {m['loss']} "
+                      f"(rq {m['rq']}, mse {m['mse']}, infonce {m['infonce']}); nothing was "
+                      "written. Lower learning_rate, or raise tau if it is near 0.")
     if log:
       progress.update(epoch + 1, {"loss": m["loss"], "rq": m["rq"], "mse": m["mse"],
                                   "nce": m["infonce"],
