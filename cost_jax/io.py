@@ -38,6 +38,11 @@ def exits_cleanly(main: F) -> F:
     except KeyboardInterrupt:
       print("interrupted", file=sys.stderr)
       raise SystemExit(130) from None
+    except OSError as e:  # a full or read-only disk, permissions: one line, not a traceback
+      where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+      print(f"error: {where}{e.strerror or e} (earlier outputs were left as they were)",
+            file=sys.stderr)
+      raise SystemExit(1) from None
 
   return wrapper  # type: ignore[return-value]
 
@@ -78,13 +83,21 @@ def atomic_write(path: str, write: Callable[[IO], None], binary: bool = True) ->
   """
   path = os.fspath(path)
   directory = os.path.dirname(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.",
-                             suffix=".tmp")
+  try:
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.",
+                               suffix=".tmp")
+  except OSError as e:
+    raise UserError(f"{path}: cannot write ({e.strerror or e})") from None
   try:
     with os.fdopen(fd, "wb" if binary else "w") as f:
       write(f)
     os.chmod(tmp, default_mode())
     os.replace(tmp, path)
+  except OSError as e:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise UserError(f"{path}: cannot write ({e.strerror or e}); the earlier file, if any, is "
+                    "unchanged") from None
   except BaseException:
     if os.path.exists(tmp):
       os.remove(tmp)

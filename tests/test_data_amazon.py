@@ -7,6 +7,7 @@ import os
 import pytest
 
 from cost_jax import data
+from cost_jax.data import amazon
 from cost_jax.data import __main__ as cli
 from cost_jax.data.processed import ProcessedDataset
 from cost_jax.io import UserError
@@ -85,10 +86,14 @@ def test_sequences_text_and_malformed(tmp_path):
 
 def test_default_min_five_and_strict(tmp_path):
   root = write_amazon(str(tmp_path / "amz"), category="Toys_and_Games")
-  out = data.prepare("amazon", str(tmp_path / "out"), amazon_dir=root, category="Toys and Games")
-  stats = ProcessedDataset.load(out).stats
-  assert stats["name"] == "toys_and_games"
-  assert stats["users"] == 0 and stats["filtering"]["users_dropped_too_short"] == 3
+  # Every user has fewer than 5 reviews: an empty dataset is an error, not a 0-user success.
+  with pytest.raises(UserError, match=r"reviews_Toys_and_Games_5.json.gz.*no users left "
+                                      r"\(read 3 users; min_seq_len 5"):
+    data.prepare("amazon", str(tmp_path / "out"), amazon_dir=root, category="Toys and Games")
+  assert not os.path.exists(tmp_path / "out")
+  out = data.prepare("amazon", str(tmp_path / "out"), amazon_dir=root, category="Toys and Games",
+                     min_seq_len=2)
+  assert ProcessedDataset.load(out).stats["name"] == "toys_and_games"
   with pytest.raises(UserError, match=r"reviews_Toys_and_Games_5.json.gz:3: bad JSON"):
     data.prepare("amazon", str(tmp_path / "out2"), amazon_dir=root, category="Toys_and_Games", strict=True)
 
@@ -117,3 +122,27 @@ def test_cli_prepare_and_clean_error(tmp_path, capsys):
   err = capsys.readouterr().err
   assert "error: " in err and "reviews_Beauty_5.json.gz:3:" in err and "Traceback" not in err
   assert ProcessedDataset.load(out).stats["users"] == 2  # the old dir is untouched
+
+
+def test_absurd_times_bad_bytes_and_empty_files_are_reported(tmp_path):
+  root = tmp_path / "amz"
+  root.mkdir()
+  rows = [b'{"reviewerID": "u1", "asin": "A", "unixReviewTime": 1e400}',  # inf: overflow
+          b'{"reviewerID": "u1", "asin": "A", "unixReviewTime": 1400000000.5}',  # not an integer
+          b'{"reviewerID": "u1", "asin": "A", "unixReviewTime": 99999999999999}',  # year 5000+
+          b'{"reviewerID": "u\xff1", "asin": "A", "unixReviewTime": 1}',  # not UTF-8
+          b'{"reviewerID": "u2", "asin": "A", "unixReviewTime": 1}',
+          b'{"reviewerID": "u2", "asin": "B", "unixReviewTime": 2}']
+  with gzip.open(root / "reviews_Beauty_5.json.gz", "wb") as f:
+    f.write(b"\n".join(rows) + b"\n")
+  with gzip.open(root / "meta_Beauty.json.gz", "wb") as f:
+    f.write(b"{'asin': 'A', 'title': 'a'}\n{'asin': 'B', 'title': 'b'}\n")
+  interactions, malformed = amazon.load(str(root), "Beauty")
+  assert malformed.counts == {"bad timestamp": 3, "undecodable bytes": 1}
+  assert list(interactions.user_events) == ["u2"]
+  with pytest.raises(UserError, match=r"reviews_Beauty_5.json.gz:1: bad timestamp"):
+    amazon.load(str(root), "Beauty", strict=True)
+  with gzip.open(root / "reviews_Beauty_5.json.gz", "wb") as f:
+    f.write(b"")
+  with pytest.raises(UserError, match=r"reviews_Beauty_5.json.gz: no usable review rows \(empty\)"):
+    amazon.load(str(root), "Beauty")

@@ -130,3 +130,19 @@ def test_flat_folder_and_missing_files(tmp_path):
   os.remove(os.path.join(root, "MINDsmall_dev", "behaviors.tsv"))
   with pytest.raises(UserError, match=r"MINDsmall_dev/behaviors.tsv"):
     mind.find_folders(root)
+
+
+def test_duplicate_news_ids_bad_bytes_and_empty_files(tmp_path):
+  root = write_mind(str(tmp_path / "m"))
+  news = os.path.join(root, "MINDsmall_train", "news.tsv")
+  with open(news, "ab") as f:  # the same id twice in one file: counted like Amazon's ASINs
+    f.write((_news_line("N3", "finance", "markets", "Stocks rise again") + "\n").encode())
+  behaviors = os.path.join(root, "MINDsmall_train", "behaviors.tsv")
+  with open(behaviors, "ab") as f:  # a user id that is not UTF-8: a malformed row, no merge
+    f.write(b"7\tU\xff1\t11/13/2019 10:00:00 AM\tN1\tN3-1\n")
+  _, malformed = mind.load(root)
+  assert malformed.counts["duplicate news id"] == 1  # N1 in train and dev is expected, not counted
+  assert malformed.counts["undecodable bytes"] == 1
+  open(os.path.join(root, "MINDsmall_dev", "news.tsv"), "w").close()
+  with pytest.raises(UserError, match=r"MINDsmall_dev/news.tsv: no usable news rows"):
+    mind.load(root)

@@ -383,3 +383,40 @@ def test_time_budget_stops_starting_stages(tmp_path):
   assert fakes.calls == [] and {r.status for r in results} == {"cached"}
   md = open(os.path.join(out, "results.md")).read()
   assert "PARTIAL" in md and "Stages not run yet: 10" in md
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("tiger.foo=1", "unknown setting 'foo'"),
+    ("tiger.batch_size=0", "batch_size must be >= 1"),
+    ("sasrec.bogus=2", "sasrec"),
+    ("cove.codebook_sizes=(5,50)", "fine to coarse"),
+    ("tokenizer.hidden_dims=(0,)", "tokenizer"),
+    ("embed.modle=x", "unknown key"),
+])
+def test_bad_overrides_fail_before_any_stage_even_with_list(tmp_path, capsys, bad, message):
+  with pytest.raises(SystemExit) as e:
+    cli.main(["--output", str(tmp_path / "o"), "--list", "--set", bad])
+  assert e.value.code == 2
+  err = capsys.readouterr().err
+  assert message in err and "Traceback" not in err
+  assert not os.path.exists(tmp_path / "o" / "stages")
+
+
+def test_a_cached_stage_whose_outputs_are_gone_is_rerun(tmp_path, capsys):
+  cache = stage_cache.StageCache(str(tmp_path))
+  calls = []
+
+  def work(d):
+    calls.append(d)
+    with open(os.path.join(d, "out.bin"), "wb") as f:
+      f.write(b"12345")
+    return {"ok": 1}
+
+  assert cache.run("s", {"a": 1}, work).status == "ran"
+  assert cache.run("s", {"a": 1}, work).status == "cached"
+  os.remove(os.path.join(cache.path("s", {"a": 1}), "out.bin"))
+  assert cache.run("s", {"a": 1}, work).status == "ran"
+  assert "out.bin is gone" in capsys.readouterr().err
+  with open(os.path.join(cache.path("s", {"a": 1}), "out.bin"), "wb") as f:
+    f.write(b"1")
+  assert cache.run("s", {"a": 1}, work).status == "ran" and len(calls) == 3

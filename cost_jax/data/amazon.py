@@ -15,14 +15,13 @@ Description: Brand: <brand>. Price: $<price>. <description, truncated>."
 from __future__ import annotations
 
 import ast
-import gzip
 import html
 import json
 import os
 import re
 
 from cost_jax.data import processed, text
-from cost_jax.data.malformed import MalformedRows
+from cost_jax.data.malformed import MalformedRows, decoded_lines
 from cost_jax.io import UserError
 
 DESCRIPTION_CHARS = 512  # description text kept in the prompt (models truncate anyway)
@@ -55,21 +54,26 @@ def find_files(amazon_dir: str, category: str) -> tuple[str, str]:
   return found["reviews"], found["meta"]
 
 
-def _open(path: str):
-  if path.endswith(".gz"):
-    return gzip.open(path, "rt", encoding="utf-8", errors="replace", newline="")
-  return open(path, encoding="utf-8", errors="replace", newline="")
+# Unix seconds of a review: 1970 .. 2100 (anything beyond is damage, not a date).
+MAX_UNIX_SECONDS = 4_102_444_800
 
 
-def _lines(path: str):
-  try:
-    with _open(path) as f:
-      for lineno, line in enumerate(f, start=1):
-        line = line.strip()
-        if line:
-          yield lineno, line
-  except (OSError, EOFError) as e:  # truncated/corrupt gzip
-    raise UserError(f"{path}: cannot read ({e})") from None
+def unix_seconds(value) -> int | None:
+  """An integer unix time in range, or None (non-integer, non-finite, absurd)."""
+  if isinstance(value, bool):
+    return None
+  if isinstance(value, str):
+    value = value.strip()
+    if not value.lstrip("-").isdigit():
+      return None
+    value = int(value)
+  if isinstance(value, float):
+    if not value.is_integer():
+      return None
+    value = int(value)
+  if not isinstance(value, int) or not 0 <= value <= MAX_UNIX_SECONDS:
+    return None
+  return value
 
 
 def _string(value) -> str:
@@ -118,7 +122,8 @@ def load(amazon_dir: str, category: str, *, strict: bool = False,
   malformed = MalformedRows(strict=strict)
 
   reviews: list[tuple[str, int, int, str]] = []  # (user, time, line, asin)
-  for lineno, line in _lines(reviews_path):
+  for lineno, line in decoded_lines(reviews_path, malformed):
+    line = line.strip()
     try:
       row = json.loads(line)
     except ValueError as e:
@@ -131,17 +136,20 @@ def load(amazon_dir: str, category: str, *, strict: bool = False,
     if missing:
       malformed.add(reviews_path, lineno, "missing field", ", ".join(missing))
       continue
-    try:
-      ts = int(row["unixReviewTime"])
-    except (TypeError, ValueError):
+    ts = unix_seconds(row["unixReviewTime"])
+    if ts is None:
       malformed.add(reviews_path, lineno, "bad timestamp", repr(row["unixReviewTime"])[:40])
       continue
     reviews.append((str(row["reviewerID"]), ts, lineno, str(row["asin"])))
+  if not reviews:
+    raise UserError(f"{reviews_path}: no usable review rows"
+                    + (f" ({malformed.num_rows} malformed)" if malformed.num_rows else " (empty)"))
   reviewed = {r[3] for r in reviews}
 
   metas: dict[str, dict[str, str]] = {}
   skipped = 0
-  for lineno, line in _lines(meta_path):
+  for lineno, line in decoded_lines(meta_path, malformed):
+    line = line.strip()
     m = _ASIN.search(line)
     if m and m.group(1) not in reviewed:
       skipped += 1  # metadata of items nobody reviewed in the 5-core file: not parsed

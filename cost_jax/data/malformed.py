@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import gzip
 import sys
-from typing import IO
+from typing import IO, Iterator
 
 from cost_jax.io import UserError
 
@@ -70,3 +71,26 @@ class MalformedRows:
   def report(self, stream: IO[str] | None = None) -> None:
     if self._rows:
       print(self.summary(), file=stream or sys.stderr, flush=True)
+
+
+def decoded_lines(path: str, malformed: MalformedRows, start: int = 1
+                  ) -> Iterator[tuple[int, str]]:
+  """(line number, text without the line break) of a UTF-8 text file (.gz read as gzip).
+
+  Each line is decoded on its own; one that is not UTF-8 is a malformed row ("undecodable
+  bytes"), never replaced by U+FFFD (which would merge distinct ids). Blank lines are skipped.
+  A truncated or corrupt file is a UserError naming it.
+  """
+  opener = gzip.open if path.endswith(".gz") else open
+  try:
+    with opener(path, "rb") as f:
+      for lineno, raw in enumerate(f, start=start):
+        try:
+          line = raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError as e:
+          malformed.add(path, lineno, "undecodable bytes", f"not UTF-8 at byte {e.start}")
+          continue
+        if line.strip():
+          yield lineno, line
+  except (OSError, EOFError) as e:
+    raise UserError(f"{path}: cannot read ({getattr(e, 'strerror', None) or e})") from None

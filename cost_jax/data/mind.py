@@ -26,7 +26,7 @@ import re
 import sys
 
 from cost_jax.data import processed, text
-from cost_jax.data.malformed import MalformedRows
+from cost_jax.data.malformed import MalformedRows, decoded_lines
 from cost_jax.io import UserError
 from cost_jax.progress import Progress
 
@@ -73,17 +73,10 @@ def parse_time(value: str) -> int:
   return calendar.timegm(dt.timetuple())
 
 
-def _lines(path: str):
-  with open(path, encoding="utf-8", errors="replace", newline="") as f:
-    for lineno, line in enumerate(f, start=1):
-      line = line.rstrip("\r\n")
-      if line.strip():
-        yield lineno, line
-
-
 def load_news(path: str, news: dict[str, dict[str, str]], malformed: MalformedRows) -> int:
   count = 0
-  for lineno, line in _lines(path):
+  in_this_file: set[str] = set()
+  for lineno, line in decoded_lines(path, malformed):
     fields = line.split("\t")
     if len(fields) != NEWS_FIELDS:
       malformed.add(path, lineno, "wrong field count",
@@ -93,8 +86,12 @@ def load_news(path: str, news: dict[str, dict[str, str]], malformed: MalformedRo
     if not news_id:
       malformed.add(path, lineno, "empty news id")
       continue
+    if news_id in in_this_file:  # counted as in every loader (Amazon ASINs, RecBole items)
+      malformed.add(path, lineno, "duplicate news id", news_id)
+      continue
+    in_this_file.add(news_id)
     count += 1
-    if news_id in news:  # the same news in train and dev: first wins
+    if news_id in news:  # the same news in train and dev: expected, first wins
       continue
     cat = " > ".join(c for c in (text.clean(category), text.clean(subcategory)) if c)
     news[news_id] = {
@@ -115,7 +112,11 @@ def load(mind_dir: str, *, strict: bool = False, dedup_clicks: bool = True
   news: dict[str, dict[str, str]] = {}
   news_rows = 0
   for folder in folders:
-    news_rows += load_news(os.path.join(folder, "news.tsv"), news, malformed)
+    path = os.path.join(folder, "news.tsv")
+    rows = load_news(path, news, malformed)
+    if rows == 0:
+      raise UserError(f"{path}: no usable news rows (empty or all malformed)")
+    news_rows += rows
 
   histories: dict[str, list[str]] = {}
   inconsistent: set[str] = set()
@@ -127,7 +128,7 @@ def load(mind_dir: str, *, strict: bool = False, dedup_clicks: bool = True
     progress = Progress(total=size // (1 << 20) + 1, desc=f"read {os.path.basename(folder)}/behaviors.tsv",
                         unit="MiB", min_interval=10.0)
     done = 0
-    for lineno, line in _lines(path):
+    for lineno, line in decoded_lines(path, malformed):
       done += len(line) + 1
       if lineno % 50000 == 0:
         progress.update(done // (1 << 20))

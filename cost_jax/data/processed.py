@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cost_jax import paths
-from cost_jax.io import StagedDir, UserError, atomic_write_json
+from cost_jax.io import StagedDir, UserError, atomic_write_json, read_json
 
 FORMAT_VERSION = 1
 ITEMS_FILE = "items.parquet"
@@ -89,10 +89,12 @@ class ProcessedDataset:
           f"{path}: not a processed dataset directory; missing {', '.join(missing)} "
           f"(expected {', '.join(REQUIRED_FILES)}). Build it with "
           "`python -m cost_jax.data prepare {ml100k|mind|amazon} --output DIR`.")
-    with open(os.path.join(path, STATS_FILE)) as f:
-      stats = json.load(f)
-    items = pd.read_parquet(os.path.join(path, ITEMS_FILE))
-    sequences = pd.read_parquet(os.path.join(path, SEQUENCES_FILE))
+    stats = read_json(os.path.join(path, STATS_FILE))
+    if not isinstance(stats, dict):
+      raise UserError(f"{os.path.join(path, STATS_FILE)}: not a JSON object")
+    items, sequences = (_read_parquet(os.path.join(path, f), cols)
+                        for f, cols in ((ITEMS_FILE, ("item_index", "item_id", "text")),
+                                        (SEQUENCES_FILE, ("user_index", "user_id", "items"))))
     if not np.array_equal(items["item_index"].to_numpy(), np.arange(len(items))):
       raise UserError(f"{os.path.join(path, ITEMS_FILE)}: item_index is not 0..N-1 in order")
     name = stats.get("name") or os.path.basename(os.path.normpath(path))
@@ -140,6 +142,18 @@ class ProcessedDataset:
       return None
     with open(file) as f:
       return json.load(f)
+
+
+def _read_parquet(path: str, columns: Sequence[str]) -> pd.DataFrame:
+  try:
+    frame = pd.read_parquet(path)
+  except (OSError, ValueError, pa.ArrowException) as e:
+    raise UserError(f"{path}: cannot read ({str(e).splitlines()[0][:160]}); rebuild the dataset "
+                    "with `python -m cost_jax.data prepare ... --force`") from None
+  missing = [c for c in columns if c not in frame.columns]
+  if missing:
+    raise UserError(f"{path}: missing column(s) {', '.join(missing)}")
+  return frame
 
 
 def resolve_dir(path: str) -> str:
@@ -231,6 +245,11 @@ def build_and_write(name: str, data: Interactions, output: str, *, malformed_jso
       events = events[-max_seq_len:]  # keep the latest
     kept[user] = events
 
+  if not kept:
+    files = ", ".join(str(src.get("file")) for src in data.sources if src.get("file"))
+    raise UserError(f"{files or name}: no users left (read {users_before} users; "
+                    f"min_seq_len {min_seq_len}, max_seq_len {max_seq_len}"
+                    + (", drop_longer" if drop_longer else "") + "); nothing was written")
   item_ids = sorted({i for events in kept.values() for _, i in events}, key=natural_key)
   index = {item: k for k, item in enumerate(item_ids)}
   field_names = sorted({k for f in data.item_fields.values() for k in f} - {"text"})

@@ -32,7 +32,8 @@ from cost_jax.experiments import notes, paired
 from cost_jax.experiments import report as report_lib
 from cost_jax.experiments.profiles import BASELINES, Profile
 from cost_jax.experiments.stage_cache import StageCache, StageResult, config_hash
-from cost_jax.experiments.stages import REAL_FNS, StageFns, _is_number, tokenizer_stats
+from cost_jax.experiments.stages import (REAL_FNS, StageFns, _is_number, tokenizer_stats,
+                                         validate_profile)
 from cost_jax.io import UserError
 from cost_jax.progress import Progress, format_duration
 from cost_jax.tokenizer.config import INTERACTION_METHODS, METHODS, task_name
@@ -98,6 +99,7 @@ class Pipeline:
                         f"{', '.join(BASELINES)}")
     if not p.seeds:
       raise UserError("--seeds: at least one seed is needed")
+    validate_profile(p)  # a bad --set fails here, --list included, before any stage runs
 
     if self.external_dataset:
       ext = self.external_dataset

@@ -392,10 +392,11 @@ def write_report(output_dir: str, rows: Sequence[Mapping], *,
   md = [f"# {title}", ""]
   if setup:
     md += ["## Setup", ""] + [f"- {s}" for s in setup] + [""]
-  md += ["## Results (test split, leave-one-out, full ranking over all items)", "",
-         "CoST Table 2 layout: mean ± std (sample std, ddof=1) over seeds; n = number of seeds. "
-         "Impr. = relative improvement of L_co (CoST) over L_re (RQ-VAE), from the means.", "",
-         table2_markdown(summary, ks, ablation), ""]
+  md += ["## Results (test split, leave-one-out, full ranking over all items)", ""]
+  if ablation:
+    md += ["CoST Table 2 layout: mean ± std (sample std, ddof=1) over seeds; n = number of seeds. "
+           "Impr. = relative improvement of L_co (CoST) over L_re (RQ-VAE), from the means.", "",
+           table2_markdown(summary, ks, ablation), ""]
   if baselines:
     md += ["### Baselines for context", "",
            f"{', '.join(label(b) for b in baselines)}: scored with the same metric function on the "

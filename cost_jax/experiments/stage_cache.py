@@ -1,7 +1,9 @@
 """The stage cache: each stage runs into OUTPUT/stages/<name>-<config hash>/ once.
 
 The work happens in <dir>.tmp, renamed to <dir> with a DONE marker (the stage's config JSON,
-timings and summary) at the end; a re-run skips every stage whose marker matches.
+timings, summary and a manifest of the files written, with their sizes) at the end; a re-run
+skips every stage whose marker matches and whose files are all still there with their sizes.
+A stage whose outputs were deleted or changed is re-run, with a message naming what changed.
 """
 
 from __future__ import annotations
@@ -57,7 +59,14 @@ class StageCache:
     except (OSError, ValueError):
       return None
     canonical = json.loads(json.dumps(config, sort_keys=True, default=str))
-    return marker if marker.get("config") == canonical else None
+    if marker.get("config") != canonical:
+      return None
+    problems = manifest_problems(os.path.dirname(file), marker.get("manifest"))
+    if problems:
+      self.log(f"[stage {name}] cached outputs changed ({'; '.join(problems[:3])}"
+               + (f"; {len(problems) - 3} more" if len(problems) > 3 else "") + "): re-running")
+      return None
+    return marker
 
   def run(self, name: str, config: Mapping[str, Any], fn: Callable[[str], Any],
           resume: bool = False) -> StageResult:
@@ -98,6 +107,7 @@ class StageCache:
         "cpu_seconds": cpu_seconds,  # process CPU time (all threads): load-independent cost
         "finished_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "result": json.loads(json.dumps(value, default=str)) if value is not None else None,
+        "manifest": manifest(tmp),
     }
     with open(os.path.join(tmp, DONE_FILE), "w") as f:
       json.dump(marker, f, indent=2, sort_keys=True)
@@ -128,3 +138,29 @@ def _write_spent(tmp: str, seconds: float, cpu_seconds: float) -> None:
 
 def safe_name(name: str) -> str:
   return "".join(c if c.isalnum() or c in "-_." else "_" for c in name.replace("+", "_"))
+
+
+def manifest(directory: str) -> dict[str, int]:
+  """{relative path: size in bytes} of every regular file under `directory` (DONE excluded)."""
+  out = {}
+  for root, _, files in os.walk(directory):
+    for f in files:
+      p = os.path.join(root, f)
+      rel = os.path.relpath(p, directory)
+      if rel != DONE_FILE and os.path.isfile(p):
+        out[rel] = os.path.getsize(p)
+  return out
+
+
+def manifest_problems(directory: str, recorded: Mapping[str, int] | None) -> list[str]:
+  """What differs from the recorded manifest (none recorded: nothing to check)."""
+  if not recorded:
+    return []
+  problems = []
+  for rel, size in sorted(recorded.items()):
+    p = os.path.join(directory, rel)
+    if not os.path.isfile(p):
+      problems.append(f"{rel} is gone")
+    elif os.path.getsize(p) != size:
+      problems.append(f"{rel} is {os.path.getsize(p)} bytes, was {size}")
+  return problems

@@ -7,14 +7,20 @@ baseline packages. `tokenizer_stats` normalizes a tokenizer report for the repor
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from typing import Any, Callable, Mapping, Sequence
 
 from cost_jax import data
 from cost_jax.baselines import cove_sasrec, popularity, sasrec
 from cost_jax.data import embed
 from cost_jax.data.processed import ProcessedDataset
+from cost_jax.io import UserError
 from cost_jax.seq2seq import trainer
+from cost_jax.seq2seq.config import TrainConfig
+from cost_jax.seq2seq.network import TransformerConfig
+from cost_jax.tokenizer import config as tc
 from cost_jax.tokenizer import fit
+from cost_jax.tokenizer.cove import CoveConfig
 
 
 def _real_cove_sasrec(dataset_dir: str, output: str, seed: int, ks: Sequence[int],
@@ -88,6 +94,32 @@ def _real_sasrec(dataset_dir: str, output: str, seed: int, ks: Sequence[int], **
 REAL_FNS = StageFns(prepare=_real_prepare, embed=_real_embed, tokenize=_real_tokenize,
                     train=_real_train, popularity=_real_popularity, sasrec=_real_sasrec,
                     cove_sasrec=_real_cove_sasrec, cove_tokenize=_real_cove_tokenize)
+
+
+def validate_profile(profile) -> None:
+  """Every section of a profile checked against the config it feeds, before any stage runs."""
+  def check(section: str, build: Callable[[], Any]) -> None:
+    try:
+      build()
+    except UserError as e:
+      raise UserError(f"--set {section}: {e}") from None
+    except (TypeError, ValueError) as e:
+      raise UserError(f"--set {section}: {str(e).splitlines()[0]}") from None
+
+  train_kw, model_kw = trainer.split_overrides(profile.tiger)
+  check("tiger", lambda: dataclasses.replace(
+      TrainConfig(dataset_dir="-", tokenizer_dir="-"), **train_kw).validate())
+  check("tiger", lambda: TransformerConfig(**model_kw))
+  check("sasrec", lambda: sasrec.SASRecConfig(num_items=1, **profile.sasrec))
+  check("cove", lambda: CoveConfig(**profile.cove))
+  for m in profile.methods:
+    if m not in tc.INTERACTION_METHODS and m in tc.METHODS:
+      check(f"tokenizer ({m})", lambda m=m: tc.make_config(m, profile.tokenizer_overrides(m)))
+  allowed = set(inspect.signature(embed.embed_dataset).parameters) - {"path"}
+  unknown = sorted(set(profile.embed) - allowed)
+  if unknown:
+    raise UserError(f"--set embed: unknown key(s) {', '.join(unknown)} (expected some of "
+                    f"{', '.join(sorted(allowed))})")
 
 
 def tokenizer_stats(report: Mapping[str, Any] | None, method: str, seed: int) -> dict:

@@ -7,7 +7,7 @@ import json
 import signal
 from typing import Sequence
 
-from cost_jax.io import exits_cleanly
+from cost_jax.io import UserError, exits_cleanly
 from cost_jax.seq2seq import evaluator, gin_config, trainer
 
 TRAIN_DOC = """Trains the TIGER encoder-decoder on a SeqIO task (the built-in trainer, no T5X needed).
@@ -94,6 +94,12 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
 
 @exits_cleanly
 def _evaluate(args: argparse.Namespace) -> int:
+  for flag in ("num_beams", "topk", "batch_size", "num_users"):
+    value = getattr(args, flag)
+    if value is not None and value < 1:
+      raise UserError(f"--{flag}: must be >= 1, got {value}")
+  if args.step is not None and args.step < 0:
+    raise UserError(f"--step: must be >= 0, got {args.step}")
   metrics = evaluator.evaluate(args.model_dir, args.split, num_beams=args.num_beams, topk=args.topk,
                      batch_size=args.batch_size, num_users=args.num_users, step=args.step)
   print(json.dumps(metrics, indent=2))

@@ -77,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(prog="python -m cost_jax.tokenize",
                               description=__doc__.split("\n")[0])
   p.add_argument("--embeddings", required=True, help=".npy float [num_items, dim], row i = item i")
-  p.add_argument("--method", choices=tc.METHODS, default="cost")
+  p.add_argument("--method", choices=[m for m in tc.METHODS if m not in tc.INTERACTION_METHODS],
+                 default=None, help="default cost (with --from_checkpoint: the checkpoint's)")
   p.add_argument("--output", required=True, help="output directory (replaced atomically)")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--epochs", type=int, default=None, help="overrides the preset's epochs")
@@ -97,8 +98,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
   args = build_parser().parse_args(argv)
   if args.from_checkpoint:
+    given = [flag for flag, value in (("--method", args.method), ("--set", args.set),
+                                      ("--gin_file", args.gin_file), ("--gin_param", args.gin_param),
+                                      ("--epochs", args.epochs), ("--preset", args.preset))
+             if value]
+    if given:
+      raise UserError(f"--from_checkpoint uses the trained tokenizer's own method and settings; "
+                      f"{', '.join(given)} would be ignored, so they are refused")
     report = encode_new(args.from_checkpoint, args.embeddings, args.output, log=not args.quiet)
   else:
+    args.method = args.method or "cost"
     overrides = gin_overrides(args.gin_file, args.gin_param)
     overrides.update(tc.parse_set_args(args.set))
     if args.epochs is not None:

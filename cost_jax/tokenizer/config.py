@@ -92,6 +92,14 @@ class TokenizerConfig:
         raise UserError(f"config: {name} must be >= 1, got {getattr(self, name)}")
     if self.epochs < 0:
       raise UserError(f"config: epochs must be >= 0, got {self.epochs}")
+    if any(int(h) < 1 for h in self.hidden_dims):
+      raise UserError(f"config: hidden_dims must all be >= 1, got {tuple(self.hidden_dims)}")
+    for name in ("tau", "learning_rate"):
+      if not float(getattr(self, name)) > 0:
+        raise UserError(f"config: {name} must be > 0, got {getattr(self, name)}")
+    for name in ("alpha", "beta"):
+      if not float(getattr(self, name)) >= 0:
+        raise UserError(f"config: {name} must be >= 0, got {getattr(self, name)}")
     if not 1 <= self.lsh_bits <= 30:
       raise UserError(f"config: lsh_bits must be in 1..30, got {self.lsh_bits}")
     return self
@@ -202,6 +210,9 @@ def make_config(method: str, overrides: Mapping[str, Any] | None = None) -> Toke
   values["preset"] = preset
   if method in NEURAL_METHODS:
     values["loss"] = method
+    if "loss" in overrides and coerce("loss", overrides["loss"]) != method:
+      raise UserError(f"--method {method} and --set loss={overrides['loss']} contradict each "
+                      f"other (the method is the loss); use --method {overrides['loss']}")
   for k, v in overrides.items():
     values[k] = coerce(k, v)
   return TokenizerConfig(**values).validate()
