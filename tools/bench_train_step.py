@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import os
+import re
+import subprocess
 import sys
 import time
 
@@ -93,15 +96,13 @@ def main(argv=None) -> dict:
   mm = matmul_gflops()
   square = matmul_gflops(4096, 4096, 4096, reps=3)
   t5x = None
-  if args.t5x:
-    try:
-      import t5x  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
-    except ImportError:
-      t5x = None
-    else:
-      sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-      import bench_t5x  # pylint: disable=import-outside-toplevel
-      t5x = bench_t5x.time_t5x_step(b, ti, tt, args.steps, "adafactor")["s_per_step"]
+  if args.t5x and importlib.util.find_spec("t5x") is not None:
+    # tools/bench_t5x.py in a child process (T5X's own trainer and partitioner) right after ours.
+    proc = subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "bench_t5x.py"),
+                           f"--batch={b}", f"--input_len={ti}", f"--target_len={tt}",
+                           f"--steps={args.steps}"], capture_output=True, text=True)
+    found = re.search(r"^\s*s_per_step:\s*([0-9.eE+-]+)", proc.stdout, re.M)
+    t5x = float(found.group(1)) if found else None
   flops = 3.0 * b * models.matmul_flops_per_example(cfg, ti, tt)
   res = {
       "params": network.param_count(params), "batch": b, "compile_plus_first_s": compile_s,
