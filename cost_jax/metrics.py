@@ -68,3 +68,29 @@ def seqio_retrieval_metrics(targets: Sequence[Any], predictions: Sequence[Any],
   for i, p in enumerate(preds):
     topk[i, :len(p)] = p
   return retrieval_metrics(topk, np.asarray(tgt, np.int64), ks)
+
+
+def category_entropy_at_k(topk_items: np.ndarray, item_categories: Sequence[Sequence[int]],
+                          k: int) -> np.ndarray:
+  """Entropy@K (TIGER §4.4.2, Table 5) per user: the entropy, in nats, of the distribution of
+  ground-truth categories over the first k items of each list. float [B].
+
+  An item with several categories (a film with three genres) gives each of them 1/|cats| of
+  its weight; invalid entries (-1) and items with no category are skipped. A user whose list
+  has no categorized item gets entropy 0.
+  """
+  topk = np.asarray(topk_items)[:, :k]
+  cats = [np.asarray(c, np.int64) for c in item_categories]
+  num_cats = 1 + max((int(c.max()) for c in cats if c.size), default=-1)
+  out = np.zeros(topk.shape[0], np.float64)
+  for u, row in enumerate(topk):
+    mass = np.zeros(max(num_cats, 1), np.float64)
+    for item in row:
+      if item < 0 or not cats[item].size:
+        continue
+      np.add.at(mass, cats[item], 1.0 / cats[item].size)
+    total = mass.sum()
+    if total > 0:
+      p = mass[mass > 0] / total
+      out[u] = float(-(p * np.log(p)).sum())
+  return out

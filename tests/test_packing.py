@@ -65,14 +65,49 @@ def test_pack_batch_layout_by_hand():
     packing.token_lengths(np.array([[0, 3]], np.int32))
 
 
-@pytest.mark.parametrize("position_embedding", ["relative", "absolute"])
-def test_packed_loss_equals_padded_per_example(position_embedding):
+def test_first_fit_decreasing_with_row_widths_by_hand():
+  # Widths (4, 8): 7 opens an 8-row (row 0); 5 opens another 8-row (row 1); 3 fits neither
+  # (1 and 3 free: row 1 has 3) -> row 1 @5; 2 opens a 4-row (row 2); 1 -> row 0 @7.
+  row, offset, widths = packing.first_fit_decreasing(np.array([2, 7, 1, 5, 3]), (4, 8))
+  assert widths.tolist() == [8, 8, 4]
+  assert row.tolist() == [2, 0, 0, 1, 1]
+  assert offset.tolist() == [0, 0, 7, 0, 5]
+  with pytest.raises(UserError, match="ascending"):
+    packing.first_fit_decreasing(np.array([2]), (8, 4))
+
+
+def test_pack_batch_with_narrow_rows_by_hand():
+  enc = np.zeros((4, 8), np.int32)
+  for i, n in enumerate([7, 2, 1, 3]):
+    enc[i, :n] = np.arange(3, 3 + n) + 10 * i
+  batch = input_pipeline.encdec_features(enc, np.full((4, 2), 5, np.int32))
+  out = packing.pack_batch(batch, row_multiple=1, widths=(4,))
+  # 7 -> full row 0 @0; 3 -> new 4-row; 2 -> 4-row? no (1 free) -> new 4-row; 1 -> full @7.
+  narrow = out[packing.bucket_key(4) + "encoder_input_tokens"]
+  assert narrow.tolist() == [[33, 34, 35, 0], [13, 14, 0, 0]]
+  assert out["encoder_input_tokens"].tolist() == [[3, 4, 5, 6, 7, 8, 9, 23]]
+  # Narrow rows first (0, 1), then the full-width row (2).
+  assert out["decoder_encoder_row"].tolist() == [2, 1, 2, 0]
+  assert out["decoder_encoder_segment"].tolist() == [1, 1, 2, 1]
+  assert [t.shape for t, _, _ in packing.narrow_rows(out)] == [(2, 4)]
+  assert packing.auto_widths(np.array([5] * 30 + [81] * 10), 81) == (24, 44)
+  assert packing.auto_widths(np.array([81] * 10), 81) == ()
+
+
+@pytest.mark.parametrize("position_embedding,widths", [("relative", ()), ("absolute", ()),
+                                                       ("relative", (4, 8)),
+                                                       ("absolute", (6,))])
+def test_packed_loss_equals_padded_per_example(position_embedding, widths):
   rng = np.random.default_rng(0)
   module = network.Transformer(_config(position_embedding=position_embedding))
-  padded = _padded_batch(rng, 24, lengths=rng.integers(1, 9, size=24))
+  padded = _padded_batch(rng, 24, lengths=rng.integers(1, 13, size=24))
   params = network.init_params(module, jax.random.PRNGKey(1), 16, 4)
-  packed = packing.pack_batch(padded, row_multiple=4)
-  assert packed["encoder_input_tokens"].shape[0] < 24  # several examples per row
+  packed = packing.pack_batch(padded, row_multiple=4, widths=widths)
+  rows = packed["encoder_input_tokens"].shape[0] + sum(
+      t.shape[0] for t, _, _ in packing.narrow_rows(packed))
+  assert rows < 24  # several examples per row
+  if widths == (4, 8):  # this batch opens narrow rows: the multi-width path is exercised
+    assert len(packing.narrow_rows(packed)) >= 1
   nll_pad, logits_pad = _per_example_nll(module, params, padded)
   nll_pack, logits_pack = _per_example_nll(module, params, packed)
   np.testing.assert_allclose(nll_pack, nll_pad, atol=1e-5, rtol=1e-5)
@@ -149,3 +184,47 @@ def test_batcher_packs_the_same_examples_per_step():
   again = input_pipeline.EpochBatcher(arrays, 16, seed=7, packing="encoder", pack_row_multiple=4)
   for k, v in on.batch(5).items():
     np.testing.assert_array_equal(v, again.batch(5)[k])
+
+
+def test_bucket_batcher_covers_each_epoch_once_with_few_shapes():
+  rng = np.random.default_rng(4)
+  lengths = rng.choice([2, 3, 5, 9, 16], size=203, p=[.3, .2, .2, .1, .2])
+  feats = _padded_batch(rng, 203, lengths=lengths)
+  arrays = input_pipeline.ExampleArrays(**feats, item_index=np.arange(203, dtype=np.int32),
+                                        user_index=np.arange(203, dtype=np.int32))
+  b = input_pipeline.make_batcher(arrays, 16, seed=5, packing="bucket", pack_widths="3,9")
+  assert b.widths == (3, 9, 16)
+  spe = b.steps_per_epoch
+  for epoch in (0, 1):
+    rows, shapes = [], set()
+    for s in range(epoch * spe, (epoch + 1) * spe):
+      idx, batch = b.indices(s), b.batch(s)
+      width = batch["encoder_input_tokens"].shape[1]
+      shapes.add(batch["encoder_input_tokens"].shape)
+      real = idx >= 0
+      assert (lengths[idx[real]] <= width).all()  # nothing cut
+      # Every token of the example is kept; padding rows carry no loss.
+      np.testing.assert_array_equal(batch["encoder_input_tokens"][real],
+                                    feats["encoder_input_tokens"][idx[real], :width])
+      assert not batch["decoder_loss_weights"][~real].any()
+      rows += idx[real].tolist()
+    assert sorted(rows) == list(range(203))  # each example exactly once per epoch
+    assert shapes <= {(16, 3), (16, 9), (16, 16)}
+  # A pure function of (seed, step): a fresh batcher gives the same batches.
+  again = input_pipeline.make_batcher(arrays, 16, seed=5, packing="bucket", pack_widths="3,9")
+  for s in (0, spe - 1, spe + 2):
+    np.testing.assert_array_equal(again.indices(s), b.indices(s))
+  assert [x["encoder_input_tokens"].shape for x in b.shape_batches()] == [(16, 3), (16, 9),
+                                                                          (16, 16)]
+
+
+def test_bucket_width_loss_equals_padded_loss():
+  """A narrower bucket only drops padding: every example's loss is its fully padded loss."""
+  rng = np.random.default_rng(6)
+  module = network.Transformer(_config())
+  params = network.init_params(module, jax.random.PRNGKey(7), 16, 4)
+  padded = _padded_batch(rng, 12, lengths=rng.integers(1, 6, size=12))
+  narrow = dict(padded, encoder_input_tokens=padded["encoder_input_tokens"][:, :6])
+  nll_pad, _ = _per_example_nll(module, params, padded)
+  nll_narrow, _ = _per_example_nll(module, params, narrow)
+  np.testing.assert_allclose(nll_narrow, nll_pad, atol=1e-5, rtol=1e-5)

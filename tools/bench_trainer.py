@@ -1,13 +1,15 @@
 """End-to-end throughput of the built-in trainer (input pipeline + jitted train step).
 
   python tools/bench_trainer.py [--dataset_dir DIR] [--tokenizer_dir DIR] [--steps 12]
-                                [--packing off|on|both] [--batch_size 256]
+                                [--packing off|on|both|all] [--on_mode bucket|encoder]
+                                [--batch_size 256]
                                 [--gin_param 'TransformerConfig.emb_dim = 64']
 
-With --packing both, the same steps (the same examples) run padded and packed
-(cost_jax.seq2seq.packing) in one process, alternating rounds so that both see the same
-machine load, and the last line prints real examples/s and real tokens/s of each and
-their ratio.
+With --packing both, padded batches and the --on_mode batches ("bucket": length-bucketed
+batches, the default; "encoder": packed rows with the padded batch's examples) run in one
+process, alternating rounds so that both see the same machine load; --packing all runs off,
+encoder and bucket. The last line prints real examples/s and real tokens/s of each and their
+ratios to padded.
 
 Runs `cost_jax.seq2seq.trainer.train` (TIGER-size model: TransformerConfig defaults, TIGER's
 Adafactor schedule) for a few steps on ML-100K (cost_jax.paths.dataset_dir("ml100k")
@@ -31,6 +33,8 @@ import time
 
 import numpy as np
 
+# --packing mode -> TrainConfig.packing ("on" is set from --on_mode).
+MODES = {"off": "off", "encoder": "encoder", "bucket": "bucket", "on": "bucket"}
 CORNAC_S_PER_STEP, CORNAC_BATCH = 0.77, 64  # cornac's PyTorch TIGER, same 2-core CPU
 T5X_S_PER_STEP, T5X_BATCH = 8.4, 256  # T5X TIGER, same 2-core CPU
 
@@ -66,7 +70,7 @@ def _run_mode(args, packing: str, tok: str, model_dir: str):
       batch_size=args.batch_size, num_train_steps=args.log_every + args.steps,
       optimizer=cfg.optimizer, learning_rate=cfg.learning_rate, lr_schedule=cfg.lr_schedule,
       log_every=args.log_every, eval_every=0, eval_at_end=False, eval_test=False,
-      checkpoint_every=10**9, packing="encoder" if packing == "on" else "off")
+      checkpoint_every=10**9, packing=MODES[packing], pack_widths=args.pack_widths)
   return trainer.train(cfg, model_dir, model_cfg, show_progress=False), cfg
 
 
@@ -83,7 +87,13 @@ def main(argv=None) -> dict:
                   help="the first interval (compiles; packed: one per row count) is not timed")
   ap.add_argument("--batch_size", type=int, default=256)  # TIGER §4.1.3
   ap.add_argument("--max_history", type=int, default=0, help="0 = the task's (TIGER: 20)")
-  ap.add_argument("--packing", choices=["off", "on", "both"], default="both")
+  ap.add_argument("--packing", choices=["off", "on", "both", "encoder", "bucket", "all"],
+                  default="both",
+                  help="on = --on_mode; both = off and on; all = off, encoder and bucket")
+  ap.add_argument("--on_mode", choices=["encoder", "bucket"], default="bucket",
+                  help="what 'on' means: TrainConfig.packing 'encoder' (packed rows, the same "
+                       "examples per step) or 'bucket' (length-bucketed batches)")
+  ap.add_argument("--pack_widths", default="", help="TrainConfig.pack_widths")
   ap.add_argument("--rounds", type=int, default=2, help="alternating rounds per mode (both)")
   args = ap.parse_args(argv)
 
@@ -93,7 +103,9 @@ def main(argv=None) -> dict:
     from cost_jax.data.processed import ProcessedDataset  # pylint: disable=g-import-not-at-top
     num_items = ProcessedDataset.load(args.dataset_dir).num_items
     tok = random_tokenizer_dir(num_items, os.path.join(tmp, "tokenizer"))
-  modes = ["off", "on"] if args.packing == "both" else [args.packing]
+  MODES["on"] = args.on_mode
+  modes = {"both": ["off", "on"], "all": ["off", "encoder", "bucket"]}.get(args.packing,
+                                                                          [args.packing])
   rounds = args.rounds if len(modes) > 1 else 1
   runs: dict[str, list[dict]] = {m: [] for m in modes}
   for r in range(rounds):
@@ -120,13 +132,14 @@ def main(argv=None) -> dict:
         "vs_t5x_examples_per_sec": eps / (T5X_BATCH / T5X_S_PER_STEP),
         "all_rounds_examples_per_sec": [x["examples_per_sec"] for x in rs]}
   print(json.dumps(result, indent=2))
-  parts = [f"packing {m}: {v['examples_per_sec']:.1f} real examples/s, "
+  parts = [f"packing {MODES[m]}: {v['examples_per_sec']:.1f} real examples/s, "
            f"{v['real_tokens_per_sec']:.0f} real tokens/s, {v['s_per_step']:.3f} s/step"
            for m, v in result["modes"].items()]
-  if len(modes) == 2:
-    ratio = result["modes"]["on"]["examples_per_sec"] / result["modes"]["off"]["examples_per_sec"]
-    result["packed_over_padded"] = ratio
-    parts.append(f"packed/padded {ratio:.2f}x")
+  for m in modes:
+    if m != "off" and "off" in modes:
+      ratio = result["modes"][m]["examples_per_sec"] / result["modes"]["off"]["examples_per_sec"]
+      result[f"{m}_over_padded"] = ratio
+      parts.append(f"{m if m != 'on' else args.on_mode}/padded {ratio:.2f}x")
   print("bench_trainer: " + "; ".join(parts) + f" (batch {args.batch_size}, best of {rounds} "
         f"round(s), load average {os.getloadavg()[0]:.1f} on {cores} cores)")
   return result

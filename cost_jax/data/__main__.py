@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from cost_jax.io import exits_cleanly
@@ -73,6 +74,13 @@ def _parser() -> argparse.ArgumentParser:
 
   s = sub.add_parser("stats", help="print a processed dir's stats.json")
   s.add_argument("path")
+
+  c = sub.add_parser("cold_start", help="TIGER §4.4.1: a copy with a share of the test items "
+                     "removed from all training data (unseen items)")
+  c.add_argument("path", help="a processed dataset dir (or name)")
+  c.add_argument("--output", required=True, help="the cold-start dataset dir to write")
+  c.add_argument("--fraction", type=float, default=0.05, help="share of the test items (0.05)")
+  c.add_argument("--seed", type=int, default=0)
   return p
 
 
@@ -124,6 +132,14 @@ def main(argv: list[str] | None = None) -> int:
       print(embed.embed_dataset(args.path, model=args.model, batch_size=args.batch_size,
                                 device=args.device, threads=args.threads, force=args.force,
                                 use_cache=not args.no_cache))
+    return 0
+
+  if args.command == "cold_start":
+    from cost_jax.data import cold_start  # pylint: disable=g-import-not-at-top
+    info = cold_start.make_cold_start(args.path, args.output, args.fraction, args.seed)
+    print(f"wrote {os.path.abspath(args.output)}: {info['num_unseen_items']} unseen items of "
+          f"{info['distinct_test_items']} test items, {info['interactions_removed']} "
+          f"interactions removed, {info['cold_start_test_users']} cold-start test users")
     return 0
 
   if args.command == "stats":

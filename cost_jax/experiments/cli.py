@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "(cost_jax.data.recbole); --set data.text_fields=title,brand")
   ap.add_argument("--dataset_dir", "--dataset-dir", dest="dataset_dir",
                   help="use this processed dataset dir instead of preparing --set dataset")
+  ap.add_argument("--capabilities", help="TIGER's capability studies, comma-separated: "
+                  "cold_start (§4.4.1), diversity (§4.4.2), invalid_ids (§5); settings with "
+                  "--set capabilities.KEY=VALUE (epsilons, temperatures, category_field, method)")
   ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                   help="override a profile value, e.g. tiger.num_train_steps=500, "
                        "tokenizer.epochs=20, tokenizer.cost.tau=0.5, sasrec.num_epochs=50")
@@ -89,6 +92,9 @@ def profile_from_args(args: argparse.Namespace) -> Profile:
     changes["methods"] = tuple(m.strip() for m in args.methods.split(",") if m.strip())
   if args.baselines is not None:
     changes["baselines"] = tuple(b.strip() for b in args.baselines.split(",") if b.strip())
+  if args.capabilities is not None:
+    changes["capabilities"] = {**dict(profile.capabilities), "studies": tuple(
+        c.strip() for c in args.capabilities.split(",") if c.strip())}
   if args.recbole_dir:
     changes["dataset"] = args.dataset or recbole_dataset_name(args.recbole_dir)
     changes["data"] = {**dict(profile.data), "loader": "recbole", "recbole_dir":

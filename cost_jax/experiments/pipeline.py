@@ -28,6 +28,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from cost_jax.experiments import capabilities as capabilities_lib
 from cost_jax.experiments import notes, paired
 from cost_jax.experiments import report as report_lib
 from cost_jax.experiments.profiles import BASELINES, Profile
@@ -161,6 +162,71 @@ class Pipeline:
                                    self.dataset_path("data"), tmp, seed=seed, ks=p.ks,
                                    cove=dict(p.cove), **p.sasrec),
                                method="cove_sasrec", seed=seed))
+
+    self._plan_capabilities()
+
+  def _plan_capabilities(self) -> None:
+    """TIGER's capability studies (experiments.capabilities) on the first seed."""
+    p = self.profile
+    cap = capabilities_lib.settings(p.capabilities)
+    if not cap["studies"]:
+      return
+    seed, m = p.seeds[0], cap["method"]
+    if m not in METHODS:
+      raise UserError(f"--set capabilities.method: unknown method {m!r}")
+    deps: list[str] = []
+    if capabilities_lib.studies_need_main_model(cap["studies"]):
+      if m not in p.methods:
+        raise UserError(f"--capabilities {','.join(cap['studies'])}: the diversity and invalid-ID"
+                        f" studies read the TIGER model of method {m!r}; add it to --methods or "
+                        "--set capabilities.method=<one of the methods>")
+      deps.append(f"train-{m}-s{seed}")
+    if "cold_start" in cap["studies"]:
+      data_cfg = {"embed": self._hash("embed"), "fraction": cap["cold_start_fraction"],
+                  "seed": seed}
+      self._add(PlannedStage("cold_start-data", "cold_start_data", data_cfg, ("embed",),
+                             lambda tmp: self.fns.cold_start_data(
+                                 self.dataset_path("embed"), os.path.join(tmp, "dataset"),
+                                 fraction=cap["cold_start_fraction"], seed=seed)))
+      tok = f"cold_start-tokenize-{m}-s{seed}"
+      tok_cfg = {"data": self._hash("cold_start-data"), "method": m, "seed": seed,
+                 "overrides": p.tokenizer_overrides(m)}
+      self._add(PlannedStage(tok, "cold_start_tokenize", tok_cfg, ("cold_start-data",),
+                             lambda tmp: tokenizer_stats(self.fns.cold_start_tokenize(
+                                 self.dataset_path("cold_start-data"), m,
+                                 os.path.join(tmp, "tokenizer"), seed=seed,
+                                 overrides=dict(p.tokenizer_overrides(m))), m, seed),
+                             method=m, seed=seed))
+      train = f"cold_start-train-{m}-s{seed}"
+      tr_cfg = {"data": self._hash("cold_start-data"), "tokenizer": self._hash(tok), "seed": seed,
+                "tiger": dict(p.tiger)}
+
+      def run_train(tmp: str) -> dict:
+        metrics = self.fns.train(self.dataset_path("cold_start-data"),
+                                 os.path.join(self._dir(tok), "tokenizer"),
+                                 os.path.join(tmp, "model"), seed=seed,
+                                 task=task_name(m, p.dataset) + "_cold_start", **p.tiger)
+        return {k: v for k, v in dict(metrics).items() if _is_number(v)}
+
+      self._add(PlannedStage(train, "cold_start_train", tr_cfg, (tok,), run_train, method=m,
+                             seed=seed, resume=True))
+      deps.append(train)
+    cfg = {"deps": {d: self._hash(d) for d in deps},
+           "capabilities": json.loads(json.dumps(cap, default=list))}
+
+    def run_studies(tmp: str) -> dict:
+      main = f"train-{m}-s{seed}" if f"train-{m}-s{seed}" in deps else None
+      cold = f"cold_start-train-{m}-s{seed}" if "cold_start" in cap["studies"] else None
+      res = self.fns.capabilities(
+          tmp, cap, seed=seed,
+          model_dir=os.path.join(self._dir(main), "model") if main else None,
+          dataset_dir=self.dataset_path("embed"),
+          cold_model_dir=os.path.join(self._dir(cold), "model") if cold else None,
+          cold_dataset_dir=self.dataset_path("cold_start-data") if cold else None)
+      return {"studies": [k for k in capabilities_lib.STUDIES if k in res]}
+
+    self._add(PlannedStage(f"capabilities-s{seed}", "capabilities", cfg, tuple(deps), run_studies,
+                           seed=seed))
 
   def _embed_stage(self) -> PlannedStage:
     cfg = {"data": self._hash("data"), "embed": dict(self.profile.embed)}
@@ -345,7 +411,15 @@ class Pipeline:
   def write_report(self, partial: bool) -> dict[str, str] | None:
     rows, tok, timings = self.collect()
     if not rows:
-      return None
+      cap = self._capabilities_section()
+      if not cap:
+        return None
+      path = os.path.join(self.output, "results.md")  # a capabilities-only run
+      md = [f"# TIGER's capabilities on {self.profile.dataset} (profile: {self.profile.name})",
+            "", "## Setup", ""] + [f"- {s}" for s in notes.setup_lines(self)] + [""] + cap
+      report_lib.write_text(path, "\n".join(md))
+      self.log(f"reproduce: wrote {path}")
+      return {"results.md": path}
     seeds_done = sorted({r["seed"] for r in rows if r["method"] in self.profile.methods})
     title = f"CoST ablation on {self.profile.dataset} (profile: {self.profile.name})"
     if partial:
@@ -353,12 +427,24 @@ class Pipeline:
     order = report_lib.order_methods({r["method"] for r in rows})
     sections = paired.significance_markdown(self.test_lists(), order, report_lib.label,
                                             report_lib.PAPER_ORDERINGS)
+    sections = list(sections) + self._capabilities_section()
     paths = report_lib.write_report(self.output, rows, tokenizer_stats=tok, timings=timings,
                                     title=title, setup=notes.setup_lines(self),
                                     notes=notes.deviation_notes(self, rows), ks=self.profile.ks,
                                     sections=sections)
     self.log(f"reproduce: wrote {paths['results.md']}")
     return paths
+
+  def _capabilities_section(self) -> list[str]:
+    """The capabilities section (and its PNGs, copied next to results.md) once it has run."""
+    for st in self.stages:
+      r = self.results.get(st.name)
+      if st.kind == "capabilities" and r is not None and r.status in ("ran", "cached"):
+        res = capabilities_lib.read_results(r.path)
+        if res:
+          capabilities_lib.copy_plots(r.path, self.output)
+          return capabilities_lib.markdown(res)
+    return []
 
 
 def _read_stats(dataset_dir: str) -> dict:

@@ -44,6 +44,9 @@ class Profile:
   sasrec: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   # cost_jax.tokenizer.cove.CoveConfig fields (COVE_SASRec and the `cove` tokenizer method).
   cove: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  # TIGER's capability studies (cost_jax.experiments.capabilities.DEFAULTS): "studies" picks
+  # some of cold_start, diversity, invalid_ids; none by default.
+  capabilities: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
   def tokenizer_overrides(self, method: str) -> dict[str, Any]:
     out = dict(self.tokenizer.get("*", {}))
@@ -113,7 +116,7 @@ def apply_overrides(profile: Profile, items: Sequence[str]) -> Profile:
   tokenizer.X (every method) or tokenizer.<method>.X."""
   changes: dict[str, Any] = {}
   sections = {f: copy.deepcopy(dict(getattr(profile, f)))
-              for f in ("data", "embed", "tokenizer", "tiger", "sasrec", "cove")}
+              for f in ("data", "embed", "tokenizer", "tiger", "sasrec", "cove", "capabilities")}
   for item in items:
     if "=" not in item:
       raise UserError(f"--set {item!r}: expected key=value")
@@ -128,12 +131,14 @@ def apply_overrides(profile: Profile, items: Sequence[str]) -> Profile:
       changes[parts[0]] = tuple(vals)
     elif parts[0] in ("dataset", "description") and len(parts) == 1:
       changes[parts[0]] = str(value)
-    elif parts[0] in ("data", "tiger", "sasrec", "embed", "cove") and len(parts) == 2:
+    elif parts[0] in ("data", "tiger", "sasrec", "embed", "cove", "capabilities") and \
+        len(parts) == 2:
       sections[parts[0]][parts[1]] = value
     elif parts[0] == "tokenizer" and len(parts) in (2, 3):
       method, field = ("*", parts[1]) if len(parts) == 2 else (parts[1], parts[2])
       sections["tokenizer"].setdefault(method, {})[field] = value
     else:
       raise UserError(f"--set {item!r}: unknown key {key!r} (expected methods, seeds, baselines, "
-                      "ks, dataset, tiger.X, sasrec.X, cove.X, embed.X, tokenizer.X or tokenizer.M.X)")
+                      "ks, dataset, tiger.X, sasrec.X, cove.X, embed.X, capabilities.X, tokenizer.X or "
+                      "tokenizer.M.X)")
   return dataclasses.replace(profile, **changes, **sections)

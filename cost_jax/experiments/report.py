@@ -435,6 +435,10 @@ def _savefig(fig, path: str) -> None:
   os.replace(tmp, path)
 
 
+def write_text(path: str, text: str) -> None:
+  _atomic_write(path, text)
+
+
 def _atomic_write(path: str, text: str) -> None:
   tmp = f"{path}.tmp-{os.getpid()}"
   with open(tmp, "w") as f:

@@ -12,7 +12,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 from cost_jax import data
 from cost_jax.baselines import cove_sasrec, popularity, sasrec
-from cost_jax.data import embed
+from cost_jax.data import cold_start, embed
+from cost_jax.experiments import capabilities as capabilities_lib
 from cost_jax.data.processed import ProcessedDataset
 from cost_jax.io import UserError
 from cost_jax.seq2seq import trainer
@@ -38,6 +39,18 @@ def _real_cove_tokenize(dataset_dir: str, output: str, seed: int,
                                    cove=cove, **cfg)
 
 
+def _real_cold_start_data(dataset_dir: str, output: str, fraction: float, seed: int) -> dict:
+  return cold_start.make_cold_start(dataset_dir, output, fraction, seed)
+
+
+def _real_cold_start_tokenize(dataset_dir: str, method: str, output: str, seed: int,
+                              overrides: dict) -> dict:
+  ds = ProcessedDataset.load(dataset_dir)
+  unseen = cold_start.unseen_items(dataset_dir)
+  return fit.fit_cold_start(ds.embeddings(), unseen, method, output, seed=seed,
+                            overrides=overrides)
+
+
 @dataclasses.dataclass
 class StageFns:
   """Entry points of the stages; tests swap in fakes."""
@@ -50,6 +63,9 @@ class StageFns:
   sasrec: Callable[..., dict]
   cove_sasrec: Callable[..., dict]
   cove_tokenize: Callable[..., dict]
+  cold_start_data: Callable[..., dict] = _real_cold_start_data
+  cold_start_tokenize: Callable[..., dict] = _real_cold_start_tokenize
+  capabilities: Callable[..., dict] = capabilities_lib.run_studies
 
 
 def _real_prepare(dataset: str, output: str, **options: Any) -> str:
@@ -115,6 +131,7 @@ def validate_profile(profile) -> None:
   for m in profile.methods:
     if m not in tc.INTERACTION_METHODS and m in tc.METHODS:
       check(f"tokenizer ({m})", lambda m=m: tc.make_config(m, profile.tokenizer_overrides(m)))
+  check("capabilities", lambda: capabilities_lib.settings(profile.capabilities))
   allowed = set(inspect.signature(embed.embed_dataset).parameters) - {"path"}
   unknown = sorted(set(profile.embed) - allowed)
   if unknown:

@@ -27,6 +27,17 @@ EVALUATE_DOC = """Scores a trained model_dir with trie-constrained beam search.
 Writes beside the checkpoints (split "test"; other splits get a `_{split}` suffix): metrics.json
 (Recall/NDCG@{5,10,20,40}, invalid_id_rate, num_users, split, step, num_beams, topk), topk.npy,
 targets.npy, user_ids.npy, scores.npy.
+
+TIGER's capabilities (§4.4, §5), each instead of the plain beam search:
+  --temperature 1.5 [--num_samples 200] [--category_field genres]
+      top K = the first K distinct items of tempered samples; Recall@K and Entropy@K of the
+      items' categories -> capabilities_temperature_<T>.json
+  --cold_start_epsilon 0.1[,0.2,...]   (a model trained on a cold-start dataset dir,
+      `python -m cost_jax.data cold_start`): beams over the seen items, unseen items with the
+      same first L-1 tokens blended in, at most epsilon*K of them; Recall@K on the test users
+      whose target is unseen -> capabilities_cold_start.json
+  --invalid_ids   share of invalid IDs in the top K of unconstrained beam search, K = 1..beams
+      -> capabilities_invalid_ids.json
 """
 
 
@@ -88,8 +99,54 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
   p.add_argument("--batch_size", type=int, default=None)
   p.add_argument("--num_users", type=int, default=None, help="random user subsample (default all)")
   p.add_argument("--step", type=int, default=None, help="checkpoint step (default latest)")
+  p.add_argument("--temperature", type=float, default=None,
+                 help="TIGER §4.4.2: temperature sampling instead of beam search")
+  p.add_argument("--num_samples", type=int, default=200, help="samples per user (--temperature)")
+  p.add_argument("--category_field", default="",
+                 help="item field of the ground-truth categories for Entropy@K "
+                      "(default: genres/categories/... when present)")
+  p.add_argument("--cold_start_epsilon", default=None,
+                 help="TIGER §4.4.1: comma-separated epsilons (max share of unseen items in "
+                      "the top K)")
+  p.add_argument("--invalid_ids", action="store_true",
+                 help="TIGER §5: invalid-ID share of unconstrained beam search against K")
   args = p.parse_args(argv)
+  if sum(x is not None and x is not False for x in (args.temperature, args.cold_start_epsilon,
+                                                    args.invalid_ids or None)) > 1:
+    p.error("use one of --temperature, --cold_start_epsilon, --invalid_ids at a time")
+  if args.temperature is not None or args.cold_start_epsilon is not None or args.invalid_ids:
+    return _capability(args)
   return _evaluate(args)
+
+
+@exits_cleanly
+def _capability(args: argparse.Namespace) -> int:
+  from cost_jax.seq2seq import capability_eval  # pylint: disable=g-import-not-at-top
+  if args.num_samples < 1:
+    raise UserError(f"--num_samples: must be >= 1, got {args.num_samples}")
+  if args.temperature is not None:
+    if args.temperature < 0:
+      raise UserError(f"--temperature: must be >= 0, got {args.temperature}")
+    out = capability_eval.temperature(args.model_dir, args.split, args.temperature,
+                                      num_samples=args.num_samples, topk=args.topk,
+                                      category_field=args.category_field,
+                                      num_users=args.num_users, batch_size=args.batch_size)
+  elif args.cold_start_epsilon is not None:
+    try:
+      eps = [float(e) for e in args.cold_start_epsilon.split(",") if e.strip()]
+    except ValueError:
+      raise UserError(f"--cold_start_epsilon {args.cold_start_epsilon!r}: expected "
+                      "comma-separated numbers in [0, 1]") from None
+    if not eps or any(not 0.0 <= e <= 1.0 for e in eps):
+      raise UserError(f"--cold_start_epsilon {args.cold_start_epsilon!r}: every epsilon must "
+                      "be in [0, 1]")
+    out = capability_eval.cold_start(args.model_dir, args.split, eps, num_beams=args.num_beams,
+                                     num_users=args.num_users, batch_size=args.batch_size)
+  else:
+    out = capability_eval.invalid_ids(args.model_dir, args.split, num_beams=args.num_beams,
+                                      num_users=args.num_users, batch_size=args.batch_size)
+  print(json.dumps(out, indent=2))
+  return 0
 
 
 @exits_cleanly

@@ -17,7 +17,7 @@ from cost_jax.io import UserError
 from cost_jax.seq2seq import decoding
 from cost_jax.seq2seq.network import TransformerConfig
 
-PACKING_MODES = ("encoder", "off")
+PACKING_MODES = ("encoder", "bucket", "off")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,11 +63,21 @@ class TrainConfig:
   # dataset_dir/tokenizer_dir; 0 = cost_jax_tasks.MAX_HISTORY of the dataset
   # (TIGER §4.1.1: 20). A registered task keeps its own.
   max_history: int = 0
-  # Training batches (not part of any paper: a speed-up with the same examples per step).
-  # "encoder": the step's batch_size examples are packed several per encoder row
-  # (cost_jax.seq2seq.packing; loss identical to padded rows); "off": one example per row.
+  # Training batches (not part of any paper; a speed-up, see cost_jax.seq2seq.packing).
+  # "encoder": the step's batch_size examples (the padded batch's) are packed several per
+  # encoder row (loss identical to padded rows); "bucket": length-bucketed batches
+  # (input_pipeline.BucketBatcher: each batch holds examples of similar length, padded to its
+  # bucket's width; fewer tokens, but batches are length-homogeneous); "off": one example per
+  # row, padded to the full input length.
   packing: str = "encoder"
   pack_row_multiple: int = 8  # packed row counts are rounded up to this (few compiled shapes)
+  # Row widths besides the full input length T. "encoder" packing: narrower packed rows
+  # ("auto" = about T/4 and T/2, each where at least a quarter of the examples fit:
+  # packing.auto_widths), whose self-attention costs width^2 instead of T^2; every distinct
+  # (rows per width) compiles, so "" means "none" there. "bucket": the bucket widths ("auto" =
+  # "" = the example lengths at the 30/50/65/80/90% quantiles:
+  # input_pipeline.auto_bucket_widths). Or widths in tokens such as "21,41".
+  pack_widths: str = ""
   # Stop after this many minutes of training (checkpoint, then the usual evaluation); 0 = none.
   time_budget_min: float = 0.0
 
@@ -86,6 +96,9 @@ class TrainConfig:
         (self.eval_batch_size >= 1, "eval_batch_size must be >= 1"),
         (self.packing in PACKING_MODES, f"packing must be one of {PACKING_MODES}"),
         (self.pack_row_multiple >= 1, "pack_row_multiple must be >= 1"),
+        (self.pack_widths in ("", "auto", "none") or all(
+            w.strip().isdigit() and int(w) > 0 for w in self.pack_widths.split(",")),
+         "pack_widths must be 'auto', 'none' or positive widths such as '21,41'"),
         (self.time_budget_min >= 0, "time_budget_min must be >= 0"),
         (self.score_over in decoding.SCORE_RULES,
          f"score_over must be one of {decoding.SCORE_RULES}"),

@@ -150,12 +150,14 @@ def constrained_beam_search(step_fn: StepFn, cache: Any, batch_size: int, trie: 
 
 def temperature_sample(step_fn: StepFn, cache: Any, batch_size: int, trie: ItemTrie,
                        num_samples: int, rng: Array, *, temperature: float | Array = 1.0,
-                       constrained: bool = True, cache_axis: int = 0) -> BeamResult:
+                       constrained: bool = True, cache_axis: int = 0,
+                       sort_by_score: bool = True) -> BeamResult:
   """Sample `num_samples` IDs per example, token by token from softmax(logp / T).
 
   TIGER §4.4.2. T < MIN_TEMPERATURE decodes greedily. Scores are the untempered model
-  log-probs of the sampled IDs; results are sorted by score (descending). Samples
-  are independent, so an ID can repeat. cache: batch `batch_size` (unexpanded).
+  log-probs of the sampled IDs; results are sorted by score (descending), or left in the
+  order drawn with sort_by_score=False. Samples are independent, so an ID can repeat.
+  cache: batch `batch_size` (unexpanded).
   """
   b, s = batch_size, num_samples
   bs = b * s
@@ -186,6 +188,9 @@ def temperature_sample(step_fn: StepFn, cache: Any, batch_size: int, trie: ItemT
     tokens = jnp.concatenate([tokens, (code + trie.level_offsets[l])[:, None]], axis=1)
   scores = scores.reshape(b, s)
   items = jnp.where(scores > neg, nodes.reshape(b, s), -1)
+  if not sort_by_score:
+    return BeamResult(items=items.astype(jnp.int32), scores=scores,
+                      tokens=tokens.reshape(b, s, -1))
   order = jnp.argsort(-scores, axis=1, stable=True)
   return BeamResult(items=jnp.take_along_axis(items, order, axis=1).astype(jnp.int32),
                     scores=jnp.take_along_axis(scores, order, axis=1),
@@ -280,22 +285,25 @@ def predict_topk(module: Any, params: Any, encoder_input_tokens: Array, trie: It
 
 
 @functools.partial(jax.jit, static_argnames=("module", "num_samples", "constrained",
-                                             "score_over"))
+                                             "score_over", "sort_by_score"))
 def _sample_jit(module, params, encoder_input_tokens, trie, rng, num_samples, temperature,
-                constrained, score_over):
+                constrained, score_over, sort_by_score=True):
   step_fn, cache = module_step_fn(module, params, encoder_input_tokens, trie, score_over)
   res = temperature_sample(step_fn, cache, encoder_input_tokens.shape[0], trie, num_samples, rng,
-                           temperature=temperature, constrained=constrained)
+                           temperature=temperature, constrained=constrained,
+                           sort_by_score=sort_by_score)
   return res.items, res.scores, res.tokens
 
 
 def sample_items(module: Any, params: Any, encoder_input_tokens: Array, trie: ItemTrie,
                  num_samples: int, rng: Array, *, temperature: float = 1.0,
-                 constrained: bool = True, score_over: str = DEFAULT_SCORE_OVER):
-  """TIGER §4.4.2 temperature sampling: (items int32 [B, S], scores [B, S], tokens [B, S, L])."""
+                 constrained: bool = True, score_over: str = DEFAULT_SCORE_OVER,
+                 sort_by_score: bool = True):
+  """TIGER §4.4.2 temperature sampling: (items int32 [B, S], scores [B, S], tokens [B, S, L]),
+  best first, or in the order drawn with sort_by_score=False."""
   return _sample_jit(module, params, jnp.asarray(encoder_input_tokens), trie, rng,
                      int(num_samples), jnp.asarray(temperature, jnp.float32), bool(constrained),
-                     score_over)
+                     score_over, bool(sort_by_score))
 
 
 # ------------------------------------------------------------------------------------------

@@ -203,7 +203,7 @@ class EpochBatcher:
   """
 
   def __init__(self, arrays: ExampleArrays, batch_size: int, seed: int, cached_epochs: int = 3,
-               packing: str = "off", pack_row_multiple: int = 8):
+               packing: str = "off", pack_row_multiple: int = 8, pack_widths: str = ""):
     if len(arrays) == 0:
       raise UserError("training split has no examples")
     if batch_size < 1:
@@ -218,6 +218,14 @@ class EpochBatcher:
     # Real tokens per example (encoder, decoder): for tokens/s, whatever the layout.
     self.encoder_lengths = packing_lib.token_lengths(arrays.encoder_input_tokens)
     self.decoder_lengths = np.count_nonzero(arrays.decoder_loss_weights, axis=1)
+    full = arrays.encoder_input_tokens.shape[1]
+    if pack_widths == "auto":
+      self.pack_widths = packing_lib.auto_widths(self.encoder_lengths, full)
+    elif pack_widths in ("none", ""):
+      self.pack_widths = ()
+    else:
+      self.pack_widths = tuple(sorted({int(w) for w in str(pack_widths).split(",")
+                                       if 0 < int(w) < full}))
     self._perms: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
     self._cached_epochs = cached_epochs
 
@@ -251,7 +259,7 @@ class EpochBatcher:
     padded = self.arrays.model_batch(self.indices(step))
     if self.packing == "off":
       return padded
-    return packing_lib.pack_batch(padded, self.pack_row_multiple)
+    return packing_lib.pack_batch(padded, self.pack_row_multiple, self.pack_widths)
 
   def real_tokens(self, step: int) -> int:
     """Real (non-padding) encoder + decoder tokens of step `step`."""
@@ -260,6 +268,121 @@ class EpochBatcher:
 
   def epoch_of(self, step: int) -> float:
     return step * self.batch_size / self.num_examples
+
+
+class BucketBatcher(EpochBatcher):
+  """Length-bucketed batches (TrainConfig.packing = "bucket"): every batch holds examples of
+  similar length, padded only to its bucket's width, so a few fixed shapes compile.
+
+  Epoch e: the examples in the order of perm_e (the seeded permutation of EpochBatcher) are
+  split by bucket (the narrowest width that holds them); each bucket is cut into full batches
+  in that order; the leftovers of all buckets, in that order, fill the last batches at the
+  full input width, the final one completed by padding rows of loss weight 0. The batches of
+  an epoch then run in a seeded order. Every example is seen once per epoch, the number of
+  steps per epoch is the same for every epoch, and step s's batch is a pure function of
+  (seed, s), as the bit-identical resume needs. Unlike "encoder" packing, a step's examples
+  are not the padded batch's: batches are length-homogeneous.
+  """
+
+  def __init__(self, arrays: ExampleArrays, batch_size: int, seed: int,
+               widths: Sequence[int] = (), cached_epochs: int = 3):
+    super().__init__(arrays, batch_size, seed, cached_epochs=cached_epochs, packing="off")
+    full = int(arrays.encoder_input_tokens.shape[1])
+    self.widths = tuple(sorted({int(w) for w in widths if 0 < int(w) < full})) + (full,)
+    self.bucket_of = np.searchsorted(np.asarray(self.widths), self.encoder_lengths)
+    counts = np.bincount(self.bucket_of, minlength=len(self.widths))
+    self.full_batches = counts // self.batch_size
+    leftovers = int((counts % self.batch_size).sum())
+    self.steps_per_epoch = int(self.full_batches.sum()) + -(-leftovers // self.batch_size)
+    self._epochs: collections.OrderedDict[int, tuple] = collections.OrderedDict()
+
+  def _epoch(self, epoch: int) -> tuple[list[np.ndarray], list[int], np.ndarray]:
+    """(example rows per batch (-1 = padding), width per batch, batch order) of an epoch."""
+    got = self._epochs.get(epoch)
+    if got is None:
+      perm = self.permutation(epoch)
+      buckets = self.bucket_of[perm]
+      batches, widths, rest = [], [], []
+      for b, w in enumerate(self.widths):
+        where = np.flatnonzero(buckets == b)  # positions in perm_e order
+        n_full = int(self.full_batches[b]) * self.batch_size
+        batches += list(perm[where[:n_full]].reshape(-1, self.batch_size))
+        widths += [w] * int(self.full_batches[b])
+        rest.append(where[n_full:])
+      rest_rows = perm[np.sort(np.concatenate(rest))]  # leftovers, in perm_e order
+      pad = (-len(rest_rows)) % self.batch_size
+      rest_rows = np.concatenate([rest_rows, np.full(pad, -1, np.int64)])
+      batches += list(rest_rows.reshape(-1, self.batch_size))
+      widths += [self.widths[-1]] * (len(rest_rows) // self.batch_size)
+      rng = np.random.default_rng(np.random.SeedSequence([self.seed, int(epoch), 0xB0C]))
+      got = (batches, widths, rng.permutation(len(batches)))
+      self._epochs[epoch] = got
+      while len(self._epochs) > self._cached_epochs:
+        self._epochs.popitem(last=False)
+    return got
+
+  def _locate(self, step: int) -> tuple[np.ndarray, int]:
+    epoch, j = divmod(int(step), self.steps_per_epoch)
+    batches, widths, order = self._epoch(epoch)
+    return batches[order[j]], widths[order[j]]
+
+  def indices(self, step: int) -> np.ndarray:
+    """The step's example rows; -1 marks a padding row (loss weight 0)."""
+    return self._locate(step)[0]
+
+  def batch(self, step: int) -> dict[str, np.ndarray]:
+    rows, width = self._locate(step)
+    out = self.arrays.model_batch(np.maximum(rows, 0))
+    out["encoder_input_tokens"] = np.ascontiguousarray(out["encoder_input_tokens"][:, :width])
+    if (rows < 0).any():
+      out["decoder_loss_weights"] = out["decoder_loss_weights"] * (rows >= 0)[:, None]
+    return out
+
+  def real_tokens(self, step: int) -> int:
+    idx = self.indices(step)
+    idx = idx[idx >= 0]
+    return int(self.encoder_lengths[idx].sum() + self.decoder_lengths[idx].sum())
+
+  def epoch_of(self, step: int) -> float:
+    return step / self.steps_per_epoch
+
+  def shape_batches(self) -> list[dict[str, np.ndarray]]:
+    """One batch of every shape this batcher yields (to compile the step ahead of time)."""
+    rows = np.arange(self.batch_size) % self.num_examples
+    out = []
+    for w in self.widths:
+      b = self.arrays.model_batch(rows)
+      b["encoder_input_tokens"] = np.ascontiguousarray(b["encoder_input_tokens"][:, :w])
+      out.append(b)
+    return out
+
+
+def auto_bucket_widths(lengths: np.ndarray, full: int,
+                       quantiles: Sequence[float] = (0.3, 0.5, 0.65, 0.8, 0.9)) -> tuple[int, ...]:
+  """Bucket widths for "bucket" batches: the example lengths at these quantiles (each an
+  observed length, so no bucket pads its longest example), plus the full input length."""
+  lengths = np.sort(np.asarray(lengths))
+  if not lengths.size:
+    return (full,)
+  picks = {int(lengths[min(int(q * len(lengths)), len(lengths) - 1)]) for q in quantiles}
+  return tuple(sorted(w for w in picks if w < full)) + (full,)
+
+
+def make_batcher(arrays: ExampleArrays, batch_size: int, seed: int, packing: str,
+                 pack_row_multiple: int = 8, pack_widths: str = "") -> EpochBatcher:
+  """The trainer's batcher for TrainConfig.packing ("off", "encoder" or "bucket")."""
+  if packing == "bucket":
+    full = arrays.encoder_input_tokens.shape[1]
+    lengths = packing_lib.token_lengths(arrays.encoder_input_tokens)
+    if pack_widths in ("auto", ""):
+      widths = auto_bucket_widths(lengths, full)
+    elif pack_widths == "none":
+      widths = (full,)
+    else:
+      widths = tuple(int(w) for w in str(pack_widths).split(","))
+    return BucketBatcher(arrays, batch_size, seed, widths)
+  return EpochBatcher(arrays, batch_size, seed, packing=packing,
+                      pack_row_multiple=pack_row_multiple, pack_widths=pack_widths)
 
 
 def device_batches(batcher: EpochBatcher, start_step: int, end_step: int, sharding: Any = None,

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from cost_jax.seq2seq import network
+from cost_jax.seq2seq import network, packing
 
 Array = jax.Array
 Batch = Mapping[str, Array]
@@ -89,6 +89,7 @@ def _forward(module: network.Transformer, params: Any, batch: Batch, enable_drop
       decoder_positions=batch.get("decoder_positions"),
       decoder_encoder_row=batch.get("decoder_encoder_row"),
       decoder_encoder_segment=batch.get("decoder_encoder_segment"),
+      encoder_narrow_rows=packing.narrow_rows(batch),
       enable_dropout=enable_dropout, rngs=rngs)
 
 

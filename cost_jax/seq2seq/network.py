@@ -206,7 +206,16 @@ class Transformer(nn.Module):
                decoder_positions: Optional[Array] = None, enable_dropout: bool = True,
                decode: bool = False, max_decode_length: Optional[int] = None, *,
                decoder_encoder_row: Optional[Array] = None,
-               decoder_encoder_segment: Optional[Array] = None) -> Array:
+               decoder_encoder_segment: Optional[Array] = None,
+               encoder_narrow_rows: Sequence[tuple[Array, Array, Array]] = ()) -> Array:
+    """`encoder_narrow_rows`: packed encoder rows narrower than the inputs, as (tokens,
+    segment ids, positions) per width, narrowest first (cost_jax.seq2seq.packing); the
+    decoder's `decoder_encoder_row` counts them before the full-width rows."""
+    if encoder_narrow_rows:
+      return self._call_with_narrow_rows(
+          encoder_input_tokens, decoder_input_tokens, encoder_segment_ids, encoder_positions,
+          decoder_segment_ids, decoder_positions, enable_dropout, decoder_encoder_row,
+          decoder_encoder_segment, encoder_narrow_rows)
     encoded = self.encode(encoder_input_tokens, encoder_segment_ids=encoder_segment_ids,
                           enable_dropout=enable_dropout, encoder_positions=encoder_positions)
     return self.decode(encoded, encoder_input_tokens, decoder_input_tokens,
@@ -215,6 +224,38 @@ class Transformer(nn.Module):
                        decoder_positions=decoder_positions, enable_dropout=enable_dropout,
                        decode=decode, max_decode_length=max_decode_length,
                        decoder_encoder_row=decoder_encoder_row,
+                       decoder_encoder_segment=decoder_encoder_segment)
+
+
+  def _call_with_narrow_rows(self, encoder_input_tokens, decoder_input_tokens,
+                             encoder_segment_ids, encoder_positions, decoder_segment_ids,
+                             decoder_positions, enable_dropout, decoder_encoder_row,
+                             decoder_encoder_segment, narrow_rows) -> Array:
+    """Encodes each row width on its own (attention costs width^2 per row), projects the
+    cross-attention keys/values per width, then pads them to the full width and stacks the
+    rows, so the decoder reads every example's own segment as in encoder-only packing."""
+    if decoder_encoder_row is None or decoder_encoder_segment is None:
+      raise ValueError("encoder_narrow_rows needs decoder_encoder_row and "
+                       "decoder_encoder_segment")
+    full = encoder_input_tokens.shape[1]
+    parts = list(narrow_rows) + [(encoder_input_tokens, encoder_segment_ids, encoder_positions)]
+    per_layer: list[list[tuple[Array, Array]]] = [[] for _ in self.decoder_layers]
+    segments = []
+    for tokens, seg, pos in parts:
+      encoded = self.encode(tokens, encoder_segment_ids=seg, enable_dropout=enable_dropout,
+                            encoder_positions=pos)
+      pad = full - tokens.shape[1]
+      for i, (k, v) in enumerate(self.precompute_cross_kv(encoded)):  # [R, H, W, D]
+        widen = ((0, 0), (0, 0), (0, pad), (0, 0))
+        per_layer[i].append((jnp.pad(k, widen), jnp.pad(v, widen)))
+      segments.append(jnp.pad(seg.astype(jnp.int32), ((0, 0), (0, pad))))
+    cross_kv = tuple((jnp.concatenate([k for k, _ in kv]), jnp.concatenate([v for _, v in kv]))
+                     for kv in per_layer)
+    return self.decode(None, encoder_input_tokens, decoder_input_tokens,
+                       encoder_segment_ids=jnp.concatenate(segments),
+                       decoder_segment_ids=decoder_segment_ids,
+                       decoder_positions=decoder_positions, enable_dropout=enable_dropout,
+                       cross_kv=cross_kv, decoder_encoder_row=decoder_encoder_row,
                        decoder_encoder_segment=decoder_encoder_segment)
 
 

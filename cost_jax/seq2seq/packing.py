@@ -26,7 +26,7 @@ T5X users pack with seqio's `EncDecFeatureConverter(pack=True)` instead (gin/t5x
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -47,46 +47,90 @@ def token_lengths(encoder_tokens: np.ndarray) -> np.ndarray:
   return lengths
 
 
-def first_fit_decreasing(lengths: np.ndarray, row_len: int) -> tuple[np.ndarray, np.ndarray, int]:
-  """Bins `lengths` into rows of `row_len`: (row [n], offset [n], number of rows).
+def first_fit_decreasing(lengths: np.ndarray, row_len: int | Sequence[int]
+                         ) -> tuple[np.ndarray, np.ndarray, int] | tuple[np.ndarray, np.ndarray,
+                                                                         np.ndarray]:
+  """Bins `lengths` into rows: (row [n], offset [n], number of rows).
 
-  Longest first, each into the first row with room (ties by input position: stable), so the
-  result is a pure function of `lengths`.
+  Longest first, each into the first open row with room (ties by input position: stable), so
+  the result is a pure function of `lengths`. With one `row_len` every row has that width.
+  With several widths (ascending), a new row takes the narrowest width that holds the
+  example that opens it, and later (shorter) examples fill any open row with room; the
+  third result is then the width of each row [rows].
   """
+  widths = (int(row_len),) if np.ndim(row_len) == 0 else tuple(int(w) for w in row_len)
+  if list(widths) != sorted(set(widths)) or widths[0] < 1:
+    raise UserError(f"row widths must be distinct, positive and ascending, got {widths}")
   lengths = np.asarray(lengths, np.int64)
-  if lengths.size and int(lengths.max()) > row_len:
-    raise UserError(f"an example of {int(lengths.max())} tokens does not fit a row of {row_len}")
+  if lengths.size and int(lengths.max()) > widths[-1]:
+    raise UserError(f"an example of {int(lengths.max())} tokens does not fit a row of "
+                    f"{widths[-1]}")
   order = np.argsort(-lengths, kind="stable")
-  free = np.full(len(lengths), row_len, np.int64)  # at most n rows
+  free = np.zeros(len(lengths), np.int64)  # at most n rows
+  width = np.zeros(len(lengths), np.int64)
   used = 0
   row = np.empty(len(lengths), np.int64)
   offset = np.empty(len(lengths), np.int64)
   for i in order:
     n = lengths[i]
     fits = np.flatnonzero(free[:used] >= n)
-    r = int(fits[0]) if fits.size else used
-    used = max(used, r + 1)
-    row[i], offset[i] = r, row_len - free[r]
+    if fits.size:
+      r = int(fits[0])
+    else:
+      r = used
+      used += 1
+      width[r] = free[r] = widths[int(np.searchsorted(widths, n))]
+    row[i], offset[i] = r, width[r] - free[r]
     free[r] -= n
-  return row, offset, used
+  if np.ndim(row_len) == 0:
+    return row, offset, used
+  return row, offset, width[:used]
 
 
 def round_up(value: int, multiple: int) -> int:
   return -(-int(value) // int(multiple)) * int(multiple)
 
 
-def pack_batch(batch: Mapping[str, np.ndarray], row_multiple: int = 8) -> dict[str, np.ndarray]:
-  """A padded batch (T5X features, one example per row) -> the packed layout above."""
+def bucket_key(width: int) -> str:
+  """The batch key prefix of the packed rows `width` tokens wide (narrower than the inputs)."""
+  return f"encoder_rows_{int(width)}/"
+
+
+def pack_batch(batch: Mapping[str, np.ndarray], row_multiple: int = 8,
+               widths: Sequence[int] = ()) -> dict[str, np.ndarray]:
+  """A padded batch (T5X features, one example per row) -> the packed layout above.
+
+  `widths`: narrower row widths (tokens) besides the full input length T. Rows of width
+  w < T go to `encoder_rows_{w}/{encoder_input_tokens, encoder_segment_ids,
+  encoder_positions}`; the full-width rows keep the standard keys. Self-attention then
+  costs w^2 per narrow row instead of T^2. `decoder_encoder_row` indexes the rows of all
+  widths concatenated, narrowest first, full width last (the network's order). Each
+  width's row count is rounded up to `row_multiple` (widths with no rows get none, except
+  the full width, which always has at least `row_multiple`).
+  """
   tokens = np.asarray(batch["encoder_input_tokens"])
   b, t = tokens.shape
+  all_widths = tuple(sorted({int(w) for w in widths if 0 < int(w) < t})) + (t,)
   lengths = token_lengths(tokens)
-  row, offset, used = first_fit_decreasing(lengths, t)
-  rows = max(round_up(used, row_multiple), row_multiple)
-  packed = np.zeros((rows, t), tokens.dtype)
-  segments = np.zeros((rows, t), np.int32)
-  positions = np.zeros((rows, t), np.int32)
+  row, offset, row_width = first_fit_decreasing(lengths, all_widths)
+  # Rows of each width, in order of first use; then renumbered: narrow widths first.
+  new_index = np.empty(len(row_width), np.int64)
+  start = 0
+  counts = {}
+  for w in all_widths:
+    mine = np.flatnonzero(row_width == w)
+    n_rows = round_up(mine.size, row_multiple) if mine.size or w == t else 0
+    n_rows = max(n_rows, row_multiple) if w == t else n_rows
+    new_index[mine] = start + np.arange(mine.size)
+    counts[w] = (start, n_rows)
+    start += n_rows
+  row = new_index[row]
+  total = start
+  packed = np.zeros((total, t), tokens.dtype)
+  segments = np.zeros((total, t), np.int32)
+  positions = np.zeros((total, t), np.int32)
   segment_of = np.zeros(b, np.int32)
-  count = np.zeros(rows, np.int32)
+  count = np.zeros(total, np.int32)
   # Segment ids numbered by position in the row (1 = leftmost), independent of the order above.
   for i in np.lexsort((offset, row)):
     r, o, n = row[i], offset[i], lengths[i]
@@ -96,9 +140,39 @@ def pack_batch(batch: Mapping[str, np.ndarray], row_multiple: int = 8) -> dict[s
     positions[r, o:o + n] = np.arange(n)
     segment_of[i] = count[r]
   out = {k: np.asarray(v) for k, v in batch.items() if k != "encoder_input_tokens"}
-  out.update(encoder_input_tokens=packed, encoder_segment_ids=segments, encoder_positions=positions,
-             decoder_encoder_row=row.astype(np.int32), decoder_encoder_segment=segment_of)
+  for w in all_widths:
+    s, n_rows = counts[w]
+    prefix = "" if w == t else bucket_key(w)
+    if w != t and n_rows == 0:
+      continue
+    out[prefix + "encoder_input_tokens"] = packed[s:s + n_rows, :w]
+    out[prefix + "encoder_segment_ids"] = segments[s:s + n_rows, :w]
+    out[prefix + "encoder_positions"] = positions[s:s + n_rows, :w]
+  out.update(decoder_encoder_row=row.astype(np.int32), decoder_encoder_segment=segment_of)
   return out
+
+
+def narrow_rows(batch: Mapping[str, Any]) -> list[tuple[Any, Any, Any]]:
+  """(tokens, segment_ids, positions) of the narrow-row buckets of a packed batch, narrowest
+  first (the order `decoder_encoder_row` counts them in)."""
+  widths = sorted(int(k[len("encoder_rows_"):].split("/")[0]) for k in batch
+                  if k.startswith("encoder_rows_") and k.endswith("/encoder_input_tokens"))
+  return [(batch[bucket_key(w) + "encoder_input_tokens"],
+           batch[bucket_key(w) + "encoder_segment_ids"],
+           batch[bucket_key(w) + "encoder_positions"]) for w in widths]
+
+
+def auto_widths(lengths: np.ndarray, full: int, multiple: int = 4) -> tuple[int, ...]:
+  """Narrow row widths for a split whose examples have `lengths` real encoder tokens: about
+  T/4 and T/2 (rounded up to `multiple`), kept only where at least a quarter of the examples
+  fit. A pure function of the split, so every step of a run uses the same widths."""
+  lengths = np.asarray(lengths)
+  out = []
+  for frac in (4, 2):
+    w = round_up(-(-full // frac), multiple)
+    if w < full and lengths.size and float(np.mean(lengths <= w)) >= 0.25:
+      out.append(w)
+  return tuple(sorted(set(out)))
 
 
 def real_tokens(batch: Mapping[str, np.ndarray]) -> tuple[int, int]:

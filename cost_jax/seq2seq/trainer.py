@@ -151,12 +151,23 @@ def _train(config: TrainConfig, model_dir: str, model_config=None, *,
   train_step = model.make_train_step(module, tx, optim.schedule_of(config),
                                      state_sharding=layout.replicated,
                                      batch_sharding=layout.batch)
-  batcher = input_pipeline.EpochBatcher(
-      train_arrays, config.batch_size, config.seed, packing=config.packing,
-      pack_row_multiple=int(np.lcm(config.pack_row_multiple, layout.num_devices)))
-  log(f"[train] batches: {config.packing if config.packing != 'off' else 'no'} packing; "
+  batcher = input_pipeline.make_batcher(
+      train_arrays, config.batch_size, config.seed, config.packing,
+      pack_row_multiple=int(np.lcm(config.pack_row_multiple, layout.num_devices)),
+      pack_widths=config.pack_widths)
+  widths = getattr(batcher, "widths", None) or (
+      batcher.pack_widths + (lengths["inputs"],) if config.packing == "encoder" else ())
+  log(f"[train] batches: {'no' if config.packing == 'off' else config.packing} packing"
+      + (f" (row widths {', '.join(map(str, widths))})" if widths else "") + "; "
       f"{packing_lib.padded_share(train_arrays.encoder_input_tokens):.0%} of the padded "
       "encoder tokens are real")
+  if isinstance(batcher, input_pipeline.BucketBatcher) and start < config.num_train_steps:
+    t = time.perf_counter()
+    for shape_batch in batcher.shape_batches():  # compile every bucket shape before timing
+      spare = jax.tree.map(lambda x: x.copy(), state)  # the step donates its state
+      jax.block_until_ready(train_step(spare, jax.device_put(shape_batch, layout.batch)))
+    log(f"[train] compiled the step for {len(batcher.widths)} bucket widths in "
+        f"{time.perf_counter() - t:.1f}s")
   writer = metric_writers.create_default_writer(model_dir, just_logging=jax.process_index() > 0,
                                                 asynchronous=True)
   eval_batch = layout.round_batch(config.eval_batch_size)

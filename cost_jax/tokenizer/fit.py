@@ -274,3 +274,42 @@ def encode_new(checkpoint_dir: str, embeddings: np.ndarray | str, output: str,
     raise
   _log(f"[tokenize {tok.method}] encoded {len(x)} new items into {output}", log)
   return report
+
+
+def fit_cold_start(embeddings: np.ndarray, unseen: np.ndarray, method: str, output: str,
+                   seed: int = 0, overrides: Mapping[str, Any] | None = None,
+                   log: bool = True) -> dict:
+  """TIGER §4.4.1: the tokenizer trains on the seen items only, then gives every item an ID.
+
+  `output/seen/` is the tokenizer fitted on the seen items (`fit`); `output` holds the IDs of
+  all N items (semantic_ids.npy row i = item i): the seen items keep their fitted IDs and the
+  unseen ones are encoded by the trained tokenizer, de-duplicated against the seen IDs (so an
+  unseen item shares its first L-1 tokens with seen items of the same codes, never a whole ID).
+  """
+  x = validate_embeddings(embeddings, "embeddings")
+  mask = np.zeros(len(x), bool)
+  mask[np.asarray(unseen, np.int64)] = True
+  seen = np.flatnonzero(~mask)
+  staged = StagedDir(output, kind=artifact.OUTPUT_KIND + " (cold start)",
+                     legacy=artifact.FILES + ("seen",))
+  try:
+    report = fit(x[seen], method, staged.file("seen"), seed=seed, overrides=overrides, log=log)
+    tok = load_tokenizer(staged.file("seen"))
+    new_ids, info = tok.encode_items(x[mask])
+    ids = np.zeros((len(x), tok.existing_ids.shape[1]), np.int32)
+    ids[seen] = tok.existing_ids
+    ids[mask] = new_ids
+    old = artifact.load_layout(staged.file("seen")).codebook_sizes
+    layout = artifact.layout_for(ids, tok.raw_sizes, tok.dedup_mode)
+    layout = TokenLayout(tuple(max(a, b) for a, b in zip(layout.codebook_sizes, old)))
+    artifact.write_ids(staged.path, ids, layout, method=method, dedup=tok.dedup_mode)
+    cold = {"num_items": int(len(x)), "num_seen": int(len(seen)), "num_unseen": int(mask.sum()),
+            "unseen_dedup": info, "all_distinct": sid.all_distinct(ids)}
+    artifact.write_json(staged.path, artifact.REPORT_FILE, {**report, "cold_start": cold})
+    staged.commit()
+  except BaseException:
+    staged.discard()
+    raise
+  _log(f"[tokenize {method}] cold start: fitted on {len(seen)} seen items, encoded "
+       f"{int(mask.sum())} unseen items into {output}", log)
+  return {**report, "cold_start": cold}

@@ -1,0 +1,171 @@
+"""TIGER's capabilities (§4.4, §5): the epsilon rule, Entropy@K, the cold-start split,
+Semantic_KNN by hand, and the three studies end to end on a tiny trained model."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+import _trainer_toy as toy  # noqa: E402  pylint: disable=wrong-import-position
+
+from cost_jax.baselines.semantic_knn import semantic_knn_topk  # noqa: E402
+from cost_jax.data import categories, cold_start as cold_data  # noqa: E402
+from cost_jax.data.processed import ProcessedDataset  # noqa: E402
+from cost_jax.experiments import capabilities as cap_lib  # noqa: E402
+from cost_jax.io import UserError  # noqa: E402
+from cost_jax.metrics import category_entropy_at_k  # noqa: E402
+from cost_jax.seq2seq import capabilities, cli, cold_start  # noqa: E402
+from cost_jax.seq2seq import trainer as train  # noqa: E402
+
+
+def test_epsilon_rule_on_a_hand_built_trie():
+  # Items 0-3 seen, 4-6 unseen. IDs (c1, c2, last): 4 shares (0, 0) with 0 and 1;
+  # 5 shares (1, 0) with 2; 6 shares nothing seen.
+  tokens = np.array([[0, 0, 0], [0, 0, 1], [1, 0, 0], [2, 1, 0],
+                     [0, 0, 2], [1, 0, 1], [3, 3, 0]])
+  unseen = np.array([False] * 4 + [True] * 3)
+  groups = cold_start.unseen_by_prefix(tokens, unseen)
+  assert groups == {(0, 0): [4], (1, 0): [5], (3, 3): [6]}
+  beams = np.array([[2, 0, 1, 3, -1]])  # the seen items decoded, best first
+  # epsilon 0: the seen items only.
+  assert cold_start.blend_unseen(beams, tokens, groups, 0.0, 4).tolist() == [[2, 0, 1, 3]]
+  # epsilon 0.25 at K = 4: one unseen slot, taken by the best beam's sibling (5).
+  assert cold_start.blend_unseen(beams, tokens, groups, 0.25, 4).tolist() == [[2, 5, 0, 1]]
+  # epsilon 0.5: two slots; 4 follows its seen sibling 0; 6 never shares a decoded prefix.
+  assert cold_start.blend_unseen(beams, tokens, groups, 0.5, 4).tolist() == [[2, 5, 0, 4]]
+  assert cold_start.blend_unseen(beams, tokens, groups, 1.0, 6).tolist() == [[2, 5, 0, 4, 1, 3]]
+  # Fewer candidates than K: padded with -1.
+  assert cold_start.blend_unseen(np.array([[3, -1]]), tokens, groups, 1.0, 3).tolist() == [
+      [3, -1, -1]]
+  with pytest.raises(ValueError):
+    cold_start.blend_unseen(beams, tokens, groups, 1.5, 4)
+
+
+def test_entropy_at_k_by_hand():
+  cats = [[0], [0], [1, 2], [], [1]]
+  # Top 3 = items 0, 1, 2: mass {0: 2, 1: .5, 2: .5} / 3.
+  p = np.array([2, .5, .5]) / 3
+  expect = -(p * np.log(p)).sum()
+  got = category_entropy_at_k(np.array([[0, 1, 2, 4], [3, -1, 0, 0], [0, 4, 3, 3]]), cats, 3)
+  assert got[0] == pytest.approx(expect)
+  assert got[1] == 0.0  # one categorized item: no spread
+  assert got[2] == pytest.approx(np.log(2))  # two categories, equal mass
+  assert category_entropy_at_k(np.array([[0, 1, 2, 4]]), cats, 4)[0] == pytest.approx(
+      -sum(q * np.log(q) for q in np.array([2, 1.5, .5]) / 4))
+
+
+def test_semantic_knn_and_list_helpers_by_hand():
+  emb = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9], [-1, 0]], np.float32)
+  # History {0}: cosine order 1, 3, 2, 4; history items are never returned.
+  assert semantic_knn_topk([np.array([0])], emb, 3).tolist() == [[1, 3, 2]]
+  assert semantic_knn_topk([np.array([0, 2])], emb, 2).tolist() == [[1, 3]]
+  assert semantic_knn_topk([np.array([0])], emb, 2, candidates=np.array(
+      [1, 0, 1, 0, 1], bool)).tolist() == [[2, 4]]
+  assert capabilities.first_distinct(np.array([[3, 3, -1, 5, 3, 7, 8]]), 3).tolist() == [[3, 5, 7]]
+  assert capabilities.first_distinct(np.array([[2, 2, 2]]), 3).tolist() == [[2, -1, -1]]
+  np.testing.assert_allclose(capabilities.invalid_share_by_k(np.array([[1, -1, 2, -1],
+                                                                       [-1, 3, 4, 5]])),
+                             [0.5, 0.5, 1 / 3, 3 / 8])
+
+
+def test_cold_start_split_removes_unseen_items_from_training(tmp_path):
+  src = toy.write_processed(str(tmp_path / "ds"), num_users=60)
+  info = cold_data.make_cold_start(src, str(tmp_path / "cold"), fraction=0.2, seed=3)
+  unseen = set(info["unseen_items"])
+  loo = ProcessedDataset.load(src).leave_one_out()
+  assert len(unseen) == round(0.2 * len(set(loo.test_target.tolist())))
+  assert unseen <= set(loo.test_target.tolist())
+  cold = ProcessedDataset.load(str(tmp_path / "cold"))
+  assert cold.num_items == toy.NUM_ITEMS  # every item keeps its row (and an ID later)
+  cases = 0
+  for seq in cold.item_sequences():
+    assert not set(seq[:-1].tolist()) & unseen  # nowhere but as the last (test) item
+    cases += int(len(seq) >= 3 and seq[-1] in unseen)
+  assert cases == info["cold_start_test_users"] > 0
+  np.testing.assert_array_equal(cold_data.unseen_items(str(tmp_path / "cold")),
+                                sorted(unseen))
+  assert cold_data.unseen_items(src) is None
+  with pytest.raises(UserError, match="fraction"):
+    cold_data.make_cold_start(src, str(tmp_path / "bad"), fraction=1.5)
+
+
+def test_categories_field_lookup(tmp_path):
+  src = toy.write_processed(str(tmp_path / "ds"))
+  with pytest.raises(UserError, match="no category field"):
+    categories.item_categories(src)
+  items = pd.read_parquet(os.path.join(src, "items.parquet"))
+  items["genres"] = ["Action, Comedy" if i % 2 else "Drama" for i in range(len(items))]
+  items.to_parquet(os.path.join(src, "items.parquet"))
+  lists, names, field = categories.item_categories(src)
+  assert field == "genres" and names == ["Drama", "Action", "Comedy"]
+  assert lists[0] == [0] and lists[1] == [1, 2]
+  with pytest.raises(UserError, match="no item field 'brand'"):
+    categories.item_categories(src, "brand")
+
+
+@pytest.fixture(scope="module")
+def cold_run(tmp_path_factory):
+  root = tmp_path_factory.mktemp("captoy")
+  src = toy.write_processed(str(root / "ds"), num_users=80)
+  items = pd.read_parquet(os.path.join(src, "items.parquet"))
+  items["genres"] = [f"g{i % 3}, g{i % 5 + 3}" for i in range(len(items))]
+  items.to_parquet(os.path.join(src, "items.parquet"))
+  np.save(os.path.join(src, "embeddings.npy"),
+          np.random.default_rng(0).normal(size=(toy.NUM_ITEMS, 8)).astype(np.float32))
+  cold_dir = str(root / "cold")
+  cold_data.make_cold_start(src, cold_dir, fraction=0.25, seed=0)
+  tok = toy.write_tokenizer(str(root / "tok"))
+  settings = dict(toy.tiny_model_overrides(), **toy.fast_train_overrides(num_train_steps=40))
+  train.train_and_evaluate(model_dir=str(root / "m"), dataset_dir=cold_dir, tokenizer_dir=tok,
+                           eval_at_end=False, eval_test=True, show_progress=False, **settings)
+  return str(root / "m"), cold_dir
+
+
+def test_evaluate_cli_capability_flags(cold_run, capsys):
+  model_dir, _ = cold_run
+  assert cli.evaluate_main(["--model_dir", model_dir, "--invalid_ids"]) == 0
+  out = json.loads(capsys.readouterr().out)
+  assert out["k"] == list(range(1, 11))
+  assert out["constrained"] == [0.0] * 10  # the trie never yields an invalid ID
+  assert all(0.0 <= x <= 1.0 for x in out["unconstrained"])
+  assert cli.evaluate_main(["--model_dir", model_dir, "--temperature", "2.0", "--num_samples",
+                            "30", "--topk", "10"]) == 0
+  out = json.loads(capsys.readouterr().out)
+  assert out["category_field"] == "genres" and out["temperature"] == 2.0
+  assert 0.0 <= out["recall@10"] <= 1.0 and out["entropy@10"] > 0.0
+  assert os.path.isfile(os.path.join(model_dir, "capabilities_temperature_2.json"))
+  assert cli.evaluate_main(["--model_dir", model_dir, "--cold_start_epsilon", "0,0.5"]) == 0
+  out = json.loads(capsys.readouterr().out)
+  assert out["cold_start_users"] > 0
+  # With epsilon 0 no unseen item is ever retrieved, so every cold-start case is a miss.
+  assert out["recall"]["0"]["recall@10"] == 0.0
+  with pytest.raises(SystemExit) as e:
+    cli.evaluate_main(["--model_dir", model_dir, "--cold_start_epsilon", "2"])
+  assert e.value.code == 2
+  assert "epsilon" in capsys.readouterr().err
+
+
+def test_studies_write_tables_and_plots(cold_run, tmp_path):
+  model_dir, cold_dir = cold_run
+  cfg = cap_lib.settings({"studies": "cold_start,diversity,invalid_ids", "num_beams": 10,
+                          "temperatures": (1.0, 2.0), "num_samples": 30, "epsilons": (0.0, 0.5)})
+  res = cap_lib.run_studies(str(tmp_path), cfg, model_dir=model_dir, dataset_dir=cold_dir,
+                            cold_model_dir=model_dir, cold_dataset_dir=cold_dir, seed=0)
+  assert set(res) >= {"cold_start", "diversity", "invalid_ids"}
+  cs = res["cold_start"]
+  assert cs["recall"]["TIGER (epsilon=0)"] == [0.0] * 10
+  assert cs["unseen_share@10"]["TIGER (epsilon=0.5)"] <= 0.5
+  assert set(cs["paired_p@10_vs_semantic_knn"]) == {"TIGER (epsilon=0)", "TIGER (epsilon=0.5)"}
+  assert [r["temperature"] for r in res["diversity"]["rows"]] == [None, 1.0, 2.0]
+  for name in cap_lib.PLOTS.values():
+    assert os.path.getsize(tmp_path / name) > 1000
+  md = "\n".join(cap_lib.markdown(res))
+  assert "Cold-start retrieval" in md and "Entropy@10" in md and "Invalid IDs" in md
+  with pytest.raises(UserError, match="unknown stud"):
+    cap_lib.settings({"studies": "speed"})
