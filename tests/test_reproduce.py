@@ -86,7 +86,8 @@ class Fakes:
   def fns(self):
     return stages.StageFns(prepare=self.prepare, embed=self.embed, tokenize=self.tokenize,
                               train=self.train, popularity=self.popularity, sasrec=self.sasrec,
-                              cove_sasrec=self.cove_sasrec, cove_tokenize=self.cove_tokenize)
+                              cove_sasrec=self.cove_sasrec, cove_tokenize=self.cove_tokenize,
+                              cove_tokenize_from=self.cove_tokenize_from)
 
   def prepare(self, dataset, output):
     self.calls.append(("prepare", dataset))
@@ -145,8 +146,13 @@ class Fakes:
     self.calls.append(("cove_sasrec", seed))
     return self._metrics(0.032)
 
+  def cove_tokenize_from(self, run_dir, output):
+    self.calls.append(("tokenize", "cove", "from", os.path.basename(run_dir).split("-")[1]))
+    return self.cove_tokenize(None, output, None)
+
   def cove_tokenize(self, dataset_dir, output, seed, cove=None, **cfg):
-    self.calls.append(("tokenize", "cove", seed))
+    if seed is not None:
+      self.calls.append(("tokenize", "cove", seed))
     os.makedirs(output)
     np.save(os.path.join(output, "semantic_ids.npy"), np.arange(15, dtype=np.int32).reshape(5, 3))
     return {"usage_per_level": [1.0, 0.5], "id_length": 3, "wall_time_s": 0.1}
@@ -165,12 +171,18 @@ def test_cove_stages_are_planned_from_the_data_and_reported(tmp_path):
                        cove={"codebook_sizes": (20, 5)})
   pipe = pipeline.Pipeline(prof, out, fns=fakes.fns())
   deps = {st.name: st.deps for st in pipe.stages}
-  assert deps["tokenize-cove-s0"] == ("data",)  # COVE needs interactions, not embeddings
+  # COVE needs interactions, not embeddings; its codes come from the COVE_SASRec row's model.
+  assert deps["tokenize-cove-s0"] == ("cove_sasrec-s0",)
   assert deps["cove_sasrec-s1"] == ("data",)
+  alone = pipeline.Pipeline(dataclasses.replace(prof, baselines=("sasrec",)), str(tmp_path / "a"),
+                            fns=fakes.fns())
+  assert {st.name: st.deps for st in alone.stages}["tokenize-cove-s0"] == ("data",)
   results = pipe.run()
   assert {r.status for r in results} == {"ran"}
-  assert ("tokenize", "cove", 1) in fakes.calls and ("train", "cove", 1) in fakes.calls
+  assert ("tokenize", "cove", "from", "s1") in fakes.calls and ("train", "cove", 1) in fakes.calls
   assert ("cove_sasrec", 0) in fakes.calls
+  assert ("cove_sasrec", 0) == fakes.calls[[c[0] for c in fakes.calls].index("cove_sasrec")]
+  assert sum(c[0] == "cove_sasrec" for c in fakes.calls) == 2  # once per seed, not twice
   md = open(os.path.join(out, "results.md")).read()
   assert "COVE_SASRec" in md and "COVE IDs" in md
   # A COVE override changes only the COVE stages' hashes.

@@ -24,7 +24,7 @@ import jax
 import numpy as np
 
 from cost_jax.baselines import sasrec
-from cost_jax.io import StagedDir, UserError, atomic_write_json, atomic_write_npy
+from cost_jax.io import StagedDir, UserError, atomic_write_json, atomic_write_npy, read_json
 from cost_jax.tokenizer import artifact, dedup
 from cost_jax.tokenizer import cove as cove_lib
 from cost_jax.tokenizer.cove import CoveConfig
@@ -107,3 +107,19 @@ def fit_tokenizer(loo, num_items: int, output: str, seed: int = 0,
                 seed=seed, final_loss=losses[-1] if losses else None,
                 wall_time_s=round(time.perf_counter() - t0, 2), num_items=int(num_items))
   return write_tokenizer(codes, config.cove.codebook_sizes, output, report)
+
+
+def tokenizer_from_run(run_dir: str, output: str) -> dict:
+  """The tokenizer dir of a finished `train_and_evaluate` output (its cove_codes.npy): the same
+  COVE_SASRec as `fit_tokenizer` trains (training part only, same seed and settings), so the
+  reproduction trains it once for both the COVE_SASRec row and TIGER on COVE IDs."""
+  codes_file, report_file = (os.path.join(run_dir, f) for f in (CODES_FILE, REPORT_FILE))
+  for f in (codes_file, report_file):
+    if not os.path.isfile(f):
+      raise UserError(f"{f}: missing (not a finished COVE_SASRec output dir)")
+  codes = np.load(codes_file)
+  report = read_json(report_file)
+  cfg = read_json(os.path.join(run_dir, "config.json"))
+  report.update(host={k: v for k, v in cfg.items() if k != "cove"}, from_run=run_dir,
+                num_items=int(len(codes)))
+  return write_tokenizer(codes, report["codebook_sizes"], output, report)

@@ -132,7 +132,17 @@ class Pipeline:
     for seed in p.seeds:
       for m in p.methods:
         tok_name = f"tokenize-{m}-s{seed}"
-        if m in INTERACTION_METHODS:  # COVE: learned from the training interactions
+        if m in INTERACTION_METHODS and "cove_sasrec" in p.baselines:
+          # The COVE_SASRec row's model is the same (training part, seed, settings): reuse
+          # its codes instead of training it twice.
+          host = self._cove_sasrec_stage(seed)
+          tok_cfg = {"from": self._hash(host.name), "method": m, "seed": seed}
+          self._add(PlannedStage(
+              tok_name, "tokenize", tok_cfg, (host.name,),
+              lambda tmp, host=host.name, seed=seed: tokenizer_stats(
+                  self.fns.cove_tokenize_from(self._dir(host), os.path.join(tmp, "tokenizer")),
+                  "cove", seed), method=m, seed=seed))
+        elif m in INTERACTION_METHODS:  # COVE: learned from the training interactions
           tok_cfg = {"data": self._hash("data"), "method": m, "seed": seed,
                      "sasrec": dict(p.sasrec), "cove": dict(p.cove)}
           self._add(PlannedStage(tok_name, "tokenize", tok_cfg, ("data",),
@@ -155,13 +165,7 @@ class Pipeline:
                                    self.dataset_path("data"), tmp, seed=seed, ks=p.ks,
                                    **p.sasrec), method="sasrec", seed=seed))
       if "cove_sasrec" in p.baselines:
-        cfg = {"data": self._hash("data"), "seed": seed, "sasrec": dict(p.sasrec),
-               "cove": dict(p.cove), "ks": list(p.ks)}
-        self._add(PlannedStage(f"cove_sasrec-s{seed}", "cove_sasrec", cfg, ("data",),
-                               lambda tmp, seed=seed: self.fns.cove_sasrec(
-                                   self.dataset_path("data"), tmp, seed=seed, ks=p.ks,
-                                   cove=dict(p.cove), **p.sasrec),
-                               method="cove_sasrec", seed=seed))
+        self._cove_sasrec_stage(seed)
 
     self._plan_capabilities()
 
@@ -227,6 +231,21 @@ class Pipeline:
 
     self._add(PlannedStage(f"capabilities-s{seed}", "capabilities", cfg, tuple(deps), run_studies,
                            seed=seed))
+
+  def _cove_sasrec_stage(self, seed: int) -> PlannedStage:
+    """The COVE_SASRec baseline stage of `seed`, planned once (the cove tokenizer may need it
+    before the baselines' turn)."""
+    name = f"cove_sasrec-s{seed}"
+    if name not in self._by_name:
+      p = self.profile
+      cfg = {"data": self._hash("data"), "seed": seed, "sasrec": dict(p.sasrec),
+             "cove": dict(p.cove), "ks": list(p.ks)}
+      self._add(PlannedStage(name, "cove_sasrec", cfg, ("data",),
+                             lambda tmp: self.fns.cove_sasrec(
+                                 self.dataset_path("data"), tmp, seed=seed, ks=p.ks,
+                                 cove=dict(p.cove), **p.sasrec),
+                             method="cove_sasrec", seed=seed))
+    return self._by_name[name]
 
   def _embed_stage(self) -> PlannedStage:
     cfg = {"data": self._hash("data"), "embed": dict(self.profile.embed)}

@@ -63,6 +63,7 @@ class StageFns:
   sasrec: Callable[..., dict]
   cove_sasrec: Callable[..., dict]
   cove_tokenize: Callable[..., dict]
+  cove_tokenize_from: Callable[..., dict] = cove_sasrec.tokenizer_from_run
   cold_start_data: Callable[..., dict] = _real_cold_start_data
   cold_start_tokenize: Callable[..., dict] = _real_cold_start_tokenize
   capabilities: Callable[..., dict] = capabilities_lib.run_studies
