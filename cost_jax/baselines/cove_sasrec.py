@@ -58,12 +58,12 @@ def train_and_evaluate(loo, num_items: int, seed: int = 0, output_dir: str | Non
                        cove: Mapping[str, Any] | None = None, **sasrec_overrides: Any) -> dict:
   """COVE_SASRec on `loo`: the test metrics (+ cove_usage_per_level)."""
   config = make_config(num_items, cove, **sasrec_overrides)
-  result, params, topk, losses, train_s = sasrec.fit_and_score(loo, config, seed, ks)
+  result, params, topk, losses, train_s, curve = sasrec.fit_and_score(loo, config, seed, ks)
   codes = item_codes(config, params)
   report = code_report(codes, config)
   result = dict(result, cove_usage_per_level=report["usage_per_level"])
   if output_dir is not None:
-    sasrec.write_outputs(output_dir, config, loo, result, topk, losses, train_s, seed)
+    sasrec.write_outputs(output_dir, config, loo, result, topk, losses, train_s, seed, curve)
     atomic_write_npy(os.path.join(output_dir, CODES_FILE), codes)
     atomic_write_json(os.path.join(output_dir, REPORT_FILE), report)
   return result

@@ -62,6 +62,10 @@ class SASRecConfig:
   num_epochs: int = 200    # SASRec trains ~200 epochs
   loss: str = "softmax"    # "softmax" (full CE) or "bce" (SASRec paper, 1 negative)
   eval_batch_size: int = 256
+  # Learning curve (ours): validation Recall/NDCG@10 every this many epochs, on a fixed random
+  # subset of eval_num_users users (0 = off). Written to losses.json "validation_curve".
+  eval_every_epochs: int = 1
+  eval_num_users: int = 1000
   cove: CoveConfig | None = None  # COVE_SASRec when set (cost_jax.tokenizer.cove)
 
   def __post_init__(self):
@@ -242,11 +246,21 @@ def init_params(model: SASRec, seed: int):
 
 
 def train(config: SASRecConfig, train_seqs: Sequence[np.ndarray], seed: int = 0,
-          progress_desc: str = "sasrec") -> tuple[dict, list[float]]:
+          progress_desc: str = "sasrec", valid_target: np.ndarray | None = None,
+          curve: list | None = None) -> tuple[dict, list[float]]:
   """Trains from scratch; returns (params, per-epoch mean losses).
 
-  Stops with a UserError naming the epoch when the loss stops being finite.
+  With `valid_target` (the validation item of each training sequence) and a `curve` list,
+  appends {"epoch", "recall@10", "ndcg@10", "num_users"} on the validation split every
+  `config.eval_every_epochs` epochs (the learning curve). Stops with a UserError naming the
+  epoch when the loss stops being finite.
   """
+  eval_rows = None
+  if valid_target is not None and curve is not None and config.eval_every_epochs > 0:
+    n = len(train_seqs)
+    pick = np.random.default_rng(np.random.SeedSequence([seed, 0x5EED])).permutation(n)
+    eval_rows = np.sort(pick[:config.eval_num_users or n])
+    eval_rows = eval_rows[[len(train_seqs[i]) > 0 for i in eval_rows]]
   model = SASRec(config)
   params = init_params(model, seed)
   tx = optax.adam(config.learning_rate, b2=0.98)  # SASRec: beta2 = 0.98
@@ -278,6 +292,12 @@ def train(config: SASRecConfig, train_seqs: Sequence[np.ndarray], seed: int = 0,
     if not np.isfinite(losses[-1]):
       raise UserError(f"{progress_desc}: the training loss is {losses[-1]} in epoch "
                       f"{len(losses)} (diverged; lower learning_rate)")
+    if eval_rows is not None and (len(losses) % config.eval_every_epochs == 0
+                                  or len(losses) == config.num_epochs):
+      topk = predict_topk(config, params, [train_seqs[i] for i in eval_rows], 10)
+      m = score_topk(topk, np.asarray(valid_target, np.int32)[eval_rows], ks=(10,))
+      curve.append({"epoch": len(losses), "recall@10": m["recall@10"], "ndcg@10": m["ndcg@10"],
+                    "num_users": int(len(eval_rows))})
   progress.close({"loss": losses[-1]})
   return params, losses
 
@@ -308,25 +328,30 @@ def predict_topk(config: SASRecConfig, params, histories: Sequence[np.ndarray], 
 def fit_and_score(loo, config: SASRecConfig, seed: int = 0, ks: Sequence[int] = DEFAULT_KS):
   """Trains on `loo.train`, ranks all items for the test split from train + [valid].
 
-  Returns (metrics, params, topk [U, max(ks)], per-epoch losses, train seconds).
+  Returns (metrics, params, topk [U, max(ks)], per-epoch losses, train seconds, the
+  validation learning curve).
   """
   t0 = time.perf_counter()
+  curve: list[dict] = []
   params, losses = train(config, loo.train, seed=seed,
-                         progress_desc="cove_sasrec" if config.cove is not None else "sasrec")
+                         progress_desc="cove_sasrec" if config.cove is not None else "sasrec",
+                         valid_target=np.asarray(loo.valid_target), curve=curve)
   train_s = time.perf_counter() - t0
   histories = [np.concatenate([np.asarray(t), [v]]) for t, v in zip(loo.train, loo.valid_target)]
   topk = predict_topk(config, params, histories, max(ks))
   result = score_topk(topk, np.asarray(loo.test_target, np.int32), ks=tuple(ks))
-  return result, params, topk, losses, train_s
+  return result, params, topk, losses, train_s, curve
 
 
 def write_outputs(output_dir: str, config: SASRecConfig, loo, result: dict, topk: np.ndarray,
-                  losses: list[float], train_s: float, seed: int) -> None:
+                  losses: list[float], train_s: float, seed: int,
+                  curve: Sequence[dict] = ()) -> None:
   """metrics.json, topk.npy, targets.npy (cost_jax.results), config.json, losses.json."""
   os.makedirs(output_dir, exist_ok=True)
   atomic_write_json(os.path.join(output_dir, "config.json"), dataclasses.asdict(config))
   atomic_write_json(os.path.join(output_dir, "losses.json"),
-                    {"epoch_loss": losses, "train_seconds": train_s, "seed": seed})
+                    {"epoch_loss": list(losses), "train_seconds": train_s, "seed": seed,
+                     "validation_curve": list(curve)})
   write_results(output_dir, "test", result, topk, np.asarray(loo.test_target, np.int32),
                 user_rows(loo))
 
@@ -345,7 +370,7 @@ def train_and_evaluate(loo, num_items: int, config: SASRecConfig | None = None, 
   With `output_dir`: writes metrics.json, topk.npy, targets.npy, config.json, losses.json.
   """
   config = make_config(num_items, config, **overrides)
-  result, _, topk, losses, train_s = fit_and_score(loo, config, seed, ks)
+  result, _, topk, losses, train_s, curve = fit_and_score(loo, config, seed, ks)
   if output_dir is not None:
-    write_outputs(output_dir, config, loo, result, topk, losses, train_s, seed)
+    write_outputs(output_dir, config, loo, result, topk, losses, train_s, seed, curve)
   return result

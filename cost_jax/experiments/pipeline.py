@@ -29,7 +29,7 @@ from typing import Any, Callable
 import numpy as np
 
 from cost_jax.experiments import capabilities as capabilities_lib
-from cost_jax.experiments import notes, paired
+from cost_jax.experiments import notes, paired, published
 from cost_jax.experiments import report as report_lib
 from cost_jax.experiments.profiles import BASELINES, Profile
 from cost_jax.experiments.stage_cache import StageCache, StageResult, config_hash
@@ -446,13 +446,33 @@ class Pipeline:
     order = report_lib.order_methods({r["method"] for r in rows})
     sections = paired.significance_markdown(self.test_lists(), order, report_lib.label,
                                             report_lib.PAPER_ORDERINGS)
-    sections = list(sections) + self._capabilities_section()
+    sections = (published.markdown(self.profile.dataset, report_lib.summarize(rows),
+                                   report_lib.label) + list(sections)
+                + self._capabilities_section())
     paths = report_lib.write_report(self.output, rows, tokenizer_stats=tok, timings=timings,
                                     title=title, setup=notes.setup_lines(self),
                                     notes=notes.deviation_notes(self, rows), ks=self.profile.ks,
-                                    sections=sections)
+                                    sections=sections, curves=self.learning_curves())
     self.log(f"reproduce: wrote {paths['results.md']}")
     return paths
+
+  def learning_curves(self) -> dict[str, list[dict]]:
+    """{"<label> s<seed>": validation curve} of the finished TIGER and SASRec-style stages."""
+    out = {}
+    for st in self.stages:
+      r = self.results.get(st.name)
+      if r is None or r.status not in ("ran", "cached"):
+        continue
+      curve = None
+      if st.kind == "train":
+        f = os.path.join(r.path, "model", "validation_curve.json")
+        curve = _read_json(f).get("curve") if os.path.isfile(f) else None
+      elif st.kind in ("sasrec", "cove_sasrec"):
+        f = os.path.join(r.path, "losses.json")
+        curve = _read_json(f).get("validation_curve") if os.path.isfile(f) else None
+      if curve:
+        out[f"{report_lib.label(st.method)} s{st.seed}"] = curve
+    return out
 
   def _capabilities_section(self) -> list[str]:
     """The capabilities section (and its PNGs, copied next to results.md) once it has run."""
@@ -464,6 +484,15 @@ class Pipeline:
           capabilities_lib.copy_plots(r.path, self.output)
           return capabilities_lib.markdown(res)
     return []
+
+
+def _read_json(path: str) -> dict:
+  try:
+    with open(path) as f:
+      out = json.load(f)
+  except (OSError, ValueError):
+    return {}
+  return out if isinstance(out, dict) else {}
 
 
 def _read_stats(dataset_dir: str) -> dict:

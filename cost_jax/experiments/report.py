@@ -373,11 +373,36 @@ def plot_collisions(stats: Sequence[Mapping], path: str) -> None:
 # --- the report ----------------------------------------------------------------------
 
 
+def plot_learning_curves(curves: Mapping[str, Sequence[Mapping]], path: str) -> bool:
+  """Validation Recall@10 against training progress: TIGER runs by step, SASRec-style runs by
+  epoch (two panels). `curves`: {run label: [{"step" or "epoch", "recall@10"}, ...]}."""
+  by_step = {k: v for k, v in curves.items() if v and "step" in v[0]}
+  by_epoch = {k: v for k, v in curves.items() if v and "epoch" in v[0]}
+  panels = [(x, c) for x, c in (("step", by_step), ("epoch", by_epoch)) if c]
+  if not panels:
+    return False
+  plt = _plt()
+  fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.8), squeeze=False)
+  for ax, (unit, group) in zip(axes[0], panels):
+    for name, points in sorted(group.items()):
+      ax.plot([p[unit] for p in points], [p["recall@10"] for p in points], marker="o", ms=3,
+              label=name)
+    ax.set_xlabel(f"training {unit}")
+    ax.set_ylabel("validation Recall@10")
+    ax.set_title("TIGER" if unit == "step" else "SASRec-style baselines")
+    ax.legend(fontsize=7)
+  fig.tight_layout()
+  _savefig(fig, path)
+  plt.close(fig)
+  return True
+
+
 def write_report(output_dir: str, rows: Sequence[Mapping], *,
                  tokenizer_stats: Sequence[Mapping] = (), timings: Sequence[Mapping] = (),
                  title: str = "CoST ablation", notes: Sequence[str] = (),
                  setup: Sequence[str] = (), ks: Sequence[int] = DEFAULT_KS,
-                 sections: Sequence[str] = ()) -> dict[str, str]:
+                 sections: Sequence[str] = (),
+                 curves: Mapping[str, Sequence[Mapping]] | None = None) -> dict[str, str]:
   """Writes results.md, results.csv and the PNGs; returns {name: path}.
 
   `sections`: extra markdown lines placed after the orderings (e.g. the paired tests)."""
@@ -413,6 +438,16 @@ def write_report(output_dir: str, rows: Sequence[Mapping], *,
   md += ["## Semantic IDs", "", tokenizer_table_markdown(tokenizer_stats), ""]
   md += ["## Plots", "", "![metrics](metrics.png)", "", "![codebook usage](codebook_usage.png)", "",
          "![collisions](collisions.png)", ""]
+  if curves and plot_learning_curves(curves, os.path.join(output_dir, "learning_curves.png")):
+    paths["learning_curves.png"] = os.path.join(output_dir, "learning_curves.png")
+    last = {k: v[-1] for k, v in curves.items() if v}
+    md += ["### Learning curves", "",
+           "Validation Recall@10 during training (TIGER: every `eval_every` steps on "
+           "`eval_num_users` validation users; SASRec-style: every epoch on 1,000 users), to see "
+           "whether the budget reached a plateau. Last points: " + "; ".join(
+               f"{k} {v['recall@10']:.4f} at {'step ' + str(v['step']) if 'step' in v else 'epoch ' + str(v['epoch'])}"
+               for k, v in sorted(last.items())) + ".", "",
+           "![learning curves](learning_curves.png)", ""]
   md += ["## Wall time per stage", "",
          "Wall time depends on the machine's load when the stage ran; CPU time (all threads of "
          "the process) does not, and CPU time / number of cores is a lower bound of the wall "

@@ -35,7 +35,7 @@ import numpy as np
 from clu import metric_writers
 
 from cost_jax import results
-from cost_jax.io import UserError, atomic_write_json, atomic_write_npy, atomic_write_text
+from cost_jax.io import UserError, atomic_write_json, atomic_write_npy, atomic_write_text, read_json
 from cost_jax.progress import Progress
 from cost_jax.seq2seq import checkpoints, devices, gin_config, input_pipeline, model, network, optim
 from cost_jax.seq2seq import packing as packing_lib
@@ -45,6 +45,10 @@ from cost_jax.seq2seq import task as task_lib
 from cost_jax.seq2seq.config import TrainConfig, finalize_model_config, plain
 from cost_jax.seq2seq.network import TransformerConfig
 from cost_jax.tokenizer import artifact
+
+
+# Validation Recall/NDCG@10 at every validation step (the learning curve), in model_dir.
+VALIDATION_CURVE_FILE = "validation_curve.json"
 
 
 def _mean_metrics(history: list[dict]) -> dict[str, float]:
@@ -173,6 +177,9 @@ def _train(config: TrainConfig, model_dir: str, model_config=None, *,
   eval_batch = layout.round_batch(config.eval_batch_size)
   eval_users = input_pipeline.eval_subset(valid_arrays, config.eval_num_users or None, config.seed)
   predict_fn = None
+  curve_file = os.path.join(model_dir, VALIDATION_CURVE_FILE)
+  curve = [c for c in (read_json(curve_file).get("curve", []) if os.path.isfile(curve_file)
+                       else []) if c.get("step", 0) <= start]  # kept across a resume
 
   def run_validation(step: int) -> dict[str, float]:
     nonlocal predict_fn
@@ -186,6 +193,9 @@ def _train(config: TrainConfig, model_dir: str, model_config=None, *,
         sharding=layout.batch, predict_fn=predict_fn, desc=f"validate@{step}",
         show_progress=show_progress)
     writer.write_scalars(step, {f"valid/{k}": v for k, v in m.items()})
+    curve.append({"step": int(step), **{k: float(m[k]) for k in ("recall@10", "ndcg@10")},
+                  "num_users": int(len(eval_users))})
+    atomic_write_json(os.path.join(model_dir, VALIDATION_CURVE_FILE), {"curve": curve})
     log(f"[train] step {step} validation ({len(eval_users)} users, "
         f"{time.perf_counter() - t:.1f}s): "
         + " ".join(f"{k}={m[k]:.4f}" for k in ("recall@5", "recall@10", "ndcg@10", "recall@40")))
