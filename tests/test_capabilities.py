@@ -169,3 +169,13 @@ def test_studies_write_tables_and_plots(cold_run, tmp_path):
   assert "Cold-start retrieval" in md and "Entropy@10" in md and "Invalid IDs" in md
   with pytest.raises(UserError, match="unknown stud"):
     cap_lib.settings({"studies": "speed"})
+
+
+def test_evaluate_with_the_other_scoring_rule_writes_beside(cold_run, capsys):
+  model_dir, _ = cold_run
+  assert cli.evaluate_main(["--model_dir", model_dir, "--score_over", "vocab"]) == 0
+  out = json.loads(capsys.readouterr().out)
+  assert out["score_over"] == "vocab"
+  saved = json.load(open(os.path.join(model_dir, "metrics_test_vocab.json")))
+  assert saved["recall@10"] == pytest.approx(out["recall@10"])
+  assert json.load(open(os.path.join(model_dir, "metrics.json")))["score_over"] == "level"

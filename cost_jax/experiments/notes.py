@@ -61,6 +61,53 @@ def setup_lines(pipe) -> list[str]:
     s = data.value
     lines.append(f"Data: {s.get('users', '?')} users, {s.get('items', '?')} items, "
                  f"{s.get('interactions', '?')} interactions (stats.json).")
+  return lines + provenance_lines(pipe)
+
+
+PROVENANCE_PACKAGES = ("jax", "jaxlib", "flax", "optax", "numpy", "tensorflow-cpu", "seqio",
+                       "torch", "sentence-transformers", "transformers")
+
+
+def _sha256(path: str) -> str | None:
+  import hashlib  # pylint: disable=g-import-not-at-top
+  if not os.path.isfile(path):
+    return None
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      h.update(block)
+  return h.hexdigest()[:16]
+
+
+def provenance_lines(pipe) -> list[str]:
+  """What a rerun on another machine must match to give the same numbers: package versions,
+  the XLA thread setting, and the sha256 (first 16 hex digits) of the embeddings and of every
+  tokenizer's IDs. Comparing these between two machines finds the first stage that differs."""
+  from importlib import metadata  # pylint: disable=g-import-not-at-top
+  versions = []
+  for name in PROVENANCE_PACKAGES:
+    try:
+      versions.append(f"{name} {metadata.version(name)}")
+    except metadata.PackageNotFoundError:
+      continue
+  lines = [f"Provenance: {', '.join(versions)}; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}, "
+           f"{os.cpu_count()} CPUs."]
+  hashes = []
+  for st in pipe.stages:
+    r = pipe.results.get(st.name)
+    if r is None or r.status not in ("ran", "cached"):
+      continue
+    if st.kind == "embed":
+      h = _sha256(os.path.join(r.path, "dataset", "embeddings.npy"))
+      if h:
+        hashes.append(f"embeddings.npy {h}")
+    elif st.kind in ("tokenize", "cold_start_tokenize"):
+      h = _sha256(os.path.join(r.path, "tokenizer", "semantic_ids.npy"))
+      if h:
+        hashes.append(f"{st.name} IDs {h}")
+  if hashes:
+    lines.append("Hashes (sha256, 16 hex digits; equal hashes = equal inputs to the next "
+                 "stage): " + "; ".join(hashes) + ".")
   return lines
 
 def deviation_notes(pipe, rows: Sequence[Mapping]) -> list[str]:

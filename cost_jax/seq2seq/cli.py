@@ -99,6 +99,9 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
   p.add_argument("--batch_size", type=int, default=None)
   p.add_argument("--num_users", type=int, default=None, help="random user subsample (default all)")
   p.add_argument("--step", type=int, default=None, help="checkpoint step (default latest)")
+  p.add_argument("--score_over", choices=("level", "vocab"), default=None,
+                 help="beam scores: log-softmax over each level's codes or over the whole "
+                      "vocabulary (default: the run's TrainConfig.score_over)")
   p.add_argument("--temperature", type=float, default=None,
                  help="TIGER §4.4.2: temperature sampling instead of beam search")
   p.add_argument("--num_samples", type=int, default=200, help="samples per user (--temperature)")
@@ -158,6 +161,7 @@ def _evaluate(args: argparse.Namespace) -> int:
   if args.step is not None and args.step < 0:
     raise UserError(f"--step: must be >= 0, got {args.step}")
   metrics = evaluator.evaluate(args.model_dir, args.split, num_beams=args.num_beams, topk=args.topk,
-                     batch_size=args.batch_size, num_users=args.num_users, step=args.step)
+                     batch_size=args.batch_size, num_users=args.num_users, step=args.step,
+                     score_over=args.score_over)
   print(json.dumps(metrics, indent=2))
   return 0

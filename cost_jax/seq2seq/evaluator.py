@@ -85,10 +85,14 @@ def evaluate_arrays(module: Any, params: Any, arrays: Any, item_tokens: np.ndarr
 def evaluate(model_dir: str, split: str = "test", *, num_beams: int | None = None,
              topk: int | None = None, batch_size: int | None = None,
              num_users: int | None = None, step: int | None = None,
-             write: bool = True) -> dict[str, Any]:
-  """Scores the latest (or `step`) checkpoint of a cost_jax.train model_dir on `split`."""
+             write: bool = True, score_over: str | None = None) -> dict[str, Any]:
+  """Scores the latest (or `step`) checkpoint of a cost_jax.train model_dir on `split`.
+
+  `score_over`: the beam-scoring rule (decoding.SCORE_RULES), default the run's; results
+  with a rule other than the run's are written with a `_{rule}` suffix on the split."""
   run = run_dir.load_run(model_dir, step=step)
   cfg = run.train_config
+  rule = score_over or cfg.score_over
   num_beams = num_beams or cfg.num_beams
   topk = topk or cfg.topk
   batch_size = batch_size or cfg.eval_batch_size
@@ -98,12 +102,12 @@ def evaluate(model_dir: str, split: str = "test", *, num_beams: int | None = Non
   layout = run.record.get("layout", {})
   predict_fn = make_predict_fn(run.module, run.item_tokens, num_beams, topk,
                                layout.get("level_offsets"), layout.get("codebook_sizes"),
-                               cfg.score_over)
+                               rule)
   metrics, items, scores = evaluate_arrays(
       run.module, run.params, arrays, run.item_tokens, batch_size=batch_size,
       sharding=run.batch_sharding, predict_fn=predict_fn, desc=f"eval {split}")
-  metrics.update(split=split, step=run.step, num_beams=num_beams, topk=topk,
-                 score_over=cfg.score_over)
+  metrics.update(split=split, step=run.step, num_beams=num_beams, topk=topk, score_over=rule)
   if write:
-    write_results(model_dir, split, metrics, items, arrays.item_index, arrays.user_index, scores)
+    name = split if rule == cfg.score_over else f"{split}_{rule}"
+    write_results(model_dir, name, metrics, items, arrays.item_index, arrays.user_index, scores)
   return metrics
