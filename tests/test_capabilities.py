@@ -25,26 +25,30 @@ from cost_jax.seq2seq import trainer as train  # noqa: E402
 
 
 def test_epsilon_rule_on_a_hand_built_trie():
-  # Items 0-3 seen, 4-6 unseen. IDs (c1, c2, last): 4 shares (0, 0) with 0 and 1;
-  # 5 shares (1, 0) with 2; 6 shares nothing seen.
+  # Items 0-3 seen, 4-7 unseen. IDs (c1, c2, last): 4 shares (0, 0) with 0 and 1;
+  # 5 shares (1, 0) with 2; 6 shares nothing with a seen item; 7 shares (3, 3) with 6.
   tokens = np.array([[0, 0, 0], [0, 0, 1], [1, 0, 0], [2, 1, 0],
-                     [0, 0, 2], [1, 0, 1], [3, 3, 0]])
-  unseen = np.array([False] * 4 + [True] * 3)
+                     [0, 0, 2], [1, 0, 1], [3, 3, 0], [3, 3, 1]])
+  unseen = np.array([False] * 4 + [True] * 4)
   groups = cold_start.unseen_by_prefix(tokens, unseen)
-  assert groups == {(0, 0): [4], (1, 0): [5], (3, 3): [6]}
-  beams = np.array([[2, 0, 1, 3, -1]])  # the seen items decoded, best first
+  assert groups == {(0, 0): [4], (1, 0): [5], (3, 3): [6, 7]}
+  beams = np.array([[2, 0, 1, 3, -1]])  # the decoded items, best first
+  blend = lambda b, e, k: cold_start.blend_unseen(b, tokens, unseen, groups, e, k).tolist()
   # epsilon 0: the seen items only.
-  assert cold_start.blend_unseen(beams, tokens, groups, 0.0, 4).tolist() == [[2, 0, 1, 3]]
+  assert blend(beams, 0.0, 4) == [[2, 0, 1, 3]]
   # epsilon 0.25 at K = 4: one unseen slot, taken by the best beam's sibling (5).
-  assert cold_start.blend_unseen(beams, tokens, groups, 0.25, 4).tolist() == [[2, 5, 0, 1]]
-  # epsilon 0.5: two slots; 4 follows its seen sibling 0; 6 never shares a decoded prefix.
-  assert cold_start.blend_unseen(beams, tokens, groups, 0.5, 4).tolist() == [[2, 5, 0, 4]]
-  assert cold_start.blend_unseen(beams, tokens, groups, 1.0, 6).tolist() == [[2, 5, 0, 4, 1, 3]]
-  # Fewer candidates than K: padded with -1.
-  assert cold_start.blend_unseen(np.array([[3, -1]]), tokens, groups, 1.0, 3).tolist() == [
-      [3, -1, -1]]
+  assert blend(beams, 0.25, 4) == [[2, 5, 0, 1]]
+  # epsilon 0.5: two slots; 4 follows its seen sibling 0.
+  assert blend(beams, 0.5, 4) == [[2, 5, 0, 4]]
+  assert blend(beams, 1.0, 6) == [[2, 5, 0, 4, 1, 3]]
+  # A decoded unseen ID (6) is not a seen item: it brings in the unseen items of its prefix
+  # (6, then 7) under the quota, and nothing when epsilon is 0.
+  beams = np.array([[6, 3, 0, -1]])
+  assert blend(beams, 0.0, 3) == [[3, 0, -1]]
+  assert blend(beams, 1 / 3, 3) == [[6, 3, 0]]
+  assert blend(beams, 1.0, 4) == [[6, 7, 3, 0]]
   with pytest.raises(ValueError):
-    cold_start.blend_unseen(beams, tokens, groups, 1.5, 4)
+    blend(beams, 1.5, 4)
 
 
 def test_entropy_at_k_by_hand():
@@ -145,6 +149,9 @@ def test_evaluate_cli_capability_flags(cold_run, capsys):
   assert out["cold_start_users"] > 0
   # With epsilon 0 no unseen item is ever retrieved, so every cold-start case is a miss.
   assert out["recall"]["0"]["recall@10"] == 0.0
+  # The toy's 2-token IDs: an unseen item shares its first token with 5 others, so epsilon
+  # 0.5 lets unseen items in.
+  assert out["recall"]["0.5"]["recall@10"] >= 0.0
   with pytest.raises(SystemExit) as e:
     cli.evaluate_main(["--model_dir", model_dir, "--cold_start_epsilon", "2"])
   assert e.value.code == 2
@@ -161,6 +168,8 @@ def test_studies_write_tables_and_plots(cold_run, tmp_path):
   cs = res["cold_start"]
   assert cs["recall"]["TIGER (epsilon=0)"] == [0.0] * 10
   assert cs["unseen_share@10"]["TIGER (epsilon=0.5)"] <= 0.5
+  assert cs["unseen_share@10"]["TIGER (epsilon=0.5)"] > 0.0  # the rule does bring them in
+  assert cs["unseen_share@10"]["TIGER (epsilon=0)"] == 0.0
   assert set(cs["paired_p@10_vs_semantic_knn"]) == {"TIGER (epsilon=0)", "TIGER (epsilon=0.5)"}
   assert [r["temperature"] for r in res["diversity"]["rows"]] == [None, 1.0, 2.0]
   for name in cap_lib.PLOTS.values():

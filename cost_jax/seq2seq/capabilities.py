@@ -6,7 +6,7 @@
 - `sampled_lists`: temperature sampling (§4.4.2): S IDs drawn per user, token by token from
   softmax(logp / T) over the trie; a user's top K is the first K distinct items in the order
   drawn. Recall@K and Entropy@K (cost_jax.metrics.category_entropy_at_k) follow (Table 5).
-- `cold_start_lists`: beam search over the trie of the *seen* items only, then the ε rule of
+- `cold_start_lists`: beam search over the trie of every item's ID, then the ε rule of
   cost_jax.seq2seq.cold_start (Figure 5).
 
 Everything decodes in fixed-size batches with the run's batch sharding, like the evaluator.
@@ -113,12 +113,10 @@ def sampled_lists(run: Any, encoder_tokens: np.ndarray, temperature: float, k: i
 def cold_start_lists(run: Any, encoder_tokens: np.ndarray, unseen: np.ndarray,
                      epsilons: Sequence[float], k: int, num_beams: int = 50,
                      batch_size: int = 64) -> dict[float, np.ndarray]:
-  """{epsilon: int [U, k]}: beams over the seen items' trie, then the ε rule."""
+  """{epsilon: int [U, k]}: beams over the trie of every item's ID, then the ε rule."""
   mask = np.zeros(len(run.item_tokens), bool)
   mask[np.asarray(unseen, np.int64)] = True
-  seen_items = np.flatnonzero(~mask)
-  beams = beam_lists(run, encoder_tokens, num_beams, items=seen_items, batch_size=batch_size,
-                     desc="beams over seen items")
+  beams = beam_lists(run, encoder_tokens, num_beams, batch_size=batch_size, desc="beams")
   groups = cold_start.unseen_by_prefix(run.item_tokens, mask)
-  return {float(e): cold_start.blend_unseen(beams, run.item_tokens, groups, e, k)
+  return {float(e): cold_start.blend_unseen(beams, run.item_tokens, mask, groups, e, k)
           for e in epsilons}

@@ -1,14 +1,16 @@
 """Cold-start retrieval with semantic IDs (TIGER §4.4.1, Figure 5), as pure numpy.
 
-The model is trained without the unseen items and decodes IDs of seen items only (a trie
-over the seen items' IDs). Each predicted ID maps to its seen item; unseen items whose ID
-shares the first L-1 tokens with it (the semantic codes; the last token only tells apart
-items with the same codes) become candidates too. `epsilon` caps the share of unseen items
-in the top K: at most floor(epsilon * K) of them.
+The model is trained without the unseen items, but every item has an ID (the tokenizer
+encodes the unseen ones after training on the seen ones), and the beam search runs over the
+trie of all IDs. A decoded ID retrieves its seen item; unseen items whose ID shares the
+decoded ID's first L-1 tokens (the semantic codes; the last token only tells apart items with
+the same codes) become candidates too, the decoded item itself when it is unseen. `epsilon`
+caps the share of unseen items in the top K: at most floor(epsilon * K) of them.
 
-The rule, in the order the beams come (best first): the beam's seen item goes in, then the
-unseen items that share its prefix (by item index), each while the unseen quota lasts;
-an item already in the list is skipped. The list stops at K. Unfilled slots are -1.
+The rule, in beam order (best first): a seen beam item goes in; then the unseen items that
+share the beam's prefix (by item index) go in while the unseen quota lasts; an item already
+in the list is skipped; the list stops at K; unfilled slots are -1. With epsilon = 0 the list
+is the seen beam items in order.
 """
 
 from __future__ import annotations
@@ -27,20 +29,21 @@ def unseen_by_prefix(item_tokens: np.ndarray, unseen: np.ndarray) -> dict[tuple,
   return out
 
 
-def blend_unseen(seen_topk: np.ndarray, item_tokens: np.ndarray,
+def blend_unseen(beam_items: np.ndarray, item_tokens: np.ndarray, unseen: np.ndarray,
                  groups: Mapping[tuple, Sequence[int]], epsilon: float, k: int) -> np.ndarray:
-  """Top-k lists [B, k] with unseen items blended in by the rule above.
+  """Top-k lists [B, k] by the rule above.
 
-  seen_topk int [B, W]: the decoded seen items, best first (-1 = no beam); item_tokens
-  int [N, L] of every item; groups from `unseen_by_prefix`; epsilon in [0, 1].
+  beam_items int [B, W]: the decoded items, best first (-1 = no beam); item_tokens int
+  [N, L] of every item; unseen bool [N]; groups from `unseen_by_prefix`; epsilon in [0, 1].
   """
   if not 0.0 <= float(epsilon) <= 1.0:
     raise ValueError(f"epsilon must be in [0, 1], got {epsilon}")
   quota_total = int(np.floor(float(epsilon) * k + 1e-9))
-  seen_topk = np.asarray(seen_topk)
+  beam_items = np.asarray(beam_items)
   tokens = np.asarray(item_tokens)
-  out = np.full((seen_topk.shape[0], k), -1, np.int64)
-  for b, row in enumerate(seen_topk):
+  unseen = np.asarray(unseen, bool)
+  out = np.full((beam_items.shape[0], k), -1, np.int64)
+  for b, row in enumerate(beam_items):
     chosen: list[int] = []
     taken: set[int] = set()
     quota = quota_total
@@ -49,7 +52,7 @@ def blend_unseen(seen_topk: np.ndarray, item_tokens: np.ndarray,
         break
       if item < 0:
         continue
-      if int(item) not in taken:
+      if not unseen[item] and int(item) not in taken:
         chosen.append(int(item))
         taken.add(int(item))
       for u in groups.get(tuple(tokens[item, :-1].tolist()), ()):
