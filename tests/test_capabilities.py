@@ -171,7 +171,8 @@ def test_studies_write_tables_and_plots(cold_run, tmp_path):
   assert cs["unseen_share@10"]["TIGER (epsilon=0.5)"] > 0.0  # the rule does bring them in
   assert cs["unseen_share@10"]["TIGER (epsilon=0)"] == 0.0
   assert set(cs["paired_p@10_vs_semantic_knn"]) == {"TIGER (epsilon=0)", "TIGER (epsilon=0.5)"}
-  assert [r["temperature"] for r in res["diversity"]["rows"]] == [None, 1.0, 2.0]
+  assert [r["temperature"] for r in res["diversity"]["rows"]] == [None, 1.0, 2.0, None]
+  assert res["diversity"]["rows"][-1]["decoding"] == "uniform random items"
   for name in cap_lib.PLOTS.values():
     assert os.path.getsize(tmp_path / name) > 1000
   md = "\n".join(cap_lib.markdown(res))

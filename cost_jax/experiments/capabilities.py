@@ -107,6 +107,14 @@ def diversity_study(model_dir: str, dataset_dir: str, cfg: Mapping[str, Any], se
                                        int(cfg["num_samples"]), seed=seed)
     rows.append({"decoding": "sampling", "temperature": t,
                  **capability_eval.diversity_metrics(lists, arrays.item_index, cats, ks)})
+  # Reference: K items drawn uniformly from the catalogue (the entropy of an unguided list).
+  rng = np.random.default_rng(np.random.SeedSequence([seed, 0xD1]))
+  uniform = np.full((len(arrays), k), -1, np.int64)
+  n_pick = min(k, len(cats))
+  for u in range(len(arrays)):
+    uniform[u, :n_pick] = rng.choice(len(cats), size=n_pick, replace=False)
+  rows.append({"decoding": "uniform random items", "temperature": None,
+               **capability_eval.diversity_metrics(uniform, arrays.item_index, cats, ks)})
   target_entropy = float(category_entropy_at_k(arrays.item_index[:, None], cats, 1).mean())
   return {"num_users": int(len(arrays)), "category_field": field, "num_categories": len(names),
           "num_samples": int(cfg["num_samples"]), "ks": list(ks), "rows": rows,
@@ -204,20 +212,24 @@ def plot_all(res: Mapping[str, Any], output: str) -> list[str]:
   if "diversity" in res:  # Table 5 as a figure: Entropy@K and Recall@K against temperature
     r = res["diversity"]
     rows = [x for x in r["rows"] if x["temperature"] is not None]
+    uniform = next((x for x in r["rows"] if x["decoding"] == "uniform random items"), None)
     temps = [x["temperature"] for x in rows]
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
     for k in r["ks"]:
       axes[0].plot(temps, [x[f"entropy@{k}"] for x in rows], marker="o", label=f"Entropy@{k}")
       axes[1].plot(temps, [x[f"recall@{k}"] for x in rows], marker="o", label=f"Recall@{k}")
-    beam = next(x for x in r["rows"] if x["temperature"] is None)
+    beam = next(x for x in r["rows"] if x["decoding"] == "beam search")
     for i, key in enumerate(("entropy", "recall")):
       for k in r["ks"]:
         axes[i].axhline(beam[f"{key}@{k}"], ls=":", lw=0.8, color="gray")
+        if uniform is not None and key == "entropy":
+          axes[i].axhline(uniform[f"{key}@{k}"], ls="--", lw=0.8, color="black")
       axes[i].set_xlabel("temperature T")
       axes[i].legend(fontsize=8)
     axes[0].set_ylabel(f"entropy of '{r['category_field']}' (nats)")
     axes[1].set_ylabel("Recall@K")
-    fig.suptitle("Diversity by temperature sampling (dotted: beam search)")
+    fig.suptitle("Diversity by temperature sampling (dotted: beam search; dashed: uniform "
+                 "random items)")
     fig.tight_layout()
     _save(fig, os.path.join(output, PLOTS["diversity"]))
     plt.close(fig)
