@@ -49,6 +49,12 @@ def test_epsilon_rule_on_a_hand_built_trie():
   assert blend(beams, 1.0, 4) == [[6, 7, 3, 0]]
   with pytest.raises(ValueError):
     blend(beams, 1.5, 4)
+  # A one-token prefix widens the neighbourhood: 0 and 1 share (0,) with 4, and 3 shares (2,)
+  # with nothing; 2 shares (1,) with 5.
+  g1 = cold_start.unseen_by_prefix(tokens, unseen, 1)
+  assert g1 == {(0,): [4], (1,): [5], (3,): [6, 7]}
+  assert cold_start.blend_unseen(np.array([[6, 3]]), tokens, unseen, g1, 1.0, 4, 1).tolist() == [
+      [6, 7, 3, -1]]
 
 
 def test_entropy_at_k_by_hand():
@@ -161,7 +167,8 @@ def test_evaluate_cli_capability_flags(cold_run, capsys):
 def test_studies_write_tables_and_plots(cold_run, tmp_path):
   model_dir, cold_dir = cold_run
   cfg = cap_lib.settings({"studies": "cold_start,diversity,invalid_ids", "num_beams": 10,
-                          "temperatures": (1.0, 2.0), "num_samples": 30, "epsilons": (0.0, 0.5)})
+                          "temperatures": (1.0, 2.0), "num_samples": 30, "epsilons": (0.0, 0.5),
+                          "cold_start_prefixes": (0,)})
   res = cap_lib.run_studies(str(tmp_path), cfg, model_dir=model_dir, dataset_dir=cold_dir,
                             cold_model_dir=model_dir, cold_dataset_dir=cold_dir, seed=0)
   assert set(res) >= {"cold_start", "diversity", "invalid_ids"}

@@ -112,11 +112,17 @@ def sampled_lists(run: Any, encoder_tokens: np.ndarray, temperature: float, k: i
 
 def cold_start_lists(run: Any, encoder_tokens: np.ndarray, unseen: np.ndarray,
                      epsilons: Sequence[float], k: int, num_beams: int = 50,
-                     batch_size: int = 64) -> dict[float, np.ndarray]:
-  """{epsilon: int [U, k]}: beams over the trie of every item's ID, then the ε rule."""
+                     batch_size: int = 64, prefix_lens: Sequence[int] = (0,)
+                     ) -> dict[tuple[int, float], np.ndarray]:
+  """{(prefix length, epsilon): int [U, k]}: beams over the trie of every item's ID, then the
+  ε rule (cost_jax.seq2seq.cold_start; prefix length 0 = L-1, TIGER's)."""
   mask = np.zeros(len(run.item_tokens), bool)
   mask[np.asarray(unseen, np.int64)] = True
   beams = beam_lists(run, encoder_tokens, num_beams, batch_size=batch_size, desc="beams")
-  groups = cold_start.unseen_by_prefix(run.item_tokens, mask)
-  return {float(e): cold_start.blend_unseen(beams, run.item_tokens, mask, groups, e, k)
-          for e in epsilons}
+  out = {}
+  for p in prefix_lens:
+    p = cold_start.prefix_length(run.item_tokens.shape[1], p)
+    groups = cold_start.unseen_by_prefix(run.item_tokens, mask, p)
+    for e in epsilons:
+      out[(p, float(e))] = cold_start.blend_unseen(beams, run.item_tokens, mask, groups, e, k, p)
+  return out

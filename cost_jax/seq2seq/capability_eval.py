@@ -71,11 +71,13 @@ def temperature(model_dir: str, split: str, temp: float, *, num_samples: int = 2
   return _write(model_dir, f"capabilities_temperature_{temp:g}.json", out)
 
 
-def cold_start_recall(lists: dict[float, np.ndarray], targets: np.ndarray,
+def cold_start_recall(lists: dict[tuple[int, float], np.ndarray], targets: np.ndarray,
                       ks: Sequence[int] = COLD_START_KS) -> dict[str, dict[str, float]]:
-  return {f"{e:g}": {f"recall@{k}": float(np.mean(
+  """{"<epsilon>" (L-1 prefix) or "<epsilon>@prefix<p>": {"recall@k": ...}}."""
+  full = max(p for p, _ in lists)
+  return {(f"{e:g}" if p == full else f"{e:g}@prefix{p}"): {f"recall@{k}": float(np.mean(
       [(row[:k] == t).any() for row, t in zip(l, targets)])) for k in ks}
-      for e, l in lists.items()}
+      for (p, e), l in lists.items()}
 
 
 def cold_start(model_dir: str, split: str, epsilons: Sequence[float], *,
