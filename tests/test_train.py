@@ -158,7 +158,12 @@ def test_tiny_model_learns_the_toy_rule(toy_dirs, tmp_path):
   """Loss falls and validation Recall@5 rises well above chance (5/24) on next = f(last)."""
   kw = dict(num_train_steps=0, eval_at_end=True, num_beams=10, topk=10)
   before = _run(toy_dirs, tmp_path / "m", **kw)
-  after = _run(toy_dirs, tmp_path / "m", **{**kw, "num_train_steps": 150})
+  after = _run(toy_dirs, tmp_path / "m", **{**kw, "num_train_steps": 150, "eval_every": 50})
+  # The learning curve: one point per validation step, the end of run not counted twice, and
+  # the resumed run keeps the point of step 0.
+  curve = json.load(open(tmp_path / "m" / train.VALIDATION_CURVE_FILE))["curve"]
+  assert [c["step"] for c in curve] == [0, 50, 100, 150]
+  assert curve[-1]["recall@10"] == pytest.approx(after["summary"]["validation"]["recall@10"])
   s = after["summary"]
   assert s["train"]["loss"] < 0.5 * np.log(24)
   assert before["recall@5"] < 0.5

@@ -193,6 +193,8 @@ def _train(config: TrainConfig, model_dir: str, model_config=None, *,
         sharding=layout.batch, predict_fn=predict_fn, desc=f"validate@{step}",
         show_progress=show_progress)
     writer.write_scalars(step, {f"valid/{k}": v for k, v in m.items()})
+    if curve and curve[-1]["step"] == int(step):  # the end-of-run validation of that step
+      curve.pop()
     curve.append({"step": int(step), **{k: float(m[k]) for k in ("recall@10", "ndcg@10")},
                   "num_users": int(len(eval_users))})
     atomic_write_json(os.path.join(model_dir, VALIDATION_CURVE_FILE), {"curve": curve})
