@@ -254,10 +254,15 @@ def plot_all(res: Mapping[str, Any], output: str) -> list[str]:
     written.append(PLOTS["diversity"])
   if "cold_start" in res:  # Figure 5a's layout: Recall@K against K
     r = res["cold_start"]
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    tiger = [n for n in r["recall"] if n != "Semantic_KNN"]
+    colors = plt.get_cmap("viridis")(np.linspace(0.0, 0.9, max(len(tiger), 1)))
     for name, vals in r["recall"].items():
-      ax.plot(r["ks"], vals, marker="o", ms=3, label=name,
-              ls="--" if name == "Semantic_KNN" else "-")
+      if name == "Semantic_KNN":
+        ax.plot(r["ks"], vals, color="black", ls="--", marker="s", ms=3, label=name)
+      else:
+        ax.plot(r["ks"], vals, color=colors[tiger.index(name)], marker="o", ms=3, label=name,
+                ls=":" if "prefix" in name else "-")
     ax.set_xlabel("K")
     ax.set_ylabel("Recall@K (cold-start test users)")
     ax.set_title(f"Cold start: {r['cold_start_users']} users, {r['num_unseen_items']} unseen items")
