@@ -28,9 +28,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from cost_jax.experiments import assemble
 from cost_jax.experiments import capabilities as capabilities_lib
-from cost_jax.experiments import notes, paired, published
-from cost_jax.experiments import report as report_lib
 from cost_jax.experiments.profiles import BASELINES, Profile
 from cost_jax.experiments.stage_cache import StageCache, StageResult, config_hash
 from cost_jax.experiments.stages import (REAL_FNS, StageFns, _is_number, tokenizer_stats,
@@ -396,103 +395,13 @@ class Pipeline:
                + (f"  {r.error}" if r.error else ""))
 
   # .. report ..
-  def collect(self) -> tuple[list[dict], list[dict], list[dict]]:
-    """(metric rows, tokenizer stats, timings) of the stages finished so far."""
-    rows, tok, timings = [], [], []
-    for st in self.stages:
-      r = self.results.get(st.name)
-      if r is None:
-        continue
-      timings.append({"stage": st.name, "status": r.status, "seconds": r.seconds,
-                      "cpu_seconds": r.cpu_seconds})
-      if r.status not in ("ran", "cached") or r.value is None:
-        continue
-      if st.kind in ("train", "popularity", "sasrec", "cove_sasrec"):
-        metrics = _read_metrics(r.path) or dict(r.value)
-        rows.append({"method": st.method, "seed": st.seed, **metrics})
-      elif st.kind == "tokenize":
-        tok.append(dict(r.value))
-    return rows, tok, timings
-
-  def test_lists(self) -> dict[str, list[tuple]]:
-    """method -> [(user_ids, topk, targets) per finished seed] of the scored stages."""
-    out: dict[str, list[tuple]] = {}
-    for st in self.stages:
-      r = self.results.get(st.name)
-      if r is None or r.status not in ("ran", "cached") or st.kind not in (
-          "train", "popularity", "sasrec", "cove_sasrec"):
-        continue
-      lists = paired.read_lists(r.path)
-      if lists is not None:
-        out.setdefault(st.method, []).append(lists)
-    return out
-
   def write_report(self, partial: bool) -> dict[str, str] | None:
-    rows, tok, timings = self.collect()
-    if not rows:
-      cap = self._capabilities_section()
-      if not cap:
-        return None
-      path = os.path.join(self.output, "results.md")  # a capabilities-only run
-      md = [f"# TIGER's capabilities on {self.profile.dataset} (profile: {self.profile.name})",
-            "", "## Setup", ""] + [f"- {s}" for s in notes.setup_lines(self)] + [""] + cap
-      report_lib.write_text(path, "\n".join(md))
-      self.log(f"reproduce: wrote {path}")
-      return {"results.md": path}
-    seeds_done = sorted({r["seed"] for r in rows if r["method"] in self.profile.methods})
-    title = f"CoST ablation on {self.profile.dataset} (profile: {self.profile.name})"
-    if partial:
-      title += f" - PARTIAL (seeds finished so far: {seeds_done})"
-    order = report_lib.order_methods({r["method"] for r in rows})
-    sections = paired.significance_markdown(self.test_lists(), order, report_lib.label,
-                                            report_lib.PAPER_ORDERINGS)
-    sections = (published.markdown(self.profile.dataset, report_lib.summarize(rows),
-                                   report_lib.label) + list(sections)
-                + self._capabilities_section())
-    paths = report_lib.write_report(self.output, rows, tokenizer_stats=tok, timings=timings,
-                                    title=title, setup=notes.setup_lines(self),
-                                    notes=notes.deviation_notes(self, rows), ks=self.profile.ks,
-                                    sections=sections, curves=self.learning_curves())
-    self.log(f"reproduce: wrote {paths['results.md']}")
+    """results.md, results.csv and the PNGs from the stages finished so far (assemble.py)."""
+    paths = assemble.write_report(self, partial)
+    if paths:
+      self.log(f"reproduce: wrote {paths['results.md']}")
     return paths
 
-  def learning_curves(self) -> dict[str, list[dict]]:
-    """{"<label> s<seed>": validation curve} of the finished TIGER and SASRec-style stages."""
-    out = {}
-    for st in self.stages:
-      r = self.results.get(st.name)
-      if r is None or r.status not in ("ran", "cached"):
-        continue
-      curve = None
-      if st.kind == "train":
-        f = os.path.join(r.path, "model", "validation_curve.json")
-        curve = _read_json(f).get("curve") if os.path.isfile(f) else None
-      elif st.kind in ("sasrec", "cove_sasrec"):
-        f = os.path.join(r.path, "losses.json")
-        curve = _read_json(f).get("validation_curve") if os.path.isfile(f) else None
-      if curve:
-        out[f"{report_lib.label(st.method)} s{st.seed}"] = curve
-    return out
-
-  def _capabilities_section(self) -> list[str]:
-    """The capabilities section (and its PNGs, copied next to results.md) once it has run."""
-    for st in self.stages:
-      r = self.results.get(st.name)
-      if st.kind == "capabilities" and r is not None and r.status in ("ran", "cached"):
-        res = capabilities_lib.read_results(r.path)
-        if res:
-          capabilities_lib.copy_plots(r.path, self.output)
-          return capabilities_lib.markdown(res)
-    return []
-
-
-def _read_json(path: str) -> dict:
-  try:
-    with open(path) as f:
-      out = json.load(f)
-  except (OSError, ValueError):
-    return {}
-  return out if isinstance(out, dict) else {}
 
 
 def _read_stats(dataset_dir: str) -> dict:
@@ -504,16 +413,6 @@ def _read_stats(dataset_dir: str) -> dict:
   return {k: s.get(k) for k in ("users", "items", "interactions", "seq_len_mean",
                                 "seq_len_median")}
 
-
-def _read_metrics(stage_dir: str) -> dict | None:
-  """The scalar entries of the stage's metrics.json (numbers and strings such as "split")."""
-  for sub in ("", "model"):
-    file = os.path.join(stage_dir, sub, "metrics.json")
-    if os.path.isfile(file):
-      with open(file) as f:
-        return {k: v for k, v in json.load(f).items()
-                if _is_number(v) or isinstance(v, str)}
-  return None
 
 
 def _file_sig(path: str) -> dict:

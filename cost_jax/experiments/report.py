@@ -291,7 +291,8 @@ def _fmt_seconds(s: float) -> str:
 # --- plots -------------------------------------------------------------------------
 
 
-def _plt():
+def pyplot():
+  """matplotlib.pyplot on the file-only Agg backend (every plot of the report goes to a PNG)."""
   matplotlib.use("Agg")  # files only: no display needed
   return plt
 
@@ -299,7 +300,7 @@ def _plt():
 def plot_metrics(summary: Mapping[str, Mapping[str, tuple]], path: str,
                  ks: Sequence[int] = DEFAULT_KS) -> None:
   """Two panels (Recall@k, NDCG@k): grouped bars per method, error bars = std over seeds."""
-  plt = _plt()
+  plt = pyplot()
   methods = list(summary)
   fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
   x = np.arange(len(ks))
@@ -314,7 +315,7 @@ def plot_metrics(summary: Mapping[str, Mapping[str, tuple]], path: str,
   axes[0].legend(fontsize=8)
   fig.suptitle("Test metrics per method (mean ± std over seeds)")
   fig.tight_layout()
-  _savefig(fig, path)
+  savefig(fig, path)
   plt.close(fig)
 
 
@@ -326,7 +327,7 @@ def _grouped_bar(ax, x, i: int, n: int, heights, errors, label_text: str) -> Non
 
 def plot_codebook_usage(stats: Sequence[Mapping], path: str) -> None:
   """Fraction of codes used per level (bars = methods), mean ± std over seeds."""
-  plt = _plt()
+  plt = pyplot()
   grouped = _group_stats(stats)
   fig, ax = plt.subplots(figsize=(8, 4.5))
   levels = max((len(g["usage_mean"]) for g in grouped.values()), default=0)
@@ -345,13 +346,13 @@ def plot_codebook_usage(stats: Sequence[Mapping], path: str) -> None:
   if grouped:
     ax.legend(fontsize=8)
   fig.tight_layout()
-  _savefig(fig, path)
+  savefig(fig, path)
   plt.close(fig)
 
 
 def plot_collisions(stats: Sequence[Mapping], path: str) -> None:
   """Per method: items sharing their ID with another item before dedup, and the largest group."""
-  plt = _plt()
+  plt = pyplot()
   grouped = _group_stats(stats)
   methods = list(grouped)
   fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
@@ -366,7 +367,7 @@ def plot_collisions(stats: Sequence[Mapping], path: str) -> None:
     ax.grid(axis="y", alpha=0.3)
   fig.suptitle("Semantic-ID collisions per method (mean ± std over seeds)")
   fig.tight_layout()
-  _savefig(fig, path)
+  savefig(fig, path)
   plt.close(fig)
 
 
@@ -381,7 +382,7 @@ def plot_learning_curves(curves: Mapping[str, Sequence[Mapping]], path: str) -> 
   panels = [(x, c) for x, c in (("step", by_step), ("epoch", by_epoch)) if c]
   if not panels:
     return False
-  plt = _plt()
+  plt = pyplot()
   fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.8), squeeze=False)
   for ax, (unit, group) in zip(axes[0], panels):
     for name, points in sorted(group.items()):
@@ -392,7 +393,7 @@ def plot_learning_curves(curves: Mapping[str, Sequence[Mapping]], path: str) -> 
     ax.set_title("TIGER" if unit == "step" else "SASRec-style baselines")
     ax.legend(fontsize=7)
   fig.tight_layout()
-  _savefig(fig, path)
+  savefig(fig, path)
   plt.close(fig)
   return True
 
@@ -464,7 +465,8 @@ def write_report(output_dir: str, rows: Sequence[Mapping], *,
   return paths
 
 
-def _savefig(fig, path: str) -> None:
+def savefig(fig, path: str) -> None:
+  """Writes a PNG atomically (temp file, then rename)."""
   tmp = f"{path}.tmp-{os.getpid()}"
   fig.savefig(tmp, dpi=110, format="png")
   os.replace(tmp, path)

@@ -1,0 +1,134 @@
+"""The reproduction's report, assembled from a pipeline's finished stages.
+
+`write_report(pipe, partial)` reads what the stages wrote (metrics.json, top-K lists, tokenizer
+reports, validation curves, capabilities.json) and hands it to experiments.report (tables and
+plots), experiments.paired (intervals and paired tests), experiments.published (TIGER's rows)
+and experiments.capabilities (TIGER's capability studies). `pipe` is an
+experiments.pipeline.Pipeline; this module only reads it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from cost_jax.experiments import capabilities as capabilities_lib
+from cost_jax.experiments import notes, paired, published
+from cost_jax.experiments import report as report_lib
+from cost_jax.experiments.stages import _is_number
+
+SCORED_KINDS = ("train", "popularity", "sasrec", "cove_sasrec")
+
+
+def collect(pipe) -> tuple[list[dict], list[dict], list[dict]]:
+  """(metric rows, tokenizer stats, timings) of the stages finished so far."""
+  rows, tok, timings = [], [], []
+  for st in pipe.stages:
+    r = pipe.results.get(st.name)
+    if r is None:
+      continue
+    timings.append({"stage": st.name, "status": r.status, "seconds": r.seconds,
+                    "cpu_seconds": r.cpu_seconds})
+    if r.status not in ("ran", "cached") or r.value is None:
+      continue
+    if st.kind in SCORED_KINDS:
+      metrics = _read_metrics(r.path) or dict(r.value)
+      rows.append({"method": st.method, "seed": st.seed, **metrics})
+    elif st.kind == "tokenize":
+      tok.append(dict(r.value))
+  return rows, tok, timings
+
+
+def scored_lists(pipe) -> dict[str, list[tuple]]:
+  """method -> [(user_ids, topk, targets) per finished seed] of the scored stages."""
+  out: dict[str, list[tuple]] = {}
+  for st in pipe.stages:
+    r = pipe.results.get(st.name)
+    if r is None or r.status not in ("ran", "cached") or st.kind not in SCORED_KINDS:
+      continue
+    lists = paired.read_lists(r.path)
+    if lists is not None:
+      out.setdefault(st.method, []).append(lists)
+  return out
+
+
+def write_report(pipe, partial: bool) -> dict[str, str] | None:
+  """Writes results.md (+ csv and PNGs) into pipe.output; None when nothing finished yet."""
+  rows, tok, timings = collect(pipe)
+  if not rows:
+    cap = capabilities_section(pipe)
+    if not cap:
+      return None
+    path = os.path.join(pipe.output, "results.md")  # a capabilities-only run
+    md = [f"# TIGER's capabilities on {pipe.profile.dataset} (profile: {pipe.profile.name})",
+          "", "## Setup", ""] + [f"- {s}" for s in notes.setup_lines(pipe)] + [""] + cap
+    report_lib.write_text(path, "\n".join(md))
+    pipe.log(f"reproduce: wrote {path}")
+    return {"results.md": path}
+  seeds_done = sorted({r["seed"] for r in rows if r["method"] in pipe.profile.methods})
+  title = f"CoST ablation on {pipe.profile.dataset} (profile: {pipe.profile.name})"
+  if partial:
+    title += f" - PARTIAL (seeds finished so far: {seeds_done})"
+  order = report_lib.order_methods({r["method"] for r in rows})
+  sections = paired.significance_markdown(scored_lists(pipe), order, report_lib.label,
+                                          report_lib.PAPER_ORDERINGS)
+  sections = (published.markdown(pipe.profile.dataset, report_lib.summarize(rows),
+                                 report_lib.label) + list(sections)
+              + capabilities_section(pipe))
+  paths = report_lib.write_report(pipe.output, rows, tokenizer_stats=tok, timings=timings,
+                                  title=title, setup=notes.setup_lines(pipe),
+                                  notes=notes.deviation_notes(pipe, rows), ks=pipe.profile.ks,
+                                  sections=sections, curves=learning_curves(pipe))
+  pipe.log(f"reproduce: wrote {paths['results.md']}")
+  return paths
+
+
+def learning_curves(pipe) -> dict[str, list[dict]]:
+  """{"<label> s<seed>": validation curve} of the finished TIGER and SASRec-style stages."""
+  out = {}
+  for st in pipe.stages:
+    r = pipe.results.get(st.name)
+    if r is None or r.status not in ("ran", "cached"):
+      continue
+    curve = None
+    if st.kind == "train":
+      f = os.path.join(r.path, "model", "validation_curve.json")
+      curve = _read_json(f).get("curve") if os.path.isfile(f) else None
+    elif st.kind in ("sasrec", "cove_sasrec"):
+      f = os.path.join(r.path, "losses.json")
+      curve = _read_json(f).get("validation_curve") if os.path.isfile(f) else None
+    if curve:
+      out[f"{report_lib.label(st.method)} s{st.seed}"] = curve
+  return out
+
+
+def capabilities_section(pipe) -> list[str]:
+  """The capabilities section (and its PNGs, copied next to results.md) once it has run."""
+  for st in pipe.stages:
+    r = pipe.results.get(st.name)
+    if st.kind == "capabilities" and r is not None and r.status in ("ran", "cached"):
+      res = capabilities_lib.read_results(r.path)
+      if res:
+        capabilities_lib.copy_plots(r.path, pipe.output)
+        return capabilities_lib.markdown(res)
+  return []
+
+
+def _read_json(path: str) -> dict:
+  try:
+    with open(path) as f:
+      out = json.load(f)
+  except (OSError, ValueError):
+    return {}
+  return out if isinstance(out, dict) else {}
+
+
+def _read_metrics(stage_dir: str) -> dict | None:
+  """The scalar entries of the stage's metrics.json (numbers and strings such as "split")."""
+  for sub in ("", "model"):
+    file = os.path.join(stage_dir, sub, "metrics.json")
+    if os.path.isfile(file):
+      with open(file) as f:
+        return {k: v for k, v in json.load(f).items()
+                if _is_number(v) or isinstance(v, str)}
+  return None
