@@ -25,7 +25,7 @@ from cost_jax import significance
 from cost_jax.baselines import semantic_knn
 from cost_jax.data import categories as categories_lib
 from cost_jax.data.processed import ProcessedDataset
-from cost_jax.experiments import report as report_lib
+from cost_jax.experiments import plots
 from cost_jax.io import UserError, atomic_write_json
 from cost_jax.metrics import category_entropy_at_k
 from cost_jax.seq2seq import capabilities, capability_eval, input_pipeline, run_dir
@@ -199,7 +199,7 @@ def run_studies(output: str, cfg: Mapping[str, Any], *, model_dir: str | None,
 
 # .. report ......................................................................................
 def plot_all(res: Mapping[str, Any], output: str) -> list[str]:
-  plt = report_lib.pyplot()
+  plt = plots.pyplot()
   written = []
   if "invalid_ids" in res:  # Figure 6's layout: % invalid IDs against K
     r = res["invalid_ids"]
@@ -212,7 +212,7 @@ def plot_all(res: Mapping[str, Any], output: str) -> list[str]:
     ax.set_title(f"Invalid IDs ({r['num_users']} test users)")
     ax.legend()
     fig.tight_layout()
-    report_lib.savefig(fig, os.path.join(output, PLOTS["invalid_ids"]))
+    plots.savefig(fig, os.path.join(output, PLOTS["invalid_ids"]))
     plt.close(fig)
     written.append(PLOTS["invalid_ids"])
   if "diversity" in res:  # Table 5 as a figure: Entropy@K and Recall@K against temperature
@@ -237,7 +237,7 @@ def plot_all(res: Mapping[str, Any], output: str) -> list[str]:
     fig.suptitle("Diversity by temperature sampling (dotted: beam search; dashed: uniform "
                  "random items)")
     fig.tight_layout()
-    report_lib.savefig(fig, os.path.join(output, PLOTS["diversity"]))
+    plots.savefig(fig, os.path.join(output, PLOTS["diversity"]))
     plt.close(fig)
     written.append(PLOTS["diversity"])
   if "cold_start" in res:  # Figure 5a's layout: Recall@K against K
@@ -256,7 +256,7 @@ def plot_all(res: Mapping[str, Any], output: str) -> list[str]:
     ax.set_title(f"Cold start: {r['cold_start_users']} users, {r['num_unseen_items']} unseen items")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    report_lib.savefig(fig, os.path.join(output, PLOTS["cold_start"]))
+    plots.savefig(fig, os.path.join(output, PLOTS["cold_start"]))
     plt.close(fig)
     written.append(PLOTS["cold_start"])
   return written

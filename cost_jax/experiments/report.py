@@ -21,9 +21,9 @@ import math
 import os
 from typing import Iterable, Mapping, Sequence
 
-import matplotlib
-import matplotlib.pyplot as plt
 import numpy as np
+
+from cost_jax.experiments import plots
 
 DEFAULT_KS = (5, 10, 20, 40)  # CoST Table 2 columns
 METRIC_KEYS = tuple(f"recall@{k}" for k in DEFAULT_KS) + tuple(f"ndcg@{k}" for k in DEFAULT_KS) + (
@@ -288,114 +288,7 @@ def _fmt_seconds(s: float) -> str:
   return f"{h}:{m:02d}:{sec:02d}"
 
 
-# --- plots -------------------------------------------------------------------------
-
-
-def pyplot():
-  """matplotlib.pyplot on the file-only Agg backend (every plot of the report goes to a PNG)."""
-  matplotlib.use("Agg")  # files only: no display needed
-  return plt
-
-
-def plot_metrics(summary: Mapping[str, Mapping[str, tuple]], path: str,
-                 ks: Sequence[int] = DEFAULT_KS) -> None:
-  """Two panels (Recall@k, NDCG@k): grouped bars per method, error bars = std over seeds."""
-  plt = pyplot()
-  methods = list(summary)
-  fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-  x = np.arange(len(ks))
-  for ax, metric in zip(axes, ("recall", "ndcg")):
-    for i, m in enumerate(methods):
-      stats = [summary[m].get(f"{metric}@{k}", (np.nan, 0.0, 0)) for k in ks]
-      _grouped_bar(ax, x, i, len(methods), [s[0] for s in stats], [s[1] for s in stats],
-                   label(m))
-    ax.set_xticks(x, [f"@{k}" for k in ks])
-    ax.set_title("Recall@k" if metric == "recall" else "NDCG@k")
-    ax.grid(axis="y", alpha=0.3)
-  axes[0].legend(fontsize=8)
-  fig.suptitle("Test metrics per method (mean ± std over seeds)")
-  fig.tight_layout()
-  savefig(fig, path)
-  plt.close(fig)
-
-
-def _grouped_bar(ax, x, i: int, n: int, heights, errors, label_text: str) -> None:
-  """Bar series i of n side by side around each x position (total group width 0.8)."""
-  width = 0.8 / max(n, 1)
-  ax.bar(x + (i - (n - 1) / 2) * width, heights, width, yerr=errors, capsize=2, label=label_text)
-
-
-def plot_codebook_usage(stats: Sequence[Mapping], path: str) -> None:
-  """Fraction of codes used per level (bars = methods), mean ± std over seeds."""
-  plt = pyplot()
-  grouped = _group_stats(stats)
-  fig, ax = plt.subplots(figsize=(8, 4.5))
-  levels = max((len(g["usage_mean"]) for g in grouped.values()), default=0)
-  x = np.arange(levels)
-  for i, (m, g) in enumerate(grouped.items()):
-    mean = np.full(levels, np.nan)
-    std = np.zeros(levels)
-    mean[:len(g["usage_mean"])] = g["usage_mean"]
-    std[:len(g["usage_std"])] = g["usage_std"]
-    _grouped_bar(ax, x, i, len(grouped), mean, std, label(m))
-  ax.set_xticks(x, [f"level {l + 1}" for l in range(levels)])
-  ax.set_ylim(0, 1.05)
-  ax.set_ylabel("fraction of codebook entries used")
-  ax.set_title("Codebook usage per level")
-  ax.grid(axis="y", alpha=0.3)
-  if grouped:
-    ax.legend(fontsize=8)
-  fig.tight_layout()
-  savefig(fig, path)
-  plt.close(fig)
-
-
-def plot_collisions(stats: Sequence[Mapping], path: str) -> None:
-  """Per method: items sharing their ID with another item before dedup, and the largest group."""
-  plt = pyplot()
-  grouped = _group_stats(stats)
-  methods = list(grouped)
-  fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
-  x = np.arange(len(methods))
-  for ax, key, title in ((axes[0], "collided", "items in collisions (before dedup)"),
-                         (axes[1], "largest", "largest group sharing one ID")):
-    ax.bar(x, [grouped[m][f"{key}_mean"] for m in methods],
-           yerr=[grouped[m][f"{key}_std"] for m in methods], capsize=3,
-           color=[f"C{i}" for i in range(len(methods))])
-    ax.set_xticks(x, [label(m) for m in methods], rotation=20, fontsize=8)
-    ax.set_title(title)
-    ax.grid(axis="y", alpha=0.3)
-  fig.suptitle("Semantic-ID collisions per method (mean ± std over seeds)")
-  fig.tight_layout()
-  savefig(fig, path)
-  plt.close(fig)
-
-
 # --- the report ----------------------------------------------------------------------
-
-
-def plot_learning_curves(curves: Mapping[str, Sequence[Mapping]], path: str) -> bool:
-  """Validation Recall@10 against training progress: TIGER runs by step, SASRec-style runs by
-  epoch (two panels). `curves`: {run label: [{"step" or "epoch", "recall@10"}, ...]}."""
-  by_step = {k: v for k, v in curves.items() if v and "step" in v[0]}
-  by_epoch = {k: v for k, v in curves.items() if v and "epoch" in v[0]}
-  panels = [(x, c) for x, c in (("step", by_step), ("epoch", by_epoch)) if c]
-  if not panels:
-    return False
-  plt = pyplot()
-  fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.8), squeeze=False)
-  for ax, (unit, group) in zip(axes[0], panels):
-    for name, points in sorted(group.items()):
-      ax.plot([p[unit] for p in points], [p["recall@10"] for p in points], marker="o", ms=3,
-              label=name)
-    ax.set_xlabel(f"training {unit}")
-    ax.set_ylabel("validation Recall@10")
-    ax.set_title("TIGER" if unit == "step" else "SASRec-style baselines")
-    ax.legend(fontsize=7)
-  fig.tight_layout()
-  savefig(fig, path)
-  plt.close(fig)
-  return True
 
 
 def write_report(output_dir: str, rows: Sequence[Mapping], *,
@@ -439,7 +332,7 @@ def write_report(output_dir: str, rows: Sequence[Mapping], *,
   md += ["## Semantic IDs", "", tokenizer_table_markdown(tokenizer_stats), ""]
   md += ["## Plots", "", "![metrics](metrics.png)", "", "![codebook usage](codebook_usage.png)", "",
          "![collisions](collisions.png)", ""]
-  if curves and plot_learning_curves(curves, os.path.join(output_dir, "learning_curves.png")):
+  if curves and plots.plot_learning_curves(curves, os.path.join(output_dir, "learning_curves.png")):
     paths["learning_curves.png"] = os.path.join(output_dir, "learning_curves.png")
     last = {k: v[-1] for k, v in curves.items() if v}
     md += ["### Learning curves", "",
@@ -459,17 +352,11 @@ def write_report(output_dir: str, rows: Sequence[Mapping], *,
 
   _atomic_write(paths["results.md"], "\n".join(md))
   _atomic_write(paths["results.csv"], rows_to_csv(rows))
-  plot_metrics(summary, paths["metrics.png"], ks)
-  plot_codebook_usage(tokenizer_stats, paths["codebook_usage.png"])
-  plot_collisions(tokenizer_stats, paths["collisions.png"])
+  plots.plot_metrics(summary, paths["metrics.png"], ks, label)
+  grouped = _group_stats(tokenizer_stats)
+  plots.plot_codebook_usage(grouped, paths["codebook_usage.png"], label)
+  plots.plot_collisions(grouped, paths["collisions.png"], label)
   return paths
-
-
-def savefig(fig, path: str) -> None:
-  """Writes a PNG atomically (temp file, then rename)."""
-  tmp = f"{path}.tmp-{os.getpid()}"
-  fig.savefig(tmp, dpi=110, format="png")
-  os.replace(tmp, path)
 
 
 def write_text(path: str, text: str) -> None:
