@@ -148,14 +148,24 @@ class SeqRecSource:
     return len(self.split_index(split))
 
   # --- seqio hooks -----------------------------------------------------------------
-  def dataset_fn(self, split: str, shuffle_files: bool = False,
-                 seed: int | None = None) -> tf.data.Dataset:
-    """seqio.FunctionDataSource dataset_fn; shuffle_files shuffles all examples (numpy)."""
+  def dataset_fn(self, split: str, shuffle_files: bool = False, seed: int | None = None,
+                 shard_info: seqio.ShardInfo | None = None) -> tf.data.Dataset:
+    """The split's examples; shuffle_files shuffles all examples (numpy, by `seed`).
+
+    With `shard_info` (index i of n) only every n-th example of that order from the i-th on is
+    built: the shards of one (split, seed) are disjoint and together cover the split, and a host
+    of a pod builds only its own (ShardedDataSource).
+    """
     d = self.data
     idx = self.split_index(split)
     order = np.arange(len(idx))
     if shuffle_files:
       np.random.default_rng(seed).shuffle(order)
+    if shard_info is not None and shard_info.num_shards > 1:
+      if not 0 <= shard_info.index < shard_info.num_shards:
+        raise UserError(f"task {self.name}: shard index {shard_info.index} is outside "
+                        f"[0, {shard_info.num_shards})")
+      order = order[shard_info.index::shard_info.num_shards]
     num_levels = d.id_length
     sequences = tf.constant(idx.sequences, tf.int32)
     item_tokens = tf.constant(d.item_tokens, tf.int32)
@@ -246,6 +256,34 @@ class SeqRecSource:
     return self.item_of_tokens(self._vocab.encode(s))
 
 
+class ShardedDataSource(seqio.DataSource):
+  """The task's seqio source: a SeqRecSource's examples, sharded by example before they are built.
+
+  Unlike seqio.FunctionDataSource (which refuses a ShardInfo, so seqio would build every example
+  on every host and drop the others), this source honours `shard_info` itself
+  (supports_arbitrary_sharding), which is what T5X's multi-host input asks of it.
+  """
+
+  def __init__(self, source: SeqRecSource, splits: Sequence[str]):
+    super().__init__(splits=splits, num_input_examples=None)
+    self.source = source
+
+  @property
+  def supports_arbitrary_sharding(self) -> bool:
+    return True
+
+  def list_shards(self, split: str) -> Sequence[str]:
+    return [split]
+
+  def get_dataset(self, split: str = "train", shuffle: bool = True, seed: int | None = None,
+                  shard_info: seqio.ShardInfo | None = None, *,
+                  sequence_length: Mapping[str, int] | None = None, use_cached: bool = False,
+                  num_epochs: int | None = 1) -> tf.data.Dataset:
+    del sequence_length, use_cached, num_epochs  # not used by a raw source (as seqio's own)
+    return self.source.dataset_fn(split, shuffle_files=shuffle, seed=seed,
+                                  shard_info=shard_info)
+
+
 def retrieval_metric_fn(targets: Sequence[int], predictions: Sequence[Sequence[int]],
                         ks: Sequence[int] = (5, 10, 20, 40)) -> dict[str, float]:
   """seqio metric fn: Recall@k / NDCG@k (CoST §4.1 k = 5..40) and invalid-ID rates.
@@ -271,8 +309,7 @@ def register_task(name: str, dataset_dir: str, tokenizer_dir: str,
     seqio.TaskRegistry.remove(name)
   return seqio.TaskRegistry.add(
       name,
-      source=seqio.FunctionDataSource(source.dataset_fn, splits=SPLITS,
-                                      num_input_examples=None),
+      source=ShardedDataSource(source, SPLITS),
       preprocessors=[source.fit_lengths],
       output_features={
           "inputs": seqio.Feature(vocab, add_eos=False, dtype=tf.int32),

@@ -75,10 +75,14 @@ class Checkpointer:
     return os.path.join(self.sums_dir, f"{int(step)}.json")
 
   def _record_sums(self) -> None:
-    """Checksums of the steps saved so far (waits for an unfinished async save)."""
+    """Checksums of the steps saved so far (waits for an unfinished async save); written by
+    process 0 alone in a multi-process run."""
     if not self._pending:
       return
     self._manager.wait_until_finished()
+    if jax.process_index() > 0:
+      self._pending = []
+      return
     for step in self._pending:
       d = os.path.join(self.directory, str(step))
       if os.path.isdir(d):

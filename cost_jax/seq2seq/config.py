@@ -78,6 +78,11 @@ class TrainConfig:
   # "" = the example lengths at the 30/50/65/80/90% quantiles:
   # input_pipeline.auto_bucket_widths). Or widths in tokens such as "21,41".
   pack_widths: str = ""
+  # Devices along the mesh's 'model' axis (T5X's PjitPartitioner.num_partitions): parameters
+  # and optimizer state are split over them by their logical axis names
+  # (cost_jax.seq2seq.partitioning); the 'data' axis takes the remaining devices. 1 = data
+  # parallel, parameters replicated. Not part of any paper.
+  num_partitions: int = 1
   # Stop after this many minutes of training (checkpoint, then the usual evaluation); 0 = none.
   time_budget_min: float = 0.0
 
@@ -100,6 +105,7 @@ class TrainConfig:
             w.strip().isdigit() and int(w) > 0 for w in self.pack_widths.split(",")),
          "pack_widths must be 'auto', 'none' or positive widths such as '21,41'"),
         (self.time_budget_min >= 0, "time_budget_min must be >= 0"),
+        (self.num_partitions >= 1, "num_partitions must be >= 1"),
         (self.score_over in decoding.SCORE_RULES,
          f"score_over must be one of {decoding.SCORE_RULES}"),
         (bool(self.task) or bool(self.dataset_dir and self.tokenizer_dir),

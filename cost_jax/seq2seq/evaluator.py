@@ -17,7 +17,7 @@ import numpy as np
 from cost_jax.io import UserError
 from cost_jax.progress import Progress
 from cost_jax.results import KS, score_topk, write_results
-from cost_jax.seq2seq import decoding, input_pipeline, run_dir
+from cost_jax.seq2seq import decoding, devices, input_pipeline, run_dir
 from cost_jax.seq2seq.trie import ItemTrie
 
 DEFAULT_NUM_BEAMS = 50  # >= max(KS) = 40: the top-40 list needs at least 40 beams
@@ -58,10 +58,10 @@ def predict_arrays(predict_fn: Callable, params: Any, encoder_input_tokens: np.n
   for b in range(num_batches):
     rows = np.arange(b * batch_size, (b + 1) * batch_size)
     rows = np.where(rows < n, rows, rows % n)  # pad with repeats, dropped below
-    x = jax.device_put(encoder_input_tokens[rows], sharding)
+    x = devices.put(encoder_input_tokens[rows], sharding)
     it, sc = predict_fn(params, x)
-    items.append(np.asarray(it))
-    scores.append(np.asarray(sc, np.float32))
+    items.append(devices.to_host(it))
+    scores.append(devices.to_host(sc).astype(np.float32))
     if progress:
       progress.update(b + 1)
   return (np.concatenate(items)[:n].astype(np.int32), np.concatenate(scores)[:n])

@@ -386,17 +386,20 @@ def make_batcher(arrays: ExampleArrays, batch_size: int, seed: int, packing: str
 
 
 def device_batches(batcher: EpochBatcher, start_step: int, end_step: int, sharding: Any = None,
-                   prefetch: int = 2) -> Iterator[tuple[int, Any]]:
+                   prefetch: int = 2, put: Any = None) -> Iterator[tuple[int, Any]]:
   """Yields (step, batch on device) for steps [start_step, end_step), `prefetch` ahead.
 
-  `jax.device_put` is asynchronous, so putting the next batches while the current
-  step runs overlaps the host->device copy with compute.
+  `put` (default: jax.device_put to `sharding`) places a host batch; a multi-process run
+  passes DeviceLayout.put, which copies only the process's own rows. Putting is
+  asynchronous, so placing the next batches while the current step runs overlaps the
+  host->device copy with compute.
   """
+  put = put or (lambda b: jax.device_put(b, sharding))
   queue: collections.deque = collections.deque()
   step = start_step
   while step < end_step or queue:
     while step < end_step and len(queue) < max(prefetch, 1):
-      queue.append((step, jax.device_put(batcher.batch(step), sharding)))
+      queue.append((step, put(batcher.batch(step))))
       step += 1
     yield queue.popleft()
 

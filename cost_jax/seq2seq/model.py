@@ -110,10 +110,8 @@ def loss_fn(params: Any, batch: Batch, dropout_rng: Optional[Array], *,
 State = dict
 
 
-def init_state(module: network.Transformer, tx: optax.GradientTransformation,
-               lengths: Mapping[str, int], seed: int, sharding: Any = None) -> State:
-  """The initial state for inputs of `lengths` ({"inputs", "targets"}), placed by `sharding`."""
-
+def _init_fn(module: network.Transformer, tx: optax.GradientTransformation,
+             lengths: Mapping[str, int]) -> Callable[[Array], State]:
   def init_fn(rng):
     enc = jnp.ones((1, int(lengths["inputs"])), jnp.int32)
     dec = jnp.ones((1, int(lengths["targets"])), jnp.int32)
@@ -122,7 +120,21 @@ def init_state(module: network.Transformer, tx: optax.GradientTransformation,
     return {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32),
             "dropout_rng": jax.random.fold_in(rng, 0x0D0)}
 
-  return jax.jit(init_fn, out_shardings=sharding)(jax.random.PRNGKey(seed))
+  return init_fn
+
+
+def init_state(module: network.Transformer, tx: optax.GradientTransformation,
+               lengths: Mapping[str, int], seed: int, sharding: Any = None) -> State:
+  """The initial state for inputs of `lengths` ({"inputs", "targets"}), placed by `sharding`
+  (one sharding, or a pytree of them like the state: cost_jax.seq2seq.partitioning)."""
+  return jax.jit(_init_fn(module, tx, lengths), out_shardings=sharding)(
+      jax.random.PRNGKey(seed))
+
+
+def abstract_state(module: network.Transformer, tx: optax.GradientTransformation,
+                   lengths: Mapping[str, int]) -> State:
+  """ShapeDtypeStructs of the state (nothing computed)."""
+  return jax.eval_shape(_init_fn(module, tx, lengths), jax.random.PRNGKey(0))
 
 
 def train_step(state: State, batch: Batch, *, module: network.Transformer,
@@ -145,12 +157,18 @@ def train_step(state: State, batch: Batch, *, module: network.Transformer,
 def make_train_step(module: network.Transformer, tx: optax.GradientTransformation,
                     schedule: Callable[[Array], Array], *, state_sharding: Any = None,
                     batch_sharding: Any = None) -> Callable[[State, Batch], tuple[State, dict]]:
-  """jit(train_step) with the state donated: the step the trainer and the benchmarks run."""
+  """jit(train_step) with the state donated: the step the trainer and the benchmarks run.
+
+  state_sharding: one sharding or a pytree like the state; batch_sharding: one sharding
+  (dim 0 over 'data') for every batch array. The metrics come back replicated.
+  """
   step = functools.partial(train_step, module=module, tx=tx, schedule=schedule)
   if state_sharding is None and batch_sharding is None:
     return jax.jit(step, donate_argnums=(0,))
+  mesh = (batch_sharding if batch_sharding is not None else state_sharding).mesh
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   return jax.jit(step, in_shardings=(state_sharding, batch_sharding),
-                 out_shardings=(state_sharding, state_sharding), donate_argnums=(0,))
+                 out_shardings=(state_sharding, replicated), donate_argnums=(0,))
 
 
 def make_eval_step(module: network.Transformer, *, label_smoothing: float = 0.0

@@ -8,7 +8,12 @@ in-process API (many calls per process); `python -m cost_jax.train` is cost_jax.
   * the batch for step s and its dropout key are pure functions of (seed, s), so a run killed
     and restarted from its last checkpoint ends with the same parameters as one that never
     stopped;
-  * data parallelism over jax.local_devices() (cost_jax.seq2seq.devices);
+  * a ('data', 'model') mesh over every device of every process (cost_jax.seq2seq.devices;
+    TrainConfig.num_partitions devices along 'model', default 1 = data parallel): parameters
+    and optimizer state sharded by the network's logical axis names with T5X's rules
+    (cost_jax.seq2seq.partitioning), batches split over 'data'; multi-process runs start
+    with jax.distributed.initialize() when the environment asks for it, and each process puts
+    only its own rows of a batch on its devices;
   * the one jitted train step of cost_jax.seq2seq.model with the optimizer of
     cost_jax.seq2seq.optim, the state donated;
   * Orbax checkpoints every `checkpoint_every` steps and at the end (last `keep_checkpoints`
@@ -38,6 +43,7 @@ from cost_jax import results
 from cost_jax.io import UserError, atomic_write_json, atomic_write_npy, atomic_write_text, read_json
 from cost_jax.progress import Progress
 from cost_jax.seq2seq import checkpoints, devices, gin_config, input_pipeline, model, network, optim
+from cost_jax.seq2seq import partitioning
 from cost_jax.seq2seq import packing as packing_lib
 from cost_jax.seq2seq import evaluator as eval_lib
 from cost_jax.seq2seq import run_dir
@@ -76,6 +82,7 @@ def train(config: TrainConfig, model_dir: str, model_config=None, *,
           operative_gin: str | None = None, show_progress: bool = True) -> dict[str, Any]:
   """`_train` holding model_dir's lock (cost_jax.seq2seq.run_dir.RunLock)."""
   config.validate()
+  devices.initialize_distributed()
   model_dir = os.path.abspath(model_dir)
   if os.path.exists(model_dir) and not os.path.isdir(model_dir):
     raise UserError(f"{model_dir}: model_dir exists and is not a directory")
@@ -83,6 +90,9 @@ def train(config: TrainConfig, model_dir: str, model_config=None, *,
     os.makedirs(model_dir, exist_ok=True)
   except OSError as e:
     raise UserError(f"{model_dir}: cannot create model_dir ({e.strerror or e})") from None
+  if jax.process_index() > 0:  # process 0 holds the lock for the whole (multi-process) run
+    return _train(config, model_dir, model_config, operative_gin=operative_gin,
+                  show_progress=False)
   with run_dir.RunLock(model_dir):
     return _train(config, model_dir, model_config, operative_gin=operative_gin,
                   show_progress=show_progress)
@@ -101,10 +111,11 @@ def _train(config: TrainConfig, model_dir: str, model_config=None, *,
   devices.enable_compilation_cache()
   model_dir = os.path.abspath(model_dir)
   os.makedirs(model_dir, exist_ok=True)
-  layout = devices.DeviceLayout.create()
-  if config.batch_size % layout.num_devices:
+  layout = devices.DeviceLayout.create(config.num_partitions)
+  if config.batch_size % layout.data_size:
     raise UserError(f"TrainConfig.batch_size {config.batch_size} is not a multiple of the "
-                    f"{layout.num_devices} local devices")
+                    f"{layout.data_size} devices along the mesh's 'data' axis")
+  primary = jax.process_index() == 0
   log = functools.partial(print, file=sys.stderr, flush=True)
 
   # Data (tf.data only here, once; cached as .npz).
@@ -135,29 +146,37 @@ def _train(config: TrainConfig, model_dir: str, model_config=None, *,
             "task": dataclasses.asdict(info), "feature_lengths": lengths,
             "fingerprints": task_lib.input_fingerprints(info),
             "num_items": int(len(item_tokens)), "num_devices": layout.num_devices,
+            "mesh": {"data": layout.data_size, "model": layout.model_size},
             "layout": {"level_offsets": list(token_layout.level_offsets),
                        "codebook_sizes": list(token_layout.codebook_sizes)}}
-  run_dir.write_or_check_config(model_dir, record, has_checkpoints)
-  atomic_write_npy(os.path.join(model_dir, run_dir.ITEM_TOKENS_FILE), item_tokens)
-  if operative_gin is not None:
+  if primary:
+    run_dir.write_or_check_config(model_dir, record, has_checkpoints)
+    atomic_write_npy(os.path.join(model_dir, run_dir.ITEM_TOKENS_FILE), item_tokens)
+  if operative_gin is not None and primary:
     atomic_write_text(os.path.join(model_dir, run_dir.OPERATIVE_GIN_FILE), operative_gin)
 
-  state = model.init_state(module, tx, lengths, config.seed, layout.replicated)
+  state_sharding = partitioning.state_shardings(
+      model.abstract_state(module, tx, lengths), partitioning.logical_param_specs(module, lengths),
+      layout.mesh)
+  state = model.init_state(module, tx, lengths, config.seed, state_sharding)
   num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state["params"]))
   state, resumed_from = ckpt.restore_latest(state, log)
   if resumed_from is not None:
     log(f"[train] resumed from {ckpt.directory}/{resumed_from}")
   start = int(state["step"])
-  log(f"[train] {num_params:,} params, {layout.num_devices} device(s), batch {config.batch_size}, "
+  log(f"[train] {num_params:,} params, {layout.num_devices} device(s) in {jax.process_count()} "
+      f"process(es), mesh data {layout.data_size} x model {layout.model_size} ("
+      f"{partitioning.sharded_fraction(state)['params']:.0%} of the parameters sharded), "
+      f"batch {config.batch_size}, "
       f"steps {start} -> {config.num_train_steps}, {config.optimizer} lr {config.learning_rate} "
       f"({config.lr_schedule})")
 
   train_step = model.make_train_step(module, tx, optim.schedule_of(config),
-                                     state_sharding=layout.replicated,
+                                     state_sharding=state_sharding,
                                      batch_sharding=layout.batch)
   batcher = input_pipeline.make_batcher(
       train_arrays, config.batch_size, config.seed, config.packing,
-      pack_row_multiple=int(np.lcm(config.pack_row_multiple, layout.num_devices)),
+      pack_row_multiple=int(np.lcm(config.pack_row_multiple, layout.data_size)),
       pack_widths=config.pack_widths)
   widths = getattr(batcher, "widths", None) or (
       batcher.pack_widths + (lengths["inputs"],) if config.packing == "encoder" else ())
@@ -169,7 +188,7 @@ def _train(config: TrainConfig, model_dir: str, model_config=None, *,
     t = time.perf_counter()
     for shape_batch in batcher.shape_batches():  # compile every bucket shape before timing
       spare = jax.tree.map(lambda x: x.copy(), state)  # the step donates its state
-      jax.block_until_ready(train_step(spare, jax.device_put(shape_batch, layout.batch)))
+      jax.block_until_ready(train_step(spare, layout.put(shape_batch)))
     log(f"[train] compiled the step for {len(batcher.widths)} bucket widths in "
         f"{time.perf_counter() - t:.1f}s")
   writer = metric_writers.create_default_writer(model_dir, just_logging=jax.process_index() > 0,
@@ -215,7 +234,7 @@ def _train(config: TrainConfig, model_dir: str, model_config=None, *,
   t_train = time.perf_counter()
   try:
     for step_, batch in input_pipeline.device_batches(batcher, start, config.num_train_steps,
-                                                      layout.batch):
+                                                      put=layout.put):
       state, metrics = train_step(state, batch)
       history.append(metrics)
       tokens_log += batcher.real_tokens(step_)
