@@ -9,6 +9,11 @@
       the issue's acceptance check: clustered 768-d items (Gaussian clusters on the unit sphere +
       noise) -> cost_jax.tokenizer.fit.fit; prints distinct IDs, per-level usage, wall time.
   python tools/bench_tokenizer.py remedy [...]  acceptance data with dead_code_remedy on / off.
+  python tools/bench_tokenizer.py catalogue [--items 2000000 --dim 768 --file F --epochs 1]
+      a catalogue larger than this machine should hold: clustered items written chunk by chunk
+      to a float32 .npy (6 GB at the defaults; kept at --file for the next run), then the `tiger`
+      preset fitted on it, streamed from the memory map (stream_above_gb=0), in a child
+      process; prints training and total items/s and the child's peak RSS (target < 4 GB).
 """
 
 from __future__ import annotations
@@ -59,13 +64,14 @@ def bench_speed(preset: str, items: int, steps: int, dim: int = 768) -> dict:
   epoch = tt.make_train_epoch(model, tx, cfg)
   counts = jnp.zeros((cfg.num_levels, cfg.codebook_size))
   t0 = time.perf_counter()
-  params, opt_state, counts, m = epoch(params, opt_state, counts, x, perm, jax.random.PRNGKey(1),
-                                       0, 10 ** 9)
+  params, opt_state, counts, m = epoch(params, opt_state, counts, x, perm,
+                                       jax.random.split(jax.random.PRNGKey(1), steps), 0, 10 ** 9)
   jax.block_until_ready(m)
   first = time.perf_counter() - t0
   t0 = time.perf_counter()
-  params, opt_state, counts, m = epoch(params, opt_state, counts, x, perm, jax.random.PRNGKey(2),
-                                       steps, 10 ** 9)
+  params, opt_state, counts, m = epoch(params, opt_state, counts, x, perm,
+                                       jax.random.split(jax.random.PRNGKey(2), steps), steps,
+                                       10 ** 9)
   jax.block_until_ready(m)
   dt = time.perf_counter() - t0
   out["scan_steps_per_s"] = steps / dt
@@ -109,9 +115,76 @@ def run_acceptance(args, overrides: dict, tag: str) -> dict:
   return summary
 
 
+def write_catalogue(path: str, n: int, dim: int, clusters: int, noise: float, seed: int,
+                    chunk: int = 100_000) -> None:
+  """clustered_items' distribution, written in chunks to a float32 .npy (never all in memory)."""
+  rng = np.random.default_rng(seed)
+  c = rng.standard_normal((clusters, dim))
+  c /= np.linalg.norm(c, axis=1, keepdims=True)
+  out = np.lib.format.open_memmap(path + ".tmp", mode="w+", dtype=np.float32, shape=(n, dim))
+  t0 = time.perf_counter()
+  for s in range(0, n, chunk):
+    m = min(chunk, n - s)
+    x = c[rng.integers(0, clusters, m)] + noise * rng.standard_normal((m, dim))
+    out[s:s + m] = x / np.linalg.norm(x, axis=1, keepdims=True)
+    out.flush()
+    print(f"[catalogue] wrote {s + m:,}/{n:,} rows ({(s + m) / (time.perf_counter() - t0):,.0f} "
+          "rows/s)", end="\r", file=sys.stderr, flush=True)
+  del out
+  os.replace(path + ".tmp", path)
+  print(file=sys.stderr)
+
+
+def _fit_child(path: str, output: str, overrides: dict, queue) -> None:
+  report = fit.fit(path, "rqvae", output, seed=0, overrides=overrides)
+  queue.put({k: report[k] for k in ("num_items", "streamed", "usage_per_level",
+                                    "collisions_before_dedup", "reconstruction_cosine",
+                                    "wall_time_s", "training", "dedup")})
+
+
+def run_catalogue(args, overrides: dict) -> dict:
+  import multiprocessing
+  import resource
+  path = args.file or os.path.join(tempfile.gettempdir(),
+                                   f"catalogue_{args.items}x{args.dim}.npy")
+  if not (os.path.isfile(path) and np.load(path, mmap_mode="r").shape == (args.items, args.dim)):
+    write_catalogue(path, args.items, args.dim, args.clusters, args.noise, args.seed)
+  gb = os.path.getsize(path) / 1e9
+  settings = dict({"preset": "tiger", "epochs": args.epochs, "stream_above_gb": 0}, **overrides)
+  ctx = multiprocessing.get_context("spawn")
+  queue = ctx.Queue()
+  with tempfile.TemporaryDirectory() as tmp:
+    child = ctx.Process(target=_fit_child, args=(path, os.path.join(tmp, "tok"), settings, queue))
+    t0 = time.perf_counter()
+    child.start()
+    report = queue.get()
+    child.join()
+    wall = time.perf_counter() - t0
+  if child.exitcode:
+    raise SystemExit(f"fit failed (exit {child.exitcode})")
+  peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+  train = report["training"]
+  train_items_s = args.epochs * args.items / max(train["train_time_s"], 1e-9)
+  out = {"items": args.items, "dim": args.dim, "file_gb": round(gb, 2),
+         "streamed": report["streamed"], "epochs": args.epochs,
+         "train_items_per_s": round(train_items_s), "train_time_s": train["train_time_s"],
+         "fit_wall_s": report["wall_time_s"], "process_wall_s": round(wall, 1),
+         "items_per_s_end_to_end": round(args.items / wall),
+         "peak_rss_gb": round(peak_gb, 2), "usage_per_level": report["usage_per_level"],
+         "collisions_before_dedup": report["collisions_before_dedup"]["items_to_move"],
+         "reconstruction_cosine": report["reconstruction_cosine"]}
+  print(json.dumps(out))
+  print(f"summary: {args.items:,} x {args.dim} float32 ({gb:.1f} GB) streamed: training "
+        f"{train_items_s:,.0f} items/s, {args.items / wall:,.0f} items/s end to end "
+        f"({wall:.0f} s), peak RSS {peak_gb:.2f} GB (target < 4)")
+  return out
+
+
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("mode", choices=("speed", "acceptance", "remedy"))
+  p.add_argument("mode", choices=("speed", "acceptance", "remedy", "catalogue"))
+  p.add_argument("--file", default="", help="catalogue: the .npy to write / reuse")
+  p.add_argument("--epochs", type=int, default=1, help="catalogue: tokenizer epochs")
   p.add_argument("--items", type=int, default=None)
   p.add_argument("--steps", type=int, default=200)
   p.add_argument("--presets", default="cost,tiger")
@@ -127,8 +200,12 @@ def main(argv=None) -> int:
     for preset in args.presets.split(","):
       print(json.dumps(bench_speed(preset, items, args.steps, args.dim)), flush=True)
     return 0
-  args.items = args.items or 20_000
   overrides = tc.parse_set_args(args.set)
+  if args.mode == "catalogue":
+    args.items = args.items or 2_000_000
+    run_catalogue(args, overrides)
+    return 0
+  args.items = args.items or 20_000
   if args.mode == "acceptance":
     run_acceptance(args, overrides, "acceptance")
   else:

@@ -76,6 +76,12 @@ class TokenizerConfig:
                                   # precision"; the paper does not give K)
   neighbor_sample: int = 5000     # items sampled for neighbour precision when N is larger
   log_every_s: float = 2.0        # progress line interval (seconds)
+  # Catalogues larger than memory (not in the papers): an embeddings .npy larger than this many
+  # GB is memory-mapped and streamed (training batches, the k-means sample, ID assignment) in
+  # pieces of `stream_chunk_rows` rows, so memory does not grow with the catalogue beyond the
+  # IDs (cost_jax.tokenizer.embeddings.EmbeddingStream); 0 = always stream.
+  stream_above_gb: float = 2.0
+  stream_chunk_rows: int = 65536
 
   def validate(self) -> "TokenizerConfig":
     if self.loss not in ("rqvae", "cost", "rqvae+cost"):
@@ -87,9 +93,12 @@ class TokenizerConfig:
     if self.optimizer not in ("adam", "adagrad", "sgd"):
       raise UserError(f"config: optimizer must be adam, adagrad or sgd, got {self.optimizer!r}")
     for name in ("latent_dim", "codebook_size", "num_levels", "batch_size", "kmeans_iters",
-                 "dead_code_window", "lsh_bits", "lsh_levels", "neighbor_k", "neighbor_sample"):
+                 "dead_code_window", "lsh_bits", "lsh_levels", "neighbor_k", "neighbor_sample",
+                 "stream_chunk_rows"):
       if getattr(self, name) < 1:
         raise UserError(f"config: {name} must be >= 1, got {getattr(self, name)}")
+    if self.stream_above_gb < 0:
+      raise UserError(f"config: stream_above_gb must be >= 0, got {self.stream_above_gb}")
     if self.epochs < 0:
       raise UserError(f"config: epochs must be >= 0, got {self.epochs}")
     if any(int(h) < 1 for h in self.hidden_dims):

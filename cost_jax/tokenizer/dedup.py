@@ -44,6 +44,21 @@ def collision_stats(codes: np.ndarray) -> dict[str, int]:
   }
 
 
+def colliding_rows(codes: np.ndarray, existing: np.ndarray | None = None) -> np.ndarray:
+  """Sorted rows of int [N, L] codes whose ID another row (or an `existing` ID) also has: the
+  items de-duplication compares or moves."""
+  codes = np.asarray(codes)
+  if len(codes) == 0:
+    return np.zeros(0, np.int64)
+  _, inverse, counts = np.unique(codes, axis=0, return_inverse=True, return_counts=True)
+  shared = counts[np.asarray(inverse).reshape(-1)] > 1
+  if existing is not None and len(existing):
+    both = np.concatenate([np.asarray(existing, codes.dtype), codes])
+    _, inv_all, cnt_all = np.unique(both, axis=0, return_inverse=True, return_counts=True)
+    shared |= cnt_all[np.asarray(inv_all).reshape(-1)[len(existing):]] > 1
+  return np.flatnonzero(shared)
+
+
 def usage_per_level(codes: np.ndarray, sizes: Sequence[int]) -> list[float]:
   """Fraction of the K_l codes of each level used by at least one item."""
   codes = np.asarray(codes)
@@ -69,14 +84,23 @@ class Scorer(Protocol):
 class ResidualScorer:
   """Residual quantization: state = residual; cost of code c = ||r_l - e_l^c||^2."""
 
-  def __init__(self, latents: np.ndarray, codebooks: Sequence[np.ndarray]):
+  def __init__(self, latents: np.ndarray, codebooks: Sequence[np.ndarray],
+               rows: np.ndarray | None = None):
+    """latents[k] is item k's, or with `rows` (sorted item indices) item rows[k]'s: a scorer that
+    holds only the items de-duplication can ask for (colliding_rows)."""
     self.latents = np.asarray(latents, np.float64)
+    self.rows = None if rows is None else np.asarray(rows, np.int64)
     self.codebooks = [np.asarray(c, np.float64) for c in codebooks]
     self.sizes = tuple(len(c) for c in self.codebooks)
     self._sq = [np.sum(c * c, axis=-1) for c in self.codebooks]
 
   def root(self, item: int) -> np.ndarray:
-    return self.latents[item]
+    if self.rows is None:
+      return self.latents[item]
+    k = int(np.searchsorted(self.rows, item))
+    if k >= len(self.rows) or self.rows[k] != item:
+      raise KeyError(f"item {item} has no latent in this scorer (not a colliding row)")
+    return self.latents[k]
 
   def costs(self, state: np.ndarray, level: int) -> np.ndarray:
     return state @ state - 2.0 * (self.codebooks[level] @ state) + self._sq[level]
@@ -130,16 +154,30 @@ def tiger_extra_token(codes: np.ndarray, existing: np.ndarray | None = None
   With `existing` (int [E, M+1], IDs already given out), new items continue each prefix's count.
   """
   codes = np.asarray(codes, np.int64)
-  next_free: dict[tuple, int] = collections.defaultdict(int)
-  if existing is not None and len(existing):
-    for row in np.asarray(existing):
-      key = tuple(int(v) for v in row[:-1])
-      next_free[key] = max(next_free[key], int(row[-1]) + 1)
-  extra = np.zeros(len(codes), np.int64)
-  for i, row in enumerate(codes):
-    key = tuple(int(v) for v in row)
-    extra[i] = next_free[key]
-    next_free[key] += 1
+  n = len(codes)
+  old = np.zeros((0, codes.shape[1] + 1), np.int64) if existing is None else np.asarray(
+      existing, np.int64)
+  # Vectorized (millions of items): group ids over the existing prefixes and the new codes;
+  # a new item's token = the group's next free count + its rank among the group's new items
+  # (in item order).
+  keys = np.concatenate([old[:, :-1], codes]) if len(old) else codes
+  if n == 0:
+    return np.zeros((0, codes.shape[1] + 1), np.int32), {
+        "dedup": "tiger_extra_token", "extra_token_max": 0, "extra_token_size": 1}
+  _, group = np.unique(keys, axis=0, return_inverse=True)
+  group = np.asarray(group).reshape(-1)
+  base = np.zeros(int(group.max()) + 1, np.int64)
+  if len(old):
+    np.maximum.at(base, group[:len(old)], old[:, -1] + 1)
+  new_group = group[len(old):]
+  order = np.argsort(new_group, kind="stable")
+  sorted_group = new_group[order]
+  run_start = np.ones(n, bool)
+  run_start[1:] = sorted_group[1:] != sorted_group[:-1]
+  first = np.maximum.accumulate(np.where(run_start, np.arange(n), 0))
+  extra = np.empty(n, np.int64)
+  extra[order] = np.arange(n) - first
+  extra += base[new_group]
   ids = np.concatenate([codes, extra[:, None]], axis=1).astype(np.int32)
   return ids, {"dedup": "tiger_extra_token", "extra_token_max": int(extra.max()) if len(extra)
                else 0, "extra_token_size": int(extra.max()) + 1 if len(extra) else 1}

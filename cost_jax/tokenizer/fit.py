@@ -24,7 +24,9 @@ from cost_jax.tokenizer import artifact, id_baselines, quality, rqvae
 from cost_jax.tokenizer import config as tc
 from cost_jax.tokenizer import dedup as sid
 from cost_jax.tokenizer import trainer as tt
-from cost_jax.tokenizer.embeddings import load_embeddings, validate_embeddings
+from cost_jax.progress import Progress
+from cost_jax.tokenizer.embeddings import (EmbeddingStream, load_embeddings, open_embeddings,
+                                             should_stream, validate_embeddings)
 from cost_jax.tokenizer.layout import TokenLayout
 
 
@@ -67,18 +69,73 @@ class Tokenizer:
                       f"dimension {self.input_dim}")
     return x
 
-  def analyse(self, x: np.ndarray, offset: int = 0):
-    """(raw codes, scorer, reconstruction or None) for x."""
+  def analyse(self, x: np.ndarray | EmbeddingStream, offset: int = 0,
+              existing: np.ndarray | None = None, quality_seed: int | None = None):
+    """(raw codes, scorer, quality or None) for x.
+
+    quality (with `quality_seed`, neural and residual k-means tokenizers): reconstruction cosine
+    and neighbour precision. An EmbeddingStream is read chunk by chunk (`_analyse_stream`).
+    """
+    if isinstance(x, EmbeddingStream):
+      if self.model is None:
+        raise UserError(f"{x.path}: streaming a memory-mapped catalogue is implemented for the "
+                        f"neural tokenizers, not {self.method}; raise stream_above_gb")
+      return self._analyse_stream(x, existing, quality_seed)
+    x_hat = None
     if self.model is not None:
       codes, z, x_hat = tt.encode(self.model, self.params, x, cfg=self.config)
-      cbs = np.asarray(self.params["codebooks"])
-      books = [cbs[min(l, cbs.shape[0] - 1)] for l in range(self.config.num_levels)]
-      return codes, sid.ResidualScorer(z, books), x_hat
-    if self.method == "random":
-      return self.baseline.codes(len(x), offset), self.baseline.scorer(len(x)), None
-    codes = self.baseline.codes(x)
-    rec = self.baseline.reconstruct(x) if self.method == "rqkmeans" else None
-    return codes, self.baseline.scorer(x), rec
+      scorer = sid.ResidualScorer(z, self._books())
+    elif self.method == "random":
+      codes, scorer = self.baseline.codes(len(x), offset), self.baseline.scorer(len(x))
+    else:
+      codes = self.baseline.codes(x)
+      x_hat = self.baseline.reconstruct(x) if self.method == "rqkmeans" else None
+      scorer = self.baseline.scorer(x)
+    quality_report = None
+    if x_hat is not None and quality_seed is not None:
+      quality_report = {
+          "reconstruction_cosine": quality.reconstruction_cosine(x, x_hat),
+          "neighbor_precision": quality.neighbor_precision(
+              x, x_hat, self.config.neighbor_k, self.config.neighbor_sample, quality_seed)}
+    return codes, scorer, quality_report
+
+  def _books(self) -> list[np.ndarray]:
+    cbs = np.asarray(self.params["codebooks"])
+    return [cbs[min(l, cbs.shape[0] - 1)] for l in range(self.config.num_levels)]
+
+  def _analyse_stream(self, x: EmbeddingStream, existing: np.ndarray | None,
+                      quality_seed: int | None):
+    """`analyse` of a memory-mapped catalogue: codes chunk by chunk (kept: the IDs), latents only
+    for the items whose codes collide (what de-duplication reads), neighbour precision on its
+    sample's rows alone; nothing [N, D] or [N, latent] is held."""
+    cfg = self.config
+    codes = np.empty((len(x), cfg.num_levels), np.int32)
+    cos_sum = 0.0
+    progress = Progress(len(x), desc=f"encode {self.method}", unit="items",
+                        min_interval=cfg.log_every_s)
+    for start, part in x.chunks(cfg.stream_chunk_rows):
+      c, _, h = tt.encode(self.model, self.params, part, cfg=cfg)
+      codes[start:start + len(part)] = c
+      cos_sum += quality.reconstruction_cosine(part, h) * len(part)
+      progress.update(start + len(part))
+    scorer = None
+    if self.dedup_mode == "cost_reassign":  # the only de-duplication that reads latents
+      rows = sid.colliding_rows(codes, existing)
+      z = (tt.encode(self.model, self.params, x.rows(rows), cfg=cfg)[1] if len(rows)
+           else np.zeros((0, cfg.latent_dim), np.float32))
+      scorer = sid.ResidualScorer(z, self._books(), rows=rows)
+    quality_report = None
+    if quality_seed is not None:
+      sample = quality.sample_rows(len(x), cfg.neighbor_sample, quality_seed)
+      xs = x.rows(sample)
+      hs = tt.encode(self.model, self.params, xs, cfg=cfg)[2]
+      quality_report = {
+          "reconstruction_cosine": cos_sum / len(x),
+          "neighbor_precision": quality.neighbor_precision(xs, hs, cfg.neighbor_k, len(xs),
+                                                           quality_seed)}
+      quality_report["neighbor_precision"].update(num_items=len(x),
+                                                  sampled=len(x) > cfg.neighbor_sample)
+    return codes, scorer, quality_report
 
   def raw_codes(self, embeddings: np.ndarray) -> np.ndarray:
     """The quantizer's codes int32 [N, M] (not de-duplicated)."""
@@ -89,7 +146,7 @@ class Tokenizer:
     """IDs for new items: raw codes, de-duplicated against the existing IDs (and each other)."""
     x = self._check(embeddings, "embeddings")
     offset = 0 if self.existing_ids is None else len(self.existing_ids)
-    codes, scorer, _ = self.analyse(x, offset)
+    codes, scorer, _ = self.analyse(x, offset, existing=self.existing_ids)
     before = sid.collision_stats(codes)
     if not dedup or self.dedup_mode == "none":
       return codes.astype(np.int32), {"dedup": "none", "collisions_before_dedup": before}
@@ -147,7 +204,14 @@ def fit(embeddings: np.ndarray | str, method: str, output: str, seed: int = 0,
   cfg = tc.make_config(method, overrides)
   if isinstance(embeddings, (str, os.PathLike)):
     source = os.fspath(embeddings)
-    x = load_embeddings(source)
+    if method in tc.NEURAL_METHODS and should_stream(source, cfg.stream_above_gb):
+      _log(f"[tokenize {method}] {source}: {os.path.getsize(source) / 1e9:.1f} GB, memory-mapped "
+           f"and streamed in {cfg.stream_chunk_rows:,}-row pieces", log)
+      x = open_embeddings(source, cfg.stream_chunk_rows)
+    else:
+      x = load_embeddings(source)
+  elif isinstance(embeddings, EmbeddingStream):
+    source, x = embeddings.path, embeddings
   else:
     source = "embeddings"
     x = validate_embeddings(embeddings, source)
@@ -191,7 +255,7 @@ def fit(embeddings: np.ndarray | str, method: str, output: str, seed: int = 0,
         baseline = id_baselines.ResidualKMeans.fit(x, cfg.codebook_size, cfg.num_levels, seed,
                                                 cfg.kmeans_iters)
     tok = Tokenizer(method, cfg, dim, seed, None, params=params, baseline=baseline)
-    codes, scorer, x_hat = tok.analyse(x)
+    codes, scorer, quality_report = tok.analyse(x, quality_seed=seed)
     sizes = tok.raw_sizes
     before = sid.collision_stats(codes)
     report["codebook_sizes"] = list(sizes)
@@ -211,13 +275,9 @@ def fit(embeddings: np.ndarray | str, method: str, output: str, seed: int = 0,
     report["all_distinct"] = sid.all_distinct(ids)
     report["usage_per_level_after_dedup"] = sid.usage_per_level(
         ids[:, :len(sizes)], sizes)
-    if x_hat is not None:
-      report["reconstruction_cosine"] = quality.reconstruction_cosine(x, x_hat)
-      report["neighbor_precision"] = quality.neighbor_precision(x, x_hat, cfg.neighbor_k,
-                                                        cfg.neighbor_sample, seed)
-    else:
-      report["reconstruction_cosine"] = None
-      report["neighbor_precision"] = None
+    report.update(quality_report or {"reconstruction_cosine": None,
+                                     "neighbor_precision": None})
+    report["streamed"] = isinstance(x, EmbeddingStream)
     meta = _meta(method, cfg, seed, dim, n)
     artifact.write_ids(staged.path, ids, artifact.layout_for(ids, sizes, cfg.dedup),
                        method=method, dedup=cfg.dedup)

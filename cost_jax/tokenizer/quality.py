@@ -17,6 +17,12 @@ def _sq_dists(a: np.ndarray, b: np.ndarray) -> np.ndarray:
   return (np.sum(a * a, 1)[:, None] - 2.0 * (a @ b.T) + np.sum(b * b, 1)[None, :])
 
 
+def sample_rows(n: int, sample: int, seed: int) -> np.ndarray:
+  """The rows neighbour precision reads: all n, or a seeded sorted sample of `sample`."""
+  return np.arange(n) if n <= sample else np.sort(
+      np.random.default_rng(seed).choice(n, sample, replace=False))
+
+
 def neighbor_precision(x: np.ndarray, x_hat: np.ndarray, k: int = 10, sample: int = 5000,
                        seed: int = 0) -> dict[str, Any]:
   """Top-K precision (CoST preprint §4.1) on a sample of at most `sample` items.
@@ -26,8 +32,7 @@ def neighbor_precision(x: np.ndarray, x_hat: np.ndarray, k: int = 10, sample: in
   |N_in & N_rec| / K, averaged.
   """
   n = len(x)
-  idx = np.arange(n) if n <= sample else np.sort(
-      np.random.default_rng(seed).choice(n, sample, replace=False))
+  idx = sample_rows(n, sample, seed)
   xs, hs = x[idx].astype(np.float32), x_hat[idx].astype(np.float32)
   k = min(k, len(idx) - 1)
   if k < 1:

@@ -31,6 +31,7 @@ from cost_jax.tokenizer import quantizer as rq
 from cost_jax.tokenizer import rqvae
 from cost_jax.progress import Progress
 from cost_jax.tokenizer.config import TokenizerConfig
+from cost_jax.tokenizer.embeddings import EmbeddingStream
 
 
 def make_optimizer(cfg: TokenizerConfig) -> optax.GradientTransformation:
@@ -91,11 +92,13 @@ def reseed_dead_codes(model: rqvae.RQVAE, params: dict, counts: jax.Array, batch
 
 def make_train_epoch(model: rqvae.RQVAE, tx: optax.GradientTransformation, cfg: TokenizerConfig
                      ) -> Callable:
-  """Jitted epoch: scan of train_step over perm [S, B] with the dead-code remedy."""
+  """Jitted epoch (or a piece of one): scan of train_step over perm [S, B] (rows of `data`) with
+  per-step keys [S] and the dead-code remedy. Returns the step-mean metrics and the code
+  counts [M, K] of these steps ("counts")."""
   train_step = make_train_step(model, tx, cfg)
 
   @functools.partial(jax.jit, donate_argnums=(0, 1))
-  def train_epoch(params, opt_state, window_counts, data, perm, rng, step0, remedy_until):
+  def train_epoch(params, opt_state, window_counts, data, perm, keys, step0, remedy_until):
     def body(carry, xs):
       params, opt_state, window_counts, epoch_counts, reseeded = carry
       idx, key, step = xs
@@ -115,14 +118,13 @@ def make_train_epoch(model: rqvae.RQVAE, tx: optax.GradientTransformation, cfg: 
       return (params, opt_state, window_counts, epoch_counts, reseeded), metrics
 
     steps = perm.shape[0]
-    keys = jax.random.split(rng, steps)
     step_ids = step0 + jnp.arange(steps)
     init = (params, opt_state, window_counts, jnp.zeros_like(window_counts),
             jnp.zeros((), jnp.int32))
     (params, opt_state, window_counts, epoch_counts, reseeded), metrics = jax.lax.scan(
         body, init, (perm, keys, step_ids))
     metrics = jax.tree_util.tree_map(jnp.mean, metrics)
-    metrics["usage"] = jnp.mean(epoch_counts > 0, axis=-1)
+    metrics["counts"] = epoch_counts
     metrics["reseeded"] = reseeded
     return params, opt_state, window_counts, metrics
 
@@ -162,7 +164,8 @@ def kmeans_init(model: rqvae.RQVAE, params: dict, batch: jax.Array, cfg: Tokeniz
 
 
 _COMPILE_IRRELEVANT = dict(preset="", epochs=0, dedup="none", neighbor_k=1, neighbor_sample=1,
-                           log_every_s=0.0, lsh_bits=1, lsh_levels=1)
+                           log_every_s=0.0, lsh_bits=1, lsh_levels=1, stream_above_gb=0.0,
+                           stream_chunk_rows=1)
 
 
 class Compiled(NamedTuple):
@@ -221,9 +224,16 @@ def _host_metrics(metrics: dict) -> dict[str, Any]:
   return out
 
 
-def train(x: np.ndarray, cfg: TokenizerConfig, seed: int = 0, desc: str = "tokenize",
-          log: bool = True) -> TrainResult:
-  """Trains the tokenizer on x [N, D] (N >= codebook_size) for cfg.epochs epochs."""
+def train(x: np.ndarray | EmbeddingStream, cfg: TokenizerConfig, seed: int = 0,
+          desc: str = "tokenize", log: bool = True) -> TrainResult:
+  """Trains the tokenizer on x [N, D] (N >= codebook_size) for cfg.epochs epochs.
+
+  x in memory: the whole matrix goes to the device once and each epoch is one scan. An
+  EmbeddingStream (a memory-mapped .npy): each epoch's shuffled rows are read in pieces of
+  about cfg.stream_chunk_rows rows, each piece one scan; the steps, batches and keys are the
+  same, so both give the same parameters.
+  """
+  streamed = isinstance(x, EmbeddingStream)
   n, dim = x.shape
   fns = compiled(cfg, dim)
   model, tx = fns.model, fns.tx
@@ -232,9 +242,10 @@ def train(x: np.ndarray, cfg: TokenizerConfig, seed: int = 0, desc: str = "token
   np_rng = np.random.default_rng(seed)
   batch_size = min(cfg.batch_size, n)
   steps_per_epoch = n // batch_size
-  data = jnp.asarray(x, jnp.float32)
+  data = None if streamed else jnp.asarray(x, jnp.float32)
   first = np_rng.permutation(n)
-  km_batch = data[first[:max(batch_size, cfg.codebook_size)]]
+  km_rows = first[:max(batch_size, cfg.codebook_size)]
+  km_batch = jnp.asarray(x.rows(km_rows)) if streamed else data[km_rows]
   params, init_usage = fns.init_fn(init_key, km_batch, km_key)
   init_usage = [float(u) for u in np.asarray(init_usage)]
   opt_state = tx.init(params)
@@ -242,27 +253,47 @@ def train(x: np.ndarray, cfg: TokenizerConfig, seed: int = 0, desc: str = "token
   window_counts = jnp.zeros((cfg.num_levels, cfg.codebook_size), jnp.float32)
   total_steps = cfg.epochs * steps_per_epoch
   remedy_until = int(0.9 * total_steps)
-  progress = Progress(total=cfg.epochs, desc=desc, unit="epoch",
-                      items_per_step=steps_per_epoch * batch_size, min_interval=cfg.log_every_s)
+  piece = (max(1, cfg.stream_chunk_rows // batch_size) if streamed else max(steps_per_epoch, 1))
+  progress = (Progress(total=total_steps, desc=desc, unit="steps", items_per_step=batch_size,
+                       min_interval=cfg.log_every_s) if streamed else
+              Progress(total=cfg.epochs, desc=desc, unit="epoch",
+                       items_per_step=steps_per_epoch * batch_size, min_interval=cfg.log_every_s))
   history: list[dict[str, Any]] = []
   reseeded = 0
   compile_s = 0.0
   t0 = time.perf_counter()
   for epoch in range(cfg.epochs):
     perm = first if epoch == 0 else np_rng.permutation(n)
-    perm = jnp.asarray(perm[: steps_per_epoch * batch_size].reshape(steps_per_epoch, batch_size),
-                       jnp.int32)
+    perm = perm[: steps_per_epoch * batch_size].reshape(steps_per_epoch, batch_size)
     rng, key = jax.random.split(rng)
+    keys = jax.random.split(key, steps_per_epoch)
     te = time.perf_counter()
-    params, opt_state, window_counts, metrics = train_epoch(
-        params, opt_state, window_counts, data, perm, key, epoch * steps_per_epoch, remedy_until)
-    m = _host_metrics(metrics)
+    sums: dict[str, float] = {}
+    counts = np.zeros((cfg.num_levels, cfg.codebook_size), np.float64)
+    for s0 in range(0, steps_per_epoch, piece):
+      p = perm[s0:s0 + piece]
+      if streamed:
+        rows, local = jnp.asarray(x.rows(p.reshape(-1))), jnp.arange(p.size).reshape(p.shape)
+      else:
+        rows, local = data, jnp.asarray(p, jnp.int32)
+      params, opt_state, window_counts, metrics = train_epoch(
+          params, opt_state, window_counts, rows, local.astype(jnp.int32),
+          keys[s0:s0 + len(p)], epoch * steps_per_epoch + s0, remedy_until)
+      m = _host_metrics(metrics)
+      counts += np.asarray(m.pop("counts"))
+      reseeded += int(m.pop("reseeded"))
+      for k, v in m.items():
+        sums[k] = sums.get(k, 0.0) + float(v) * len(p)
+      if streamed and log:
+        progress.update(epoch * steps_per_epoch + s0 + len(p),
+                        {"loss": m["loss"], "epoch": epoch + 1})
+    m = {k: v / max(steps_per_epoch, 1) for k, v in sums.items()}
+    m["usage"] = np.mean(counts > 0, axis=-1).tolist()
     if epoch == 0:
       # The first epoch includes compilation; estimate it as (first - second epoch) later.
       compile_s = time.perf_counter() - te
     elif epoch == 1:
       compile_s = max(0.0, compile_s - (time.perf_counter() - te))
-    reseeded += int(m.pop("reseeded"))
     m["epoch"] = epoch + 1
     history.append(m)
     if not np.isfinite(m["loss"]) or not all(
@@ -270,7 +301,7 @@ def train(x: np.ndarray, cfg: TokenizerConfig, seed: int = 0, desc: str = "token
       raise UserError(f"tokenizer training diverged in epoch {epoch + 1}: loss {m['loss']} "
                       f"(rq {m['rq']}, mse {m['mse']}, infonce {m['infonce']}); nothing was "
                       "written. Lower learning_rate, or raise tau if it is near 0.")
-    if log:
+    if log and not streamed:
       progress.update(epoch + 1, {"loss": m["loss"], "rq": m["rq"], "mse": m["mse"],
                                   "nce": m["infonce"],
                                   "usage": "/".join(f"{u:.2f}" for u in m["usage"])})
