@@ -131,3 +131,39 @@ def test_predict_batch_constrained_decode_fn(tmp_path):
     with gin.unlock_config():
       gin.clear_config()
     cost_jax_tasks.register_builtin_tasks()
+
+
+def _train_losses(model_dir: str) -> dict[int, float]:
+  """step -> training loss from T5X's TensorBoard summaries in model_dir/train."""
+  import tensorflow as tf
+  losses = {}
+  train_dir = os.path.join(model_dir, "train")
+  for name in sorted(os.listdir(train_dir)):
+    for event in tf.compat.v1.train.summary_iterator(os.path.join(train_dir, name)):
+      for value in event.summary.value:
+        if value.tag == "loss":
+          losses[int(event.step)] = float(tf.make_ndarray(value.tensor))
+  return losses
+
+
+def test_t5x_model_parallel_matches_data_parallel(tmp_path):
+  """`num_partitions=2` (our logical axis rules through gin/t5x/train.gin) gives the loss curve
+  of `num_partitions=1` on 2 simulated devices."""
+  root = str(tmp_path / "data")
+  write_data_root(root, method="rqvae", num_levels=4)
+  curves = []
+  for partitions in (1, 2):
+    model_dir = str(tmp_path / f"model_p{partitions}")
+    bindings = dict(TINY, MODEL_DIR=repr(model_dir), TRAIN_STEPS=4, BATCH_SIZE=4)
+    bindings.update({"partitioning.PjitPartitioner.num_partitions": partitions,
+                     "train_script.train.eval_period": 1, "train_script.train.eval_steps": 1})
+    cmd = [sys.executable, "-m", "t5x.train", "--gin_file=gin/rqvae_ml100k.gin"]
+    cmd += [f"--gin.{k}={v}" for k, v in bindings.items()]
+    env = dict(os.environ, COST_JAX_DATA_DIR=root, JAX_PLATFORMS="cpu", CUDA_VISIBLE_DEVICES="",
+               TF_CPP_MIN_LOG_LEVEL="3", XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    curves.append(_train_losses(model_dir))
+  assert len(curves[0]) >= 3 and curves[0].keys() == curves[1].keys()
+  for step in curves[0]:
+    assert curves[1][step] == pytest.approx(curves[0][step], rel=1e-4), step
