@@ -135,16 +135,27 @@ def write_catalogue(path: str, n: int, dim: int, clusters: int, noise: float, se
   print(file=sys.stderr)
 
 
+def peak_rss_gb() -> float:
+  """This process's own peak resident set (VmHWM of /proc/self/status; ru_maxrss would also
+  count what a forked parent held before exec)."""
+  with open("/proc/self/status") as f:
+    for line in f:
+      if line.startswith("VmHWM:"):
+        return int(line.split()[1]) / 2**20
+  import resource
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
 def _fit_child(path: str, output: str, overrides: dict, queue) -> None:
   report = fit.fit(path, "rqvae", output, seed=0, overrides=overrides)
-  queue.put({k: report[k] for k in ("num_items", "streamed", "usage_per_level",
-                                    "collisions_before_dedup", "reconstruction_cosine",
-                                    "wall_time_s", "training", "dedup")})
+  out = {k: report[k] for k in ("num_items", "streamed", "usage_per_level",
+                                "collisions_before_dedup", "reconstruction_cosine",
+                                "wall_time_s", "training", "dedup")}
+  queue.put(dict(out, peak_rss_gb=peak_rss_gb()))
 
 
 def run_catalogue(args, overrides: dict) -> dict:
   import multiprocessing
-  import resource
   path = args.file or os.path.join(tempfile.gettempdir(),
                                    f"catalogue_{args.items}x{args.dim}.npy")
   if not (os.path.isfile(path) and np.load(path, mmap_mode="r").shape == (args.items, args.dim)):
@@ -162,7 +173,7 @@ def run_catalogue(args, overrides: dict) -> dict:
     wall = time.perf_counter() - t0
   if child.exitcode:
     raise SystemExit(f"fit failed (exit {child.exitcode})")
-  peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+  peak_gb = report["peak_rss_gb"]
   train = report["training"]
   train_items_s = args.epochs * args.items / max(train["train_time_s"], 1e-9)
   out = {"items": args.items, "dim": args.dim, "file_gb": round(gb, 2),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import mmap
 import os
 from typing import Any
 
@@ -58,53 +57,70 @@ def validate_embeddings(x: Any, source: str = "embeddings", min_items: int = 1,
 
 
 class EmbeddingStream:
-  """A float [N, D] .npy read in pieces through a memory map, never whole.
+  """A float [N, D] .npy read in pieces with positioned reads (os.preadv), never whole.
 
-  `rows(index)` and `chunks(size)` return float32 copies. Pages of the map that were read are
-  handed back to the kernel (madvise MADV_DONTNEED) after every `release_bytes` read, so the
-  process's resident set stays bounded: the file stays in the page cache, not in this process.
+  `rows(index)` and `chunks(size)` return float32 copies of just those rows. Nothing is mapped
+  into this process, so its resident set holds the pieces alone: the file stays in the kernel's
+  page cache. (A memory map would not do: every page fault maps its neighbours too, and random
+  rows of a 6 GB map put 6 GB in the resident set.)
   """
 
-  def __init__(self, path: str, release_bytes: int = 256 << 20):
+  def __init__(self, path: str):
     self.path = os.fspath(path)
-    self._map = _open_npy(self.path, mmap_mode="r")
-    self.shape = tuple(int(s) for s in self._map.shape)
-    self.dtype = self._map.dtype
-    self._release_bytes = int(release_bytes)
-    self._since_release = 0
+    header = _open_npy(self.path, mmap_mode="r")  # parses the header; its data is never touched
+    self.shape = tuple(int(s) for s in header.shape)
+    self.dtype = header.dtype
+    if len(self.shape) == 2 and header.flags.f_contiguous and not header.flags.c_contiguous:
+      raise UserError(f"{self.path}: Fortran-order array; save it with np.save(path, "
+                      "np.ascontiguousarray(x))")
+    self._offset = int(header.offset)
+    del header
+    self._row_bytes = (self.shape[1] if len(self.shape) == 2 else 1) * self.dtype.itemsize
+    self._fd = os.open(self.path, os.O_RDONLY)
 
   def __len__(self) -> int:
     return self.shape[0]
 
-  def release(self) -> None:
-    """Drops the mapped pages read so far from this process (they stay cached by the kernel)."""
-    raw = getattr(self._map, "_mmap", None)
-    if raw is not None and hasattr(mmap, "MADV_DONTNEED"):
-      raw.madvise(mmap.MADV_DONTNEED)
-    self._since_release = 0
+  def __del__(self):
+    fd = getattr(self, "_fd", None)
+    if fd is not None:
+      os.close(fd)
+      self._fd = None
 
-  def _account(self, nbytes: int) -> None:
-    self._since_release += nbytes
-    if self._since_release >= self._release_bytes:
-      self.release()
+  def _read(self, start: int, count: int, into: memoryview) -> None:
+    want, got = count * self._row_bytes, 0
+    while got < want:
+      n = os.preadv(self._fd, [into[got:want]], self._offset + start * self._row_bytes + got)
+      if n <= 0:
+        raise UserError(f"{self.path}: file ends before row {start + count} (truncated?)")
+      got += n
+
+  def _to_float32(self, raw: np.ndarray) -> np.ndarray:
+    return raw if raw.dtype == np.float32 else raw.astype(np.float32)
 
   def rows(self, index: np.ndarray) -> np.ndarray:
-    """float32 [len(index), D], in the order of `index`."""
+    """float32 [len(index), D], in the order of `index` (read in file order)."""
     index = np.asarray(index, np.int64)
-    order = np.argsort(index, kind="stable")  # read in file order, return in the caller's
+    if len(index) and (index.min() < 0 or index.max() >= self.shape[0]):
+      raise IndexError(f"{self.path}: rows outside [0, {self.shape[0]})")
+    order = np.argsort(index, kind="stable")
+    raw = np.empty((len(index), self.shape[1]), self.dtype)
+    view = memoryview(raw.reshape(-1).view(np.uint8))
+    rb = self._row_bytes
+    for k, i in enumerate(index[order].tolist()):
+      self._read(i, 1, view[k * rb:(k + 1) * rb])
     out = np.empty((len(index), self.shape[1]), np.float32)
-    out[order] = self._map[index[order]]
-    self._account(len(index) * self.shape[1] * self.dtype.itemsize)
+    out[order] = raw
     return out
 
   def chunks(self, size: int):
     """Yields (start, float32 [<= size, D]) over the rows in order."""
     size = max(int(size), 1)
     for start in range(0, self.shape[0], size):
-      part = np.asarray(self._map[start:start + size], np.float32)
-      self._account(part.nbytes)
-      yield start, part
-    self.release()
+      m = min(size, self.shape[0] - start)
+      raw = np.empty((m, self.shape[1]), self.dtype)
+      self._read(start, m, memoryview(raw.reshape(-1).view(np.uint8)))
+      yield start, self._to_float32(raw)
 
 
 def _open_npy(path: str, mmap_mode: str | None = None) -> Any:

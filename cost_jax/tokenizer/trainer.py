@@ -225,13 +225,15 @@ def _host_metrics(metrics: dict) -> dict[str, Any]:
 
 
 def train(x: np.ndarray | EmbeddingStream, cfg: TokenizerConfig, seed: int = 0,
-          desc: str = "tokenize", log: bool = True) -> TrainResult:
+          desc: str = "tokenize", log: bool = True,
+          on_epoch: Callable[[int, dict], None] | None = None) -> TrainResult:
   """Trains the tokenizer on x [N, D] (N >= codebook_size) for cfg.epochs epochs.
 
   x in memory: the whole matrix goes to the device once and each epoch is one scan. An
   EmbeddingStream (a memory-mapped .npy): each epoch's shuffled rows are read in pieces of
   about cfg.stream_chunk_rows rows, each piece one scan; the steps, batches and keys are the
-  same, so both give the same parameters.
+  same, so both give the same parameters. `on_epoch(epoch, params)` (1-based) is called after
+  every epoch, e.g. to measure the codes along the way (tools/tokenizer_convergence.py).
   """
   streamed = isinstance(x, EmbeddingStream)
   n, dim = x.shape
@@ -301,6 +303,8 @@ def train(x: np.ndarray | EmbeddingStream, cfg: TokenizerConfig, seed: int = 0,
       raise UserError(f"tokenizer training diverged in epoch {epoch + 1}: loss {m['loss']} "
                       f"(rq {m['rq']}, mse {m['mse']}, infonce {m['infonce']}); nothing was "
                       "written. Lower learning_rate, or raise tau if it is near 0.")
+    if on_epoch is not None:
+      on_epoch(epoch + 1, params)
     if log and not streamed:
       progress.update(epoch + 1, {"loss": m["loss"], "rq": m["rq"], "mse": m["mse"],
                                   "nce": m["infonce"],
