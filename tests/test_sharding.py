@@ -145,7 +145,7 @@ def test_rules_name_every_logical_axis_of_the_network():
 
 
 def test_mesh_spec_replicates_a_dimension_the_axis_does_not_divide():
-  mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:1] * 1).reshape(1, 1), ("data", "model"))
+  mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:1]).reshape(1, 1), ("data", "model"))
 
   class FakeMesh:
     shape = {"data": 4, "model": 2}

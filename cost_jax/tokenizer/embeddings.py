@@ -40,7 +40,7 @@ def validate_embeddings(x: Any, source: str = "embeddings", min_items: int = 1,
   """float32 copy of x, or a UserError naming `source` (rows numbered from `first_row`)."""
   x = np.asarray(x)
   _check_header(x.dtype, tuple(x.shape), source)
-  x = x.astype(np.float32)
+  x = x.astype(np.float32, copy=False)  # already float32 (a streamed piece): no second copy
   bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
   if len(bad):
     kinds = []
