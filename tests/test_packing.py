@@ -184,6 +184,12 @@ def test_batcher_packs_the_same_examples_per_step():
   again = input_pipeline.EpochBatcher(arrays, 16, seed=7, packing="encoder", pack_row_multiple=4)
   for k, v in on.batch(5).items():
     np.testing.assert_array_equal(v, again.batch(5)[k])
+  # The shapes to compile ahead of time: exactly the distinct packed shapes of those steps.
+  seen = {on.batch(s)["encoder_input_tokens"].shape for s in range(2, 9)}
+  scanned = on.shape_batches(2, 9)
+  assert len(scanned) == len(seen) and {x["encoder_input_tokens"].shape for x in scanned} == seen
+  assert len(on.shape_batches(2, 9, max_steps=1)) == 1
+  assert [x["encoder_input_tokens"].shape for x in off.shape_batches(0, 100)] == [(16, 16)]
 
 
 def test_bucket_batcher_covers_each_epoch_once_with_few_shapes():

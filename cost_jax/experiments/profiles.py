@@ -101,7 +101,30 @@ CPU = Profile(
     sasrec={"num_epochs": 100},
 )
 
-PROFILES = {"cpu": CPU, "paper": PAPER}
+# TIGER's own benchmark on 2 CPU cores (Amazon Beauty-sized data: ~12k items, ~22k users):
+# TIGER at its size (the paper profile's model, history 20, packed batches) for a fixed step
+# budget, Table 3's four ID methods, one seed. Sized to about 2.5 hours on 2 idle cores from
+# the measured rates (Beauty: 1.5 s per packed step of 256; ~0.6 s per RQ-VAE epoch, ~0.7 s per
+# CoST epoch; 4 min per beam-50 test decode of 22k users). The tokenizer budgets come from the
+# convergence curves in README ("How long the tokenizers must train"): still rising at the
+# presets' 100 / 50 epochs, so 10x / 8x more here (TIGER trained its RQ-VAE 20k epochs).
+TIGER_CPU = dataclasses.replace(
+    PAPER,
+    name="tiger-cpu",
+    description=("TIGER at its size on 2 CPU cores in about 2.5 hours: Table 3's ID methods "
+                 "(random, LSH, RQ-VAE with TIGER's preset, CoST), one seed, a fixed step budget "
+                 "(~1.7 epochs of Beauty), MostPop and SASRec as context"),
+    methods=("random", "lsh", "rqvae", "cost"),
+    seeds=(0,),
+    baselines=("popularity", "sasrec"),
+    tokenizer={**_ABLATION_TOKENIZER, "rqvae": {"preset": "tiger", "epochs": 1000},
+               "cost": {"preset": "cost", "epochs": 400}, "*": {"epochs": 100}},
+    tiger={"num_train_steps": 900, "eval_every": 150, "eval_num_users": 1000,
+           "checkpoint_every": 150},
+    sasrec={"num_epochs": 30},
+)
+
+PROFILES = {"cpu": CPU, "paper": PAPER, "tiger-cpu": TIGER_CPU}
 
 
 def parse_value(text: str) -> Any:

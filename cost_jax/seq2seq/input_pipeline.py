@@ -261,6 +261,21 @@ class EpochBatcher:
       return padded
     return packing_lib.pack_batch(padded, self.pack_row_multiple, self.pack_widths)
 
+  def shape_batches(self, start: int = 0, stop: int | None = None,
+                    max_steps: int = 2048) -> list[dict[str, np.ndarray]]:
+    """One batch of every shape that steps [start, stop) yield (at most `max_steps` of them
+    scanned), to compile the step ahead of time. Padded batches have one shape; packed ones
+    one per row count (and per narrow width) that occurs, a few per epoch. A shape first met
+    after the scanned steps compiles when it comes."""
+    stop = start + max_steps if stop is None else min(int(stop), int(start) + max_steps)
+    shapes: dict[tuple, dict[str, np.ndarray]] = {}
+    for step in range(int(start), max(int(stop), int(start) + 1)):
+      b = self.batch(step)
+      shapes.setdefault(tuple(sorted((k, v.shape) for k, v in b.items())), b)
+      if self.packing == "off":
+        break
+    return list(shapes.values())
+
   def real_tokens(self, step: int) -> int:
     """Real (non-padding) encoder + decoder tokens of step `step`."""
     idx = self.indices(step)
@@ -346,8 +361,10 @@ class BucketBatcher(EpochBatcher):
   def epoch_of(self, step: int) -> float:
     return step / self.steps_per_epoch
 
-  def shape_batches(self) -> list[dict[str, np.ndarray]]:
+  def shape_batches(self, start: int = 0, stop: int | None = None,
+                    max_steps: int = 2048) -> list[dict[str, np.ndarray]]:
     """One batch of every shape this batcher yields (to compile the step ahead of time)."""
+    del start, stop, max_steps  # every bucket width, whichever steps run
     rows = np.arange(self.batch_size) % self.num_examples
     out = []
     for w in self.widths:

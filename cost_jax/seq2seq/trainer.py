@@ -184,12 +184,15 @@ def _train(config: TrainConfig, model_dir: str, model_config=None, *,
       + (f" (row widths {', '.join(map(str, widths))})" if widths else "") + "; "
       f"{packing_lib.padded_share(train_arrays.encoder_input_tokens):.0%} of the padded "
       "encoder tokens are real")
-  if isinstance(batcher, input_pipeline.BucketBatcher) and start < config.num_train_steps:
+  if config.packing != "off" and start < config.num_train_steps:
+    # Compile every batch shape of the run (bucket widths; packed row counts) before the
+    # first step, so that no compilation lands inside the timed steps.
     t = time.perf_counter()
-    for shape_batch in batcher.shape_batches():  # compile every bucket shape before timing
+    shapes = batcher.shape_batches(start, config.num_train_steps)
+    for shape_batch in shapes:
       spare = jax.tree.map(lambda x: x.copy(), state)  # the step donates its state
       jax.block_until_ready(train_step(spare, layout.put(shape_batch)))
-    log(f"[train] compiled the step for {len(batcher.widths)} bucket widths in "
+    log(f"[train] compiled the step for {len(shapes)} batch shapes in "
         f"{time.perf_counter() - t:.1f}s")
   writer = metric_writers.create_default_writer(model_dir, just_logging=jax.process_index() > 0,
                                                 asynchronous=True)
