@@ -60,6 +60,17 @@ def test_pack_batch_layout_by_hand():
   assert out["encoder_positions"].tolist() == [[0, 1, 2, 0], [0, 1, 0, 0]]
   assert out["decoder_encoder_row"].tolist() == [0, 0, 1]
   assert out["decoder_encoder_segment"].tolist() == [1, 2, 1]
+  # Segment slots per row: row 0 holds examples 0 and 1, row 1 example 2 (3 = empty slot).
+  assert out["encoder_row_examples"].tolist() == [[0, 1], [2, 3]]
+  assert packing.pack_batch(batch, row_multiple=2, slots=3)["encoder_row_examples"].tolist() \
+      == [[0, 1, 3], [2, 3, 3]]
+  # One slot per row: no row is shared, three rows (rounded up to 4).
+  one = packing.pack_batch(batch, row_multiple=2, slots=1)
+  assert one["encoder_row_examples"].tolist() == [[0], [2], [1], [3]]
+  assert one["encoder_input_tokens"].tolist() == [[5, 6, 7, 0], [9, 9, 0, 0], [8, 0, 0, 0],
+                                                  [0, 0, 0, 0]]
+  assert packing.max_segments(np.array([3, 1, 2]), 4) == 4
+  assert packing.max_segments(np.array([5, 9, 81]), 81) == 16
   np.testing.assert_array_equal(out["decoder_target_tokens"], batch["decoder_target_tokens"])
   with pytest.raises(UserError, match="left-aligned"):
     packing.token_lengths(np.array([[0, 3]], np.int32))
@@ -89,6 +100,7 @@ def test_pack_batch_with_narrow_rows_by_hand():
   # Narrow rows first (0, 1), then the full-width row (2).
   assert out["decoder_encoder_row"].tolist() == [2, 1, 2, 0]
   assert out["decoder_encoder_segment"].tolist() == [1, 1, 2, 1]
+  assert out["encoder_row_examples"].tolist() == [[3, 4], [1, 4], [0, 2]]
   assert [t.shape for t, _, _ in packing.narrow_rows(out)] == [(2, 4)]
   assert packing.auto_widths(np.array([5] * 30 + [81] * 10), 81) == (24, 44)
   assert packing.auto_widths(np.array([81] * 10), 81) == ()

@@ -203,7 +203,8 @@ class EpochBatcher:
   """
 
   def __init__(self, arrays: ExampleArrays, batch_size: int, seed: int, cached_epochs: int = 3,
-               packing: str = "off", pack_row_multiple: int = 8, pack_widths: str = ""):
+               packing: str = "off", pack_row_multiple: int = 8, pack_widths: str = "",
+               pack_max_segments: int | None = None):
     if len(arrays) == 0:
       raise UserError("training split has no examples")
     if batch_size < 1:
@@ -226,6 +227,11 @@ class EpochBatcher:
     else:
       self.pack_widths = tuple(sorted({int(w) for w in str(pack_widths).split(",")
                                        if 0 < int(w) < full}))
+    # Segment slots per packed row: fixed for the split (at most `pack_max_segments`), so it
+    # adds no batch shapes.
+    self.max_segments = packing_lib.max_segments(self.encoder_lengths, full)
+    if pack_max_segments:
+      self.max_segments = min(self.max_segments, int(pack_max_segments))
     self._perms: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
     self._cached_epochs = cached_epochs
 
@@ -259,7 +265,8 @@ class EpochBatcher:
     padded = self.arrays.model_batch(self.indices(step))
     if self.packing == "off":
       return padded
-    return packing_lib.pack_batch(padded, self.pack_row_multiple, self.pack_widths)
+    return packing_lib.pack_batch(padded, self.pack_row_multiple, self.pack_widths,
+                                  self.max_segments)
 
   def shape_batches(self, start: int = 0, stop: int | None = None,
                     max_steps: int = 2048) -> list[dict[str, np.ndarray]]:
@@ -386,7 +393,8 @@ def auto_bucket_widths(lengths: np.ndarray, full: int,
 
 
 def make_batcher(arrays: ExampleArrays, batch_size: int, seed: int, packing: str,
-                 pack_row_multiple: int = 8, pack_widths: str = "") -> EpochBatcher:
+                 pack_row_multiple: int = 8, pack_widths: str = "",
+                 pack_max_segments: int | None = None) -> EpochBatcher:
   """The trainer's batcher for TrainConfig.packing ("off", "encoder" or "bucket")."""
   if packing == "bucket":
     full = arrays.encoder_input_tokens.shape[1]
@@ -399,7 +407,8 @@ def make_batcher(arrays: ExampleArrays, batch_size: int, seed: int, packing: str
       widths = tuple(int(w) for w in str(pack_widths).split(","))
     return BucketBatcher(arrays, batch_size, seed, widths)
   return EpochBatcher(arrays, batch_size, seed, packing=packing,
-                      pack_row_multiple=pack_row_multiple, pack_widths=pack_widths)
+                      pack_row_multiple=pack_row_multiple, pack_widths=pack_widths,
+                      pack_max_segments=pack_max_segments)
 
 
 def device_batches(batcher: EpochBatcher, start_step: int, end_step: int, sharding: Any = None,

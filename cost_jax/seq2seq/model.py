@@ -89,6 +89,7 @@ def _forward(module: network.Transformer, params: Any, batch: Batch, enable_drop
       decoder_positions=batch.get("decoder_positions"),
       decoder_encoder_row=batch.get("decoder_encoder_row"),
       decoder_encoder_segment=batch.get("decoder_encoder_segment"),
+      encoder_row_examples=batch.get("encoder_row_examples"),
       encoder_narrow_rows=packing.narrow_rows(batch),
       enable_dropout=enable_dropout, rngs=rngs)
 

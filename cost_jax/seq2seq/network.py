@@ -130,12 +130,14 @@ class Transformer(nn.Module):
              cross_kv: Optional[Sequence[tuple[Array, Array]]] = None,
              logit_range: Optional[tuple[int, int]] = None,
              decoder_encoder_row: Optional[Array] = None,
-             decoder_encoder_segment: Optional[Array] = None) -> Array:
+             decoder_encoder_segment: Optional[Array] = None,
+             encoder_row_examples: Optional[Array] = None) -> Array:
     """Decoder logits [B, Td, V] (or [B, Td, stop-start] with `logit_range`).
 
     Encoder-only packing (cost_jax.seq2seq.packing): `decoder_encoder_row` [B] and
-    `decoder_encoder_segment` [B] name the encoder row and segment of each decoder row;
-    cross-attention reads that row's keys/values, masked to that segment.
+    `decoder_encoder_segment` [B] name the encoder row and segment of each decoder row, and
+    `encoder_row_examples` [R, S] the example in each segment slot of each row (B: none);
+    cross-attention reads only that row's keys/values of that segment.
 
     decode=True with an initialized "cache" collection runs one autoregressive step
     (decoder_input_tokens [B, 1]); with an empty cache it runs the full sequence and
@@ -177,14 +179,20 @@ class Transformer(nn.Module):
       else:
         y = y + self.decoder_pos[:t].astype(y.dtype)[None]
 
-    kv_rows = None
+    row_slots = None
     if decoder_encoder_row is not None and not step:
-      if encoder_segment_ids is None or decoder_encoder_segment is None:
-        raise ValueError("decoder_encoder_row needs encoder_segment_ids and "
-                         "decoder_encoder_segment")
-      kv_rows = decoder_encoder_row.astype(jnp.int32)
-      own = jnp.take(encoder_segment_ids, kv_rows, axis=0) == decoder_encoder_segment[:, None]
-      cross_bias = jnp.where(own, 0.0, NEG_BIAS).astype(jnp.float32)[:, None, None, :]
+      if (encoder_segment_ids is None or decoder_encoder_segment is None
+          or encoder_row_examples is None):
+        raise ValueError("decoder_encoder_row needs encoder_segment_ids, "
+                         "decoder_encoder_segment and encoder_row_examples")
+      examples = encoder_row_examples.astype(jnp.int32)
+      s = examples.shape[1]
+      slot = decoder_encoder_row.astype(jnp.int32) * s + decoder_encoder_segment - 1
+      row_slots = (examples, slot)
+      # Slot j of a row attends to that row's segment j + 1: [R, 1, S * Tt, Tk].
+      own = encoder_segment_ids[:, None, :] == jnp.arange(1, s + 1, dtype=jnp.int32)[:, None]
+      own = jnp.repeat(own, t, axis=1)
+      cross_bias = jnp.where(own, 0.0, NEG_BIAS).astype(jnp.float32)[:, None]
     elif encoder_segment_ids is not None and decoder_segment_ids is not None and not step:
       cross_bias = segment_bias(decoder_segment_ids, encoder_segment_ids)
     else:
@@ -194,7 +202,7 @@ class Transformer(nn.Module):
     for i, layer in enumerate(self.decoder_layers):
       y = layer(y, encoded, self_bias, cross_bias, deterministic, decode=decode,
                 cache_index=cache_index, cross_kv=None if cross_kv is None else cross_kv[i],
-                kv_rows=kv_rows)
+                row_slots=row_slots)
     y = self._dropout(self.decoder_norm(y), deterministic)
     return self._logits(y, logit_range)
 
@@ -207,6 +215,7 @@ class Transformer(nn.Module):
                decode: bool = False, max_decode_length: Optional[int] = None, *,
                decoder_encoder_row: Optional[Array] = None,
                decoder_encoder_segment: Optional[Array] = None,
+               encoder_row_examples: Optional[Array] = None,
                encoder_narrow_rows: Sequence[tuple[Array, Array, Array]] = ()) -> Array:
     """`encoder_narrow_rows`: packed encoder rows narrower than the inputs, as (tokens,
     segment ids, positions) per width, narrowest first (cost_jax.seq2seq.packing); the
@@ -215,7 +224,7 @@ class Transformer(nn.Module):
       return self._call_with_narrow_rows(
           encoder_input_tokens, decoder_input_tokens, encoder_segment_ids, encoder_positions,
           decoder_segment_ids, decoder_positions, enable_dropout, decoder_encoder_row,
-          decoder_encoder_segment, encoder_narrow_rows)
+          decoder_encoder_segment, encoder_row_examples, encoder_narrow_rows)
     encoded = self.encode(encoder_input_tokens, encoder_segment_ids=encoder_segment_ids,
                           enable_dropout=enable_dropout, encoder_positions=encoder_positions)
     return self.decode(encoded, encoder_input_tokens, decoder_input_tokens,
@@ -224,13 +233,15 @@ class Transformer(nn.Module):
                        decoder_positions=decoder_positions, enable_dropout=enable_dropout,
                        decode=decode, max_decode_length=max_decode_length,
                        decoder_encoder_row=decoder_encoder_row,
-                       decoder_encoder_segment=decoder_encoder_segment)
+                       decoder_encoder_segment=decoder_encoder_segment,
+                       encoder_row_examples=encoder_row_examples)
 
 
   def _call_with_narrow_rows(self, encoder_input_tokens, decoder_input_tokens,
                              encoder_segment_ids, encoder_positions, decoder_segment_ids,
                              decoder_positions, enable_dropout, decoder_encoder_row,
-                             decoder_encoder_segment, narrow_rows) -> Array:
+                             decoder_encoder_segment, encoder_row_examples,
+                             narrow_rows) -> Array:
     """Encodes each row width on its own (attention costs width^2 per row), projects the
     cross-attention keys/values per width, then pads them to the full width and stacks the
     rows, so the decoder reads every example's own segment as in encoder-only packing."""
@@ -256,7 +267,8 @@ class Transformer(nn.Module):
                        decoder_segment_ids=decoder_segment_ids,
                        decoder_positions=decoder_positions, enable_dropout=enable_dropout,
                        cross_kv=cross_kv, decoder_encoder_row=decoder_encoder_row,
-                       decoder_encoder_segment=decoder_encoder_segment)
+                       decoder_encoder_segment=decoder_encoder_segment,
+                       encoder_row_examples=encoder_row_examples)
 
 
 def init_variables(module: Transformer, rng: Array, input_len: int, target_len: int,

@@ -12,9 +12,13 @@ the full input length, and every decoder row stays one example, in the batch's o
   decoder_*                      [B, Tt]   unchanged: one example per row
   decoder_encoder_row      int32 [B]       the encoder row of example b
   decoder_encoder_segment  int32 [B]       its segment id in that row
+  encoder_row_examples     int32 [R, S]    the example in segment j + 1 of each row (B: none);
+                                           S: fixed per split (max_segments, at most
+                                           TrainConfig.pack_max_segments), not per batch
 
 The network (cost_jax.seq2seq.network) masks self-attention to a segment and lets decoder
-row b cross-attend only to its own segment of encoder row `decoder_encoder_row[b]`. T5's
+row b cross-attend only to its own segment of encoder row `decoder_encoder_row[b]`: the
+queries move into their row's segment slots, so cross-attention runs once per packed row. T5's
 relative position buckets depend only on key minus query position, which is the same for
 a segment wherever it sits in the row, so each example's logits equal its padded ones.
 
@@ -33,7 +37,7 @@ import numpy as np
 from cost_jax.io import UserError
 
 PACKED_FEATURES = ("encoder_segment_ids", "encoder_positions", "decoder_encoder_row",
-                   "decoder_encoder_segment")
+                   "decoder_encoder_segment", "encoder_row_examples")
 
 
 def token_lengths(encoder_tokens: np.ndarray) -> np.ndarray:
@@ -47,13 +51,14 @@ def token_lengths(encoder_tokens: np.ndarray) -> np.ndarray:
   return lengths
 
 
-def first_fit_decreasing(lengths: np.ndarray, row_len: int | Sequence[int]
+def first_fit_decreasing(lengths: np.ndarray, row_len: int | Sequence[int],
+                         max_per_row: int | None = None
                          ) -> tuple[np.ndarray, np.ndarray, int] | tuple[np.ndarray, np.ndarray,
                                                                          np.ndarray]:
   """Bins `lengths` into rows: (row [n], offset [n], number of rows).
 
-  Longest first, each into the first open row with room (ties by input position: stable), so
-  the result is a pure function of `lengths`. With one `row_len` every row has that width.
+  Longest first, each into the first open row with room and fewer than `max_per_row`
+  examples (ties by input position: stable), so the result is a pure function of `lengths`. With one `row_len` every row has that width.
   With several widths (ascending), a new row takes the narrowest width that holds the
   example that opens it, and later (shorter) examples fill any open row with room; the
   third result is then the width of each row [rows].
@@ -68,12 +73,14 @@ def first_fit_decreasing(lengths: np.ndarray, row_len: int | Sequence[int]
   order = np.argsort(-lengths, kind="stable")
   free = np.zeros(len(lengths), np.int64)  # at most n rows
   width = np.zeros(len(lengths), np.int64)
+  held = np.zeros(len(lengths), np.int64)
+  cap = len(lengths) if max_per_row is None else int(max_per_row)
   used = 0
   row = np.empty(len(lengths), np.int64)
   offset = np.empty(len(lengths), np.int64)
   for i in order:
     n = lengths[i]
-    fits = np.flatnonzero(free[:used] >= n)
+    fits = np.flatnonzero((free[:used] >= n) & (held[:used] < cap))
     if fits.size:
       r = int(fits[0])
     else:
@@ -82,6 +89,7 @@ def first_fit_decreasing(lengths: np.ndarray, row_len: int | Sequence[int]
       width[r] = free[r] = widths[int(np.searchsorted(widths, n))]
     row[i], offset[i] = r, width[r] - free[r]
     free[r] -= n
+    held[r] += 1
   if np.ndim(row_len) == 0:
     return row, offset, used
   return row, offset, width[:used]
@@ -96,8 +104,16 @@ def bucket_key(width: int) -> str:
   return f"encoder_rows_{int(width)}/"
 
 
+def max_segments(lengths: np.ndarray, row_len: int) -> int:
+  """The most examples a row of `row_len` tokens can hold when the shortest has
+  min(`lengths`) tokens: the segment slots per row (a pure function of the split)."""
+  shortest = int(np.min(lengths)) if np.size(lengths) else 1
+  return max(1, int(row_len) // max(shortest, 1))
+
+
 def pack_batch(batch: Mapping[str, np.ndarray], row_multiple: int = 8,
-               widths: Sequence[int] = ()) -> dict[str, np.ndarray]:
+               widths: Sequence[int] = (), slots: int | None = None
+               ) -> dict[str, np.ndarray]:
   """A padded batch (T5X features, one example per row) -> the packed layout above.
 
   `widths`: narrower row widths (tokens) besides the full input length T. Rows of width
@@ -106,13 +122,15 @@ def pack_batch(batch: Mapping[str, np.ndarray], row_multiple: int = 8,
   costs w^2 per narrow row instead of T^2. `decoder_encoder_row` indexes the rows of all
   widths concatenated, narrowest first, full width last (the network's order). Each
   width's row count is rounded up to `row_multiple` (widths with no rows get none, except
-  the full width, which always has at least `row_multiple`).
+  the full width, which always has at least `row_multiple`). `slots`: the segment slots per row
+  of `encoder_row_examples`: at most this many examples share a row (default: no cap, and
+  as many slots as this batch's fullest row needs).
   """
   tokens = np.asarray(batch["encoder_input_tokens"])
   b, t = tokens.shape
   all_widths = tuple(sorted({int(w) for w in widths if 0 < int(w) < t})) + (t,)
   lengths = token_lengths(tokens)
-  row, offset, row_width = first_fit_decreasing(lengths, all_widths)
+  row, offset, row_width = first_fit_decreasing(lengths, all_widths, slots)
   # Rows of each width, in order of first use; then renumbered: narrow widths first.
   new_index = np.empty(len(row_width), np.int64)
   start = 0
@@ -148,7 +166,11 @@ def pack_batch(batch: Mapping[str, np.ndarray], row_multiple: int = 8,
     out[prefix + "encoder_input_tokens"] = packed[s:s + n_rows, :w]
     out[prefix + "encoder_segment_ids"] = segments[s:s + n_rows, :w]
     out[prefix + "encoder_positions"] = positions[s:s + n_rows, :w]
-  out.update(decoder_encoder_row=row.astype(np.int32), decoder_encoder_segment=segment_of)
+  slots = int(count.max()) if slots is None else int(slots)
+  examples = np.full((total, slots), b, np.int32)
+  examples[row, segment_of - 1] = np.arange(b, dtype=np.int32)
+  out.update(decoder_encoder_row=row.astype(np.int32), decoder_encoder_segment=segment_of,
+             encoder_row_examples=examples)
   return out
 
 

@@ -177,7 +177,7 @@ def _train(config: TrainConfig, model_dir: str, model_config=None, *,
   batcher = input_pipeline.make_batcher(
       train_arrays, config.batch_size, config.seed, config.packing,
       pack_row_multiple=int(np.lcm(config.pack_row_multiple, layout.data_size)),
-      pack_widths=config.pack_widths)
+      pack_widths=config.pack_widths, pack_max_segments=config.pack_max_segments)
   widths = getattr(batcher, "widths", None) or (
       batcher.pack_widths + (lengths["inputs"],) if config.packing == "encoder" else ())
   log(f"[train] batches: {'no' if config.packing == 'off' else config.packing} packing"
