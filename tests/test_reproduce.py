@@ -11,6 +11,7 @@ import pytest
 
 from cost_jax.experiments import cli, pipeline, profiles, stage_cache, stages
 from cost_jax.io import UserError
+from cost_jax.seq2seq import network
 
 
 # --- stage cache -------------------------------------------------------------------------------
@@ -294,6 +295,24 @@ def test_cli_list_and_overrides(tmp_path, capsys):
   assert "unknown key" in capsys.readouterr().err
   with pytest.raises(UserError):
     pipeline.Pipeline(dataclasses.replace(profiles.CPU, methods=("nope",)), out)
+
+
+def test_tiger_cpu_profile_keeps_tigers_model_and_plans_table3(tmp_path, capsys):
+  """The CPU budget of TIGER's own benchmark changes only steps, methods and budgets: the
+  seq2seq model is TIGER's (no model field overridden), the RQ-VAE is TIGER's preset."""
+  prof = profiles.PROFILES["tiger-cpu"]
+  model_fields = {f.name for f in dataclasses.fields(network.TransformerConfig)}
+  assert not model_fields & set(prof.tiger) and "max_history" not in prof.tiger
+  assert prof.embed == profiles.PAPER.embed
+  assert prof.tokenizer_overrides("rqvae")["preset"] == "tiger"
+  assert prof.tokenizer_overrides("rqvae")["epochs"] > profiles.PAPER.tokenizer["*"]["epochs"]
+  out = str(tmp_path / "o")
+  assert cli.main(["--profile", "tiger-cpu", "--list", "--output", out], fns=Fakes().fns()) == 0
+  err = capsys.readouterr().err
+  for stage in ("train-random-s0", "train-lsh-s0", "train-rqvae-s0", "train-cost-s0",
+                "sasrec-s0", "popularity"):
+    assert stage in err
+  assert "-s1" not in err and "cove" not in err
 
 
 def test_cli_end_to_end_with_fakes_and_report_only(tmp_path):
