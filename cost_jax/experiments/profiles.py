@@ -106,8 +106,9 @@ CPU = Profile(
 # budget, Table 3's four ID methods, one seed. Sized to about 2.5 hours on 2 idle cores from
 # the measured rates (Beauty: ~1.1 s per packed step of 256; ~0.3 s per RQ-VAE epoch, ~0.4 s
 # per CoST epoch; 4 min per beam-50 test decode of 22k users; ~1.3 min per SASRec epoch). The
-# tokenizer budgets come from the convergence curves in README ("How long the tokenizers must train"): still rising at the
-# presets' 100 / 50 epochs, so 10x / 8x more here (TIGER trained its RQ-VAE 20k epochs).
+# tokenizer budgets come from the convergence curves in README ("How long the tokenizers must
+# train"): still rising at the presets' 100 / 50 epochs, so 10x / 8x more here (TIGER trained
+# its RQ-VAE 20k epochs).
 TIGER_CPU = dataclasses.replace(
     PAPER,
     name="tiger-cpu",
