@@ -59,9 +59,9 @@ def first_fit_decreasing(lengths: np.ndarray, row_len: int | Sequence[int],
 
   Longest first, each into the first open row with room and fewer than `max_per_row`
   examples (ties by input position: stable), so the result is a pure function of `lengths`.
-  With one `row_len` every row has that width. With several widths (ascending), a new row takes the narrowest width that holds the
-  example that opens it, and later (shorter) examples fill any open row with room; the
-  third result is then the width of each row [rows].
+  With one `row_len` every row has that width. With several widths (ascending), a new row takes
+  the narrowest width that holds the example that opens it, and later (shorter) examples fill any
+  open row with room; the third result is then the width of each row [rows].
   """
   widths = (int(row_len),) if np.ndim(row_len) == 0 else tuple(int(w) for w in row_len)
   if list(widths) != sorted(set(widths)) or widths[0] < 1:
