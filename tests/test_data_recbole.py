@@ -69,8 +69,19 @@ def test_load_orders_by_timestamp_then_file_position_and_counts_bad_rows(shop):
   assert samples["duplicate item id"][0].startswith(f"{shop / 'shop.item'}:6:")
   # CoST's prompt: category slot from `categories`, title slot from `title`, the rest described.
   assert interactions.item_fields["i1"]["text"] == (
-      "Item category: Makeup, Lips. Title: Red Lipstick. Description: brand: Acme.")
+      "Item category: Makeup Lips. Title: Red Lipstick. Description: brand: Acme.")
   assert interactions.item_fields["i2"]["text"] == "Item category: Hair. Title: Blue Shampoo."
+
+
+def test_token_seq_text_is_embedded_as_written(tmp_path):
+  # A token_seq field is a space-separated string: its text goes into the prompt unchanged.
+  _write(tmp_path / "a.inter", ["user_id:token\titem_id:token", "u\ti1", "u\ti2", "u\ti1"])
+  _write(tmp_path / "a.item", ["item_id:token\ttitle:token_seq\tcategories:token_seq",
+                               "i1\tGel 1oz.\tBeauty > Hair Care > Styling Products",
+                               "i2\tSoap\t"])
+  interactions, _, _ = recbole.load(str(tmp_path))
+  assert interactions.item_fields["i1"]["text"] == (
+      "Item category: Beauty > Hair Care > Styling Products. Title: Gel 1oz.")
 
 
 def test_text_fields_choose_and_order_the_prompt(shop):

@@ -15,6 +15,8 @@ from cost_jax.io import UserError
 from cost_jax.tokenizer import artifact
 from cost_jax.tokenizer import dedup as sid
 from cost_jax.tokenizer import fit as fit_lib
+from cost_jax.tokenizer import quality
+from cost_jax.tokenizer import trainer as tt
 from cost_jax.tokenizer.embeddings import EmbeddingStream, open_embeddings
 
 
@@ -50,8 +52,20 @@ def test_streamed_fit_equals_in_memory_fit(tmp_path, method, dedup):
     assert a["usage"] == b["usage"]
   assert streamed["reconstruction_cosine"] == pytest.approx(mem["reconstruction_cosine"],
                                                             abs=1e-5)
-  assert streamed["neighbor_precision"]["value"] == pytest.approx(
-      mem["neighbor_precision"]["value"])
+  # Neighbour precision ranks reconstructions computed in other chunks (the streamed path
+  # encodes the sample alone), so their last bits may differ: a pair at the k-th neighbour's
+  # distance can then swap. Allowed: exactly the hits that such near-ties can move, counted on
+  # the in-memory model's reconstructions of the same sample (0 ties = exact equality).
+  tok = fit_lib.load_tokenizer(str(tmp_path / "mem"))
+  x_hat = tt.encode(tok.model, tok.params, x, cfg=tok.config)[2]
+  sample = SMALL["neighbor_sample"]
+  np_mem = mem["neighbor_precision"]
+  ties = quality.boundary_ties(x, x_hat, np_mem["k"], sample, seed=1)
+  assert ties <= 0.05 * np_mem["sample_size"] * np_mem["k"]  # the figure is still meaningful
+  assert quality.neighbor_precision(x, x_hat, np_mem["k"], sample, seed=1)["value"] == \
+      np_mem["value"]  # the same reconstructions give the same figure
+  assert abs(streamed["neighbor_precision"]["value"] - np_mem["value"]) <= \
+      ties / (np_mem["sample_size"] * np_mem["k"]) + 1e-12
   assert streamed["collisions_before_dedup"] == mem["collisions_before_dedup"]
 
 

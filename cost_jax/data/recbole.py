@@ -150,8 +150,8 @@ def generic_item_fields(text_fields: Sequence[str] | None) -> Callable[[Header, 
       value = text.clean(values.get(name, ""))
       if not value:
         continue
-      if header.types[header.names.index(name)] == "token_seq" and name.lower() in CATEGORY_NAMES:
-        value = ", ".join(value.split())
+      # A token_seq field is a space-separated string: embedded as that text, never re-joined
+      # (Amazon's "Beauty > Hair Care" must not read "Beauty, >, Hair, Care").
       lower = name.lower()
       if lower in CATEGORY_NAMES:
         category.append(value)

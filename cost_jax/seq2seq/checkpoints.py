@@ -27,10 +27,12 @@ from cost_jax.io import UserError, atomic_write_json
 
 CHECKPOINT_SUBDIR = "checkpoints"
 SUMS_SUBDIR = "checkpoint_sums"
+# The best validation state (TrainConfig.select_metric), one step kept, sums beside it.
+BEST_SUBDIR = "best_checkpoint"
 
 
-def checkpoint_dir(model_dir: str) -> str:
-  return os.path.join(os.path.abspath(model_dir), CHECKPOINT_SUBDIR)
+def checkpoint_dir(model_dir: str, subdir: str = CHECKPOINT_SUBDIR) -> str:
+  return os.path.join(os.path.abspath(model_dir), subdir)
 
 
 def abstract_like(tree: Any) -> Any:
@@ -42,15 +44,16 @@ class Checkpointer:
   """A thin wrapper over ocp.CheckpointManager for one model_dir."""
 
   def __init__(self, model_dir: str, keep: int | None = 3, read_only: bool = False,
-               async_save: bool = True):
-    self.directory = checkpoint_dir(model_dir)
+               async_save: bool = True, subdir: str = CHECKPOINT_SUBDIR):
+    self.directory = checkpoint_dir(model_dir, subdir)
     if read_only and not os.path.isdir(self.directory):
       raise UserError(f"{self.directory}: no checkpoints (train a model into this model_dir first)")
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, create=not read_only, read_only=read_only,
         cleanup_tmp_directories=not read_only, enable_async_checkpointing=async_save)
     self._manager = ocp.CheckpointManager(self.directory, options=options)
-    self.sums_dir = os.path.join(os.path.dirname(self.directory), SUMS_SUBDIR)
+    self.sums_dir = os.path.join(os.path.dirname(self.directory), SUMS_SUBDIR if
+                                 subdir == CHECKPOINT_SUBDIR else f"{subdir}_sums")
     self._pending: list[int] = []
 
   def all_steps(self) -> list[int]:

@@ -13,11 +13,14 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from cost_jax import results
 from cost_jax.io import UserError
 from cost_jax.seq2seq import decoding
 from cost_jax.seq2seq.network import TransformerConfig
 
 PACKING_MODES = ("encoder", "bucket", "off")
+# Validation metrics a run can select its best checkpoint by (cost_jax.metrics keys).
+SELECT_METRICS = results.METRIC_KEYS[:-2]  # recall@K, ndcg@K (not invalid_id_rate, num_users)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +92,15 @@ class TrainConfig:
   num_partitions: int = 1
   # Stop after this many minutes of training (checkpoint, then the usual evaluation); 0 = none.
   time_budget_min: float = 0.0
+  # Train to the best checkpoint (not in TIGER's text, which trains a fixed 200k steps; what
+  # every public reproduction does): every validation (eval_every, on the fixed eval_num_users
+  # sample) that improves `select_metric` by more than `select_min_delta` saves the state to
+  # model_dir/best_checkpoint; after `patience` validations in a row without one the run stops
+  # (0 = never stop early); the test split is scored from the best state (`test_from_best`).
+  select_metric: str = "recall@10"
+  select_min_delta: float = 0.0
+  patience: int = 0
+  test_from_best: bool = True
 
   def validate(self) -> None:
     checks = [
@@ -110,6 +122,11 @@ class TrainConfig:
             w.strip().isdigit() and int(w) > 0 for w in self.pack_widths.split(",")),
          "pack_widths must be 'auto', 'none' or positive widths such as '21,41'"),
         (self.time_budget_min >= 0, "time_budget_min must be >= 0"),
+        (self.patience >= 0, "patience must be >= 0"),
+        (self.select_min_delta >= 0, "select_min_delta must be >= 0"),
+        (self.select_metric in SELECT_METRICS,
+         f"select_metric must be one of {SELECT_METRICS}"),
+        (self.patience == 0 or self.eval_every > 0, "patience needs eval_every > 0"),
         (self.num_partitions >= 1, "num_partitions must be >= 1"),
         (self.score_over in decoding.SCORE_RULES,
          f"score_over must be one of {decoding.SCORE_RULES}"),

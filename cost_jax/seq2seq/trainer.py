@@ -202,9 +202,16 @@ def _train(config: TrainConfig, model_dir: str, model_config=None, *,
   curve_file = os.path.join(model_dir, VALIDATION_CURVE_FILE)
   curve = [c for c in (read_json(curve_file).get("curve", []) if os.path.isfile(curve_file)
                        else []) if c.get("step", 0) <= start]  # kept across a resume
+  selects = bool(config.eval_every or config.eval_at_end)
+  best_ckpt = (checkpoints.Checkpointer(model_dir, keep=1, subdir=checkpoints.BEST_SUBDIR)
+               if selects else None)
+  best = best_of_curve(curve, config.select_metric, config.select_min_delta)
+  if best is not None and best_ckpt is not None and best["step"] not in best_ckpt.all_steps():
+    best = None  # its state is gone (e.g. a run started before best checkpoints existed)
+  stop_reason = "num_train_steps"
 
   def run_validation(step: int) -> dict[str, float]:
-    nonlocal predict_fn
+    nonlocal predict_fn, best
     if predict_fn is None:
       predict_fn = eval_lib.make_predict_fn(module, item_tokens, config.num_beams, config.topk,
                                             token_layout.level_offsets,
@@ -217,12 +224,22 @@ def _train(config: TrainConfig, model_dir: str, model_config=None, *,
     writer.write_scalars(step, {f"valid/{k}": v for k, v in m.items()})
     if curve and curve[-1]["step"] == int(step):  # the end-of-run validation of that step
       curve.pop()
-    curve.append({"step": int(step), **{k: float(m[k]) for k in ("recall@10", "ndcg@10")},
+    curve.append({"step": int(step), **{k: float(m[k]) for k in results.METRIC_KEYS[:-2]},
                   "num_users": int(len(eval_users))})
-    atomic_write_json(os.path.join(model_dir, VALIDATION_CURVE_FILE), {"curve": curve})
+    improved = best is None or curve[-1][config.select_metric] > (
+        best[config.select_metric] + config.select_min_delta)
+    if improved:
+      if best_ckpt is not None:
+        best_ckpt.save(int(step), state)
+      best = dict(curve[-1])
+    atomic_write_json(os.path.join(model_dir, VALIDATION_CURVE_FILE),
+                      {"curve": curve, "select_metric": config.select_metric, "best": best})
     log(f"[train] step {step} validation ({len(eval_users)} users, "
         f"{time.perf_counter() - t:.1f}s): "
-        + " ".join(f"{k}={m[k]:.4f}" for k in ("recall@5", "recall@10", "ndcg@10", "recall@40")))
+        + " ".join(f"{k}={m[k]:.4f}" for k in ("recall@5", "recall@10", "ndcg@10", "recall@40"))
+        + (" (best so far)" if improved else
+           f" (best {best[config.select_metric]:.4f} at step {best['step']}; "
+           f"{evals_since_best(curve, best)} without improvement)"))
     return m
 
   progress = Progress(config.num_train_steps, desc="train", unit="steps",
@@ -267,8 +284,15 @@ def _train(config: TrainConfig, model_dir: str, model_config=None, *,
         ckpt.save(step, state)
       if config.eval_every and step % config.eval_every == 0 and step < config.num_train_steps:
         last_valid = run_validation(step)
+        if config.patience and evals_since_best(curve, best) >= config.patience:
+          log(f"[train] early stop at step {step}: {config.patience} validations without a "
+              f"better {config.select_metric} than {best[config.select_metric]:.4f} "
+              f"(step {best['step']})")
+          stop_reason = "patience"
+          break
       if config.time_budget_min and time.perf_counter() - t_train > 60.0 * config.time_budget_min:
         log(f"[train] time budget of {config.time_budget_min:g} min reached at step {step}")
+        stop_reason = "time_budget"
         break
   except KeyboardInterrupt:
     try:  # the state may have been donated to a step that did not finish
@@ -278,6 +302,8 @@ def _train(config: TrainConfig, model_dir: str, model_config=None, *,
     except (RuntimeError, ValueError):
       log(f"[train] interrupted: resume from the last checkpoint ({ckpt.latest_step()})")
     ckpt.close()
+    if best_ckpt is not None:
+      best_ckpt.close()
     raise
   progress.close()
   if history:
@@ -293,12 +319,27 @@ def _train(config: TrainConfig, model_dir: str, model_config=None, *,
     result["real_tokens_per_sec"] = timed_tokens / timed_secs
     # Process CPU seconds per step (all threads): robust to other load on a shared machine.
     result["cpu_sec_per_step"] = timed_cpu / timed_steps
-  if config.eval_at_end:
+  if config.eval_at_end and not (curve and curve[-1]["step"] == final_step and last_valid):
     last_valid = run_validation(final_step)
+  scored_step = final_step
+  if config.test_from_best and best is not None and best["step"] != final_step:
+    state = best_ckpt.restore(state, best["step"])
+    scored_step = best["step"]
+    log(f"[train] scoring the best checkpoint: step {scored_step} "
+        f"({config.select_metric} {best[config.select_metric]:.4f} on validation)")
+    last_valid = {k: v for k, v in best.items() if k != "step"}
+  selection = {"final_step": final_step, "stop_reason": stop_reason,
+               "select_metric": config.select_metric,
+               "best_step": None if best is None else best["step"],
+               "num_validations": len(curve)}
+  result.update(selection)
+  if config.eval_at_end and last_valid:
     atomic_write_json(results.result_file(model_dir, "metrics.json", "validation"),
-                      {**last_valid, "split": "validation", "step": final_step,
-                       "num_beams": config.num_beams, "topk": config.topk})
+                      {**last_valid, "split": "validation", "step": scored_step,
+                       "num_beams": config.num_beams, "topk": config.topk, **selection})
   result["validation"] = last_valid
+  if best_ckpt is not None:
+    best_ckpt.close()
   if config.eval_test:
     test_arrays = input_pipeline.cached_split(task, "test", cache, fingerprint, lengths)
     m, items, scores = eval_lib.evaluate_arrays(
@@ -307,17 +348,37 @@ def _train(config: TrainConfig, model_dir: str, model_config=None, *,
             module, item_tokens, config.num_beams, config.topk, token_layout.level_offsets,
             token_layout.codebook_sizes, config.score_over),
         desc="test", show_progress=show_progress)
-    m.update(split="test", step=final_step, num_beams=config.num_beams, topk=config.topk,
-             score_over=config.score_over)
+    m.update(split="test", step=scored_step, num_beams=config.num_beams, topk=config.topk,
+             score_over=config.score_over, **selection)
     results.write_results(model_dir, "test", m, items, test_arrays.item_index,
                            test_arrays.user_index, scores)
     writer.write_scalars(final_step, {f"test/{k}": v for k, v in m.items()
-                                      if isinstance(v, (int, float))})
+                                      if isinstance(v, (int, float)) and not isinstance(v, bool)})
     log("[train] test: " + " ".join(f"{k}={m[k]:.4f}" for k in results.METRIC_KEYS[:-1]))
     result["test"] = m
   writer.flush()
   writer.close()
   return result
+
+
+def best_of_curve(curve: Sequence[Mapping[str, Any]], metric: str, min_delta: float = 0.0
+                  ) -> dict[str, Any] | None:
+  """The validation point a run keeps: the first that beats every earlier kept one by more than
+  `min_delta` on `metric`, scanning in step order (so ties keep the earlier step)."""
+  best = None
+  for point in curve:
+    if metric not in point:
+      continue
+    if best is None or point[metric] > best[metric] + min_delta:
+      best = dict(point)
+  return best
+
+
+def evals_since_best(curve: Sequence[Mapping[str, Any]], best: Mapping[str, Any] | None) -> int:
+  """Validations after the kept one (the patience counter; derived, so it survives a resume)."""
+  if best is None:
+    return len(curve)
+  return sum(1 for point in curve if point["step"] > best["step"])
 
 
 def split_overrides(kwargs: Mapping[str, Any], model_config=None) -> tuple[dict, dict]:
