@@ -171,11 +171,41 @@ def test_fewer_children_than_beams_at_step0():
   assert np.isfinite(scores[:, :3]).all()
 
 
-def test_score_over_level_is_renormalized_per_level(setup):
+def _brute_force_level(module, params, enc, items):
+  """Teacher-forced score of every item with each level's logits renormalized over that level's
+  code range alone (score_over="level"): [B, N]."""
+  b, n = enc.shape[0], items.shape[0]
+  tgt = jnp.tile(jnp.asarray(items)[None], (b, 1, 1)).reshape(b * n, -1)
+  dec_in = jnp.concatenate([jnp.zeros((b * n, 1), jnp.int32), tgt[:, :-1]], axis=1)
+  logits = module.apply({"params": params}, jnp.repeat(enc, n, axis=0), dec_in, tgt,
+                        enable_dropout=False)
+  total = 0.0
+  for level, (off, k) in enumerate(zip(OFFSETS, SIZES)):
+    logp = jax.nn.log_softmax(logits[:, level, off:off + k], -1)
+    total = total + jnp.take_along_axis(logp, tgt[:, level, None] - off, -1)[:, 0]
+  return np.asarray(total).reshape(b, n)
+
+
+def test_score_over_level_equals_its_brute_force(setup):
   items, trie, module, params, enc = setup
-  _, s_vocab = decoding.predict_topk(module, params, enc, trie, 4, 4, score_over="vocab")
-  _, s_level = decoding.predict_topk(module, params, enc, trie, 4, 4, score_over="level")
-  assert (np.asarray(s_level)[:, 0] >= np.asarray(s_vocab)[:, 0] - 1e-6).all()
+  n = len(items)
+  ref = _brute_force_level(module, params, enc, items)
+  got, scores = decoding.predict_topk(module, params, enc, trie, n, n, score_over="level")
+  order = np.argsort(-ref, axis=1, kind="stable")
+  np.testing.assert_array_equal(np.asarray(got), order)
+  np.testing.assert_allclose(np.asarray(scores), np.take_along_axis(ref, order, 1), rtol=1e-3,
+                             atol=1e-4)
+  # The two rules differ on this model (the level rule is not the vocab rule in disguise).
+  assert not np.allclose(ref, _brute_force(module, params, enc, items), atol=1e-2)
+
+
+def test_default_score_is_t5x_full_vocabulary(setup):
+  items, trie, module, params, enc = setup
+  assert decoding.DEFAULT_SCORE_OVER == "vocab"
+  ref = _brute_force(module, params, enc, items)
+  _, scores = decoding.predict_topk(module, params, enc, trie, len(items), 5)  # default rule
+  np.testing.assert_allclose(np.asarray(scores), -np.sort(-ref, axis=1)[:, :5], rtol=1e-3,
+                             atol=1e-4)
 
 
 def test_temperature_sampling(setup):

@@ -173,6 +173,37 @@ def test_tiny_model_learns_the_toy_rule(toy_dirs, tmp_path):
   assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path / "m"))
 
 
+def test_best_of_curve_and_patience_counter():
+  curve = [{"step": 10, "recall@10": 0.1}, {"step": 20, "recall@10": 0.3},
+           {"step": 30, "recall@10": 0.3}, {"step": 40, "recall@10": 0.31}]
+  assert train.best_of_curve(curve, "recall@10")["step"] == 40
+  assert train.best_of_curve(curve, "recall@10", min_delta=0.05)["step"] == 20  # ties keep 20
+  assert train.evals_since_best(curve, train.best_of_curve(curve, "recall@10", 0.05)) == 2
+  assert train.best_of_curve([], "recall@10") is None
+  assert train.evals_since_best(curve, None) == 4
+
+
+def test_early_stop_scores_the_best_checkpoint(toy_dirs, tmp_path):
+  """No validation can beat the first by 1.0: patience 1 stops at the second, and the test split
+  is scored with the parameters of the first (those of a run that stopped there)."""
+  kw = dict(num_train_steps=40, eval_every=10, eval_at_end=True, eval_test=True,
+            checkpoint_every=10)
+  out = _run(toy_dirs, tmp_path / "early", **kw, patience=1, select_min_delta=1.0)
+  s = out["summary"]
+  assert (s["best_step"], s["final_step"], s["stop_reason"]) == (10, 20, "patience")
+  assert out["step"] == 10 and out["stop_reason"] == "patience"
+  curve = json.load(open(tmp_path / "early" / train.VALIDATION_CURVE_FILE))
+  assert [c["step"] for c in curve["curve"]] == [10, 20] and curve["best"]["step"] == 10
+  valid = json.load(open(tmp_path / "early" / "metrics_validation.json"))
+  assert valid["step"] == 10 and valid["recall@10"] == curve["curve"][0]["recall@10"]
+  ref = _run(toy_dirs, tmp_path / "ref", **{**kw, "num_train_steps": 10})
+  assert ref["step"] == 10
+  for k in ("recall@5", "recall@10", "ndcg@10", "recall@40"):
+    assert out[k] == pytest.approx(ref[k], abs=1e-9), k
+  steps = sorted(int(d) for d in os.listdir(tmp_path / "early" / "best_checkpoint") if d.isdigit())
+  assert steps == [10]
+
+
 # --- bad input -----------------------------------------------------------------------
 
 

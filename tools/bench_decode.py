@@ -103,7 +103,7 @@ def main(argv=None) -> dict:
   ap.add_argument("--items", type=int, default=1700)
   ap.add_argument("--reference_items", type=int, default=1700)
   ap.add_argument("--history", type=int, default=20)
-  ap.add_argument("--score_over", default="level", choices=["vocab", "level"])
+  ap.add_argument("--score_over", default="vocab", choices=["vocab", "level"])
   ap.add_argument("--modes", nargs="+", default=["constrained", "unconstrained"])
   args = ap.parse_args(argv)
 

@@ -33,12 +33,13 @@ NEG_INF = -jnp.inf
 # Temperatures below this decode greedily (as T5X's temperature_sample does).
 MIN_TEMPERATURE = 1e-4
 # How a beam's next-token log-probabilities are normalized, for every decoding path (the
-# built-in evaluator and the T5X decode_fn alike): "level" = log-softmax over the level's code
-# range only (the model's distribution given that the next token is a level-l code; ~1.5x
-# faster beam-50 decoding on CPU, the output layer shrinks from V to K_l columns), "vocab" =
-# over the whole vocabulary (the model's exact token probabilities).
+# built-in evaluator and the T5X decode_fn alike): "vocab" (default) = log-softmax over the
+# whole vocabulary, the model's exact token probabilities, as T5X's beam search scores them
+# (TIGER decodes with T5X); "level" = over the level's code range only (the model's
+# distribution given that the next token is a level-l code; faster beam-50 decoding on CPU,
+# the output layer shrinks from V to K_l columns; a documented option, not TIGER's rule).
 SCORE_RULES = ("level", "vocab")
-DEFAULT_SCORE_OVER = "level"
+DEFAULT_SCORE_OVER = "vocab"
 
 
 # ------------------------------------------------------------------------------------------
@@ -270,11 +271,11 @@ def predict_topk(module: Any, params: Any, encoder_input_tokens: Array, trie: It
   Returns (item_index int32 [B, topk] (-1 = invalid ID or no beam), scores float32
   [B, topk] descending) and, with return_tokens, the decoded tokens [B, topk, L].
   Compiled once per (shapes, module, num_beams, topk, constrained, score_over).
-  score_over="level" (default): log-softmax over each level's code range only (the
-  model's distribution given that the next token is a level-l code; the output layer
-  shrinks from V to K_l columns: ~1.5x faster beam-50 decoding on CPU). "vocab": over
-  the full vocabulary (exactly T5X's scoring; identical rankings when the trained model
-  puts ~all mass on the level's range).
+  score_over="vocab" (default): log-softmax over the full vocabulary (exactly T5X's
+  scoring). "level": over each level's code range only (the model's distribution given
+  that the next token is a level-l code; the output layer shrinks from V to K_l columns,
+  faster on CPU; identical rankings when the trained model puts ~all mass on the level's
+  range).
   """
   if topk > num_beams:
     raise ValueError(f"topk ({topk}) must be <= num_beams ({num_beams})")

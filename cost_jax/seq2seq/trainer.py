@@ -224,7 +224,7 @@ def _train(config: TrainConfig, model_dir: str, model_config=None, *,
     writer.write_scalars(step, {f"valid/{k}": v for k, v in m.items()})
     if curve and curve[-1]["step"] == int(step):  # the end-of-run validation of that step
       curve.pop()
-    curve.append({"step": int(step), **{k: float(m[k]) for k in results.METRIC_KEYS[:-2]},
+    curve.append({"step": int(step), **{k: float(m[k]) for k in results.METRIC_KEYS[:-1]},
                   "num_users": int(len(eval_users))})
     improved = best is None or curve[-1][config.select_metric] > (
         best[config.select_metric] + config.select_min_delta)
@@ -323,11 +323,12 @@ def _train(config: TrainConfig, model_dir: str, model_config=None, *,
     last_valid = run_validation(final_step)
   scored_step = final_step
   if config.test_from_best and best is not None and best["step"] != final_step:
-    state = best_ckpt.restore(state, best["step"])
     scored_step = best["step"]
-    log(f"[train] scoring the best checkpoint: step {scored_step} "
-        f"({config.select_metric} {best[config.select_metric]:.4f} on validation)")
     last_valid = {k: v for k, v in best.items() if k != "step"}
+    if config.eval_test:
+      state = best_ckpt.restore(state, scored_step)
+      log(f"[train] scoring the best checkpoint: step {scored_step} "
+          f"({config.select_metric} {best[config.select_metric]:.4f} on validation)")
   selection = {"final_step": final_step, "stop_reason": stop_reason,
                "select_metric": config.select_metric,
                "best_step": None if best is None else best["step"],
