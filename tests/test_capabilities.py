@@ -20,7 +20,8 @@ from cost_jax.data.processed import ProcessedDataset  # noqa: E402
 from cost_jax.experiments import capabilities as cap_lib  # noqa: E402
 from cost_jax.io import UserError  # noqa: E402
 from cost_jax.metrics import category_entropy_at_k  # noqa: E402
-from cost_jax.seq2seq import capabilities, cli, cold_start  # noqa: E402
+from cost_jax.seq2seq import capabilities, cli, cold_start, run_dir  # noqa: E402
+from cost_jax.seq2seq.capability_eval import dataset_dir_of as cold_data_dir  # noqa: E402
 from cost_jax.seq2seq import trainer as train  # noqa: E402
 
 
@@ -55,6 +56,31 @@ def test_epsilon_rule_on_a_hand_built_trie():
   assert g1 == {(0,): [4], (1,): [5], (3,): [6, 7]}
   assert cold_start.blend_unseen(np.array([[6, 3]]), tokens, unseen, g1, 1.0, 4, 1).tolist() == [
       [6, 7, 3, -1]]
+
+
+def test_epsilon_quota_is_floor_epsilon_k_at_every_k():
+  # The hand-built trie above; beams decode the seen items 2, 0, 1, 3. Target 5 (unseen, the
+  # sibling of the best beam) and target 4 (the sibling of the second).
+  tokens = np.array([[0, 0, 0], [0, 0, 1], [1, 0, 0], [2, 1, 0],
+                     [0, 0, 2], [1, 0, 1], [3, 3, 0], [3, 3, 1]])
+  unseen = np.array([False] * 4 + [True] * 4)
+  groups = cold_start.unseen_by_prefix(tokens, unseen)
+  beams = np.array([[2, 0, 1, 3], [2, 0, 1, 3]])
+  ks = range(1, 11)
+  lists = cold_start.blend_unseen_per_k(beams, tokens, unseen, groups, 0.1, ks)
+  for k in range(1, 10):  # floor(0.1 K) = 0: no unseen item below K = 10
+    assert lists[k].shape == (2, k)
+    assert not np.isin(lists[k], [4, 5, 6, 7]).any(), k
+  assert lists[10][0].tolist() == [2, 5, 0, 1, 3] + [-1] * 5
+  got = cold_start.recall_by_k(lists, np.array([5, 4]))
+  assert [got[f"recall@{k}"] for k in ks] == [0.0] * 9 + [0.5]
+  # epsilon 0.2: one unseen slot from K = 5, two at K = 10 (then 4 follows its sibling 0).
+  lists = cold_start.blend_unseen_per_k(beams, tokens, unseen, groups, 0.2, ks)
+  assert lists[4][0].tolist() == [2, 0, 1, 3]
+  assert lists[5][0].tolist() == [2, 5, 0, 1, 3]
+  assert lists[10][0].tolist() == [2, 5, 0, 4, 1, 3] + [-1] * 4
+  got = cold_start.recall_by_k(lists, np.array([5, 4]))
+  assert [got[f"recall@{k}"] for k in ks] == [0.0] * 4 + [0.5] * 5 + [1.0]
 
 
 def test_entropy_at_k_by_hand():
@@ -155,9 +181,24 @@ def test_evaluate_cli_capability_flags(cold_run, capsys):
   assert out["cold_start_users"] > 0
   # With epsilon 0 no unseen item is ever retrieved, so every cold-start case is a miss.
   assert out["recall"]["0"]["recall@10"] == 0.0
-  # The toy's 2-token IDs: an unseen item shares its first token with 5 others, so epsilon
-  # 0.5 lets unseen items in.
-  assert out["recall"]["0.5"]["recall@10"] >= 0.0
+  # epsilon 0.5 scores each K on its own list: recomputed here from the beams over every
+  # item's ID (seen and unseen), blended under floor(0.5 K) at each K.
+  run = run_dir.load_run(model_dir)
+  arrays = run.split_arrays("test")
+  unseen = cold_data.unseen_items(cold_data_dir(run))
+  cases = np.isin(arrays.item_index, unseen)
+  beams = capabilities.beam_lists(run, arrays.encoder_input_tokens[cases],
+                                  run.train_config.num_beams)
+  mask = np.isin(np.arange(len(run.item_tokens)), unseen)
+  per_k = cold_start.blend_unseen_per_k(beams, run.item_tokens, mask,
+                                        cold_start.unseen_by_prefix(run.item_tokens, mask),
+                                        0.5, range(1, 11))
+  assert out["recall"]["0.5"] == pytest.approx(
+      cold_start.recall_by_k(per_k, arrays.item_index[cases]))
+  # The toy's 2-token IDs: an unseen item shares its first token with 5 others, so epsilon 0.5
+  # brings unseen items in, and some cold-start target is retrieved.
+  assert np.isin(per_k[10], unseen).any()
+  assert out["recall"]["0.5"]["recall@10"] > 0.0
   with pytest.raises(SystemExit) as e:
     cli.evaluate_main(["--model_dir", model_dir, "--cold_start_epsilon", "2"])
   assert e.value.code == 2
@@ -190,9 +231,9 @@ def test_studies_write_tables_and_plots(cold_run, tmp_path):
 
 def test_evaluate_with_the_other_scoring_rule_writes_beside(cold_run, capsys):
   model_dir, _ = cold_run
-  assert cli.evaluate_main(["--model_dir", model_dir, "--score_over", "vocab"]) == 0
+  assert cli.evaluate_main(["--model_dir", model_dir, "--score_over", "level"]) == 0
   out = json.loads(capsys.readouterr().out)
-  assert out["score_over"] == "vocab"
-  saved = json.load(open(os.path.join(model_dir, "metrics_test_vocab.json")))
+  assert out["score_over"] == "level"
+  saved = json.load(open(os.path.join(model_dir, "metrics_test_level.json")))
   assert saved["recall@10"] == pytest.approx(out["recall@10"])
-  assert json.load(open(os.path.join(model_dir, "metrics.json")))["score_over"] == "level"
+  assert json.load(open(os.path.join(model_dir, "metrics.json")))["score_over"] == "vocab"

@@ -29,6 +29,7 @@ from cost_jax.experiments import plots
 from cost_jax.io import UserError, atomic_write_json
 from cost_jax.metrics import category_entropy_at_k
 from cost_jax.seq2seq import capabilities, capability_eval, input_pipeline, run_dir
+from cost_jax.seq2seq import cold_start as cold_start_lib
 
 STUDIES = ("cold_start", "diversity", "invalid_ids")
 RESULT_FILE = "capabilities.json"
@@ -143,7 +144,7 @@ def cold_start_study(model_dir: str, dataset_dir: str, cfg: Mapping[str, Any]) -
   targets = arrays.item_index[cases]
   ks = capability_eval.COLD_START_KS
   lists = capabilities.cold_start_lists(run, arrays.encoder_input_tokens[cases], unseen,
-                                        cfg["epsilons"], max(ks), int(cfg["num_beams"]),
+                                        cfg["epsilons"], ks, int(cfg["num_beams"]),
                                         prefix_lens=cfg["cold_start_prefixes"])
   id_len = run.item_tokens.shape[1]
   # Semantic_KNN over the same users' test histories (training part + validation item).
@@ -151,7 +152,8 @@ def cold_start_study(model_dir: str, dataset_dir: str, cfg: Mapping[str, Any]) -
   by_user = {int(u): np.concatenate([t, [v]]) for u, t, v in zip(loo.user_index, loo.train,
                                                                   loo.valid_target)}
   histories = [by_user[int(u)] for u in arrays.user_index[cases]]
-  knn = semantic_knn.semantic_knn_topk(histories, ds.embeddings(), max(ks))
+  knn_list = semantic_knn.semantic_knn_topk(histories, ds.embeddings(), max(ks))
+  knn = {k: knn_list[:, :k] for k in ks}  # a ranking: its top K is a prefix
   methods = {(f"TIGER (epsilon={e:g})" if p == id_len - 1 else
               f"TIGER (epsilon={e:g}, prefix {p})"): l for (p, e), l in sorted(
                   lists.items(), key=lambda x: (-x[0][0], x[0][1]))}
@@ -167,12 +169,12 @@ def cold_start_study(model_dir: str, dataset_dir: str, cfg: Mapping[str, Any]) -
                          "ks": list(ks), "recall": {},
                          "recall@10_ci95": {}, "unseen_share@10": {}}
   hits10 = {}
-  for name, l in methods.items():
-    hit = (l == targets[:, None])
-    out["recall"][name] = [float(hit[:, :k].any(axis=1).mean()) for k in ks]
-    hits10[name] = hit[:, :10].any(axis=1).astype(np.float64)
+  for name, per_k in methods.items():
+    out["recall"][name] = [cold_start_lib.recall_by_k({k: per_k[k]}, targets)[f"recall@{k}"]
+                           for k in ks]
+    hits10[name] = (per_k[10] == targets[:, None]).any(axis=1).astype(np.float64)
     out["recall@10_ci95"][name] = list(significance.bootstrap_ci(hits10[name]))
-    out["unseen_share@10"][name] = float(np.isin(l[:, :10], unseen).mean())
+    out["unseen_share@10"][name] = float(np.isin(per_k[10], unseen).mean())
   ref = "Semantic_KNN"
   out["paired_p@10_vs_semantic_knn"] = {
       name: significance.paired_test(h, hits10[ref]) for name, h in hits10.items() if name != ref}

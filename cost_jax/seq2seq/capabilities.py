@@ -7,7 +7,7 @@
   softmax(logp / T) over the trie; a user's top K is the first K distinct items in the order
   drawn. Recall@K and Entropy@K (cost_jax.metrics.category_entropy_at_k) follow (Table 5).
 - `cold_start_lists`: beam search over the trie of every item's ID, then the ε rule of
-  cost_jax.seq2seq.cold_start (Figure 5).
+  cost_jax.seq2seq.cold_start at each K under its own quota floor(ε·K) (Figure 5).
 
 Everything decodes in fixed-size batches with the run's batch sharding, like the evaluator.
 """
@@ -111,11 +111,12 @@ def sampled_lists(run: Any, encoder_tokens: np.ndarray, temperature: float, k: i
 
 
 def cold_start_lists(run: Any, encoder_tokens: np.ndarray, unseen: np.ndarray,
-                     epsilons: Sequence[float], k: int, num_beams: int = 50,
+                     epsilons: Sequence[float], ks: Sequence[int], num_beams: int = 50,
                      batch_size: int = 64, prefix_lens: Sequence[int] = (0,)
-                     ) -> dict[tuple[int, float], np.ndarray]:
-  """{(prefix length, epsilon): int [U, k]}: beams over the trie of every item's ID, then the
-  ε rule (cost_jax.seq2seq.cold_start; prefix length 0 = L-1, TIGER's)."""
+                     ) -> dict[tuple[int, float], dict[int, np.ndarray]]:
+  """{(prefix length, epsilon): {K: int [U, K]}}: beams over the trie of every item's ID (seen
+  and unseen), then the ε rule at each K under its own quota floor(ε·K)
+  (cost_jax.seq2seq.cold_start; prefix length 0 = L-1, TIGER's)."""
   mask = np.zeros(len(run.item_tokens), bool)
   mask[np.asarray(unseen, np.int64)] = True
   beams = beam_lists(run, encoder_tokens, num_beams, batch_size=batch_size, desc="beams")
@@ -124,5 +125,6 @@ def cold_start_lists(run: Any, encoder_tokens: np.ndarray, unseen: np.ndarray,
     p = cold_start.prefix_length(run.item_tokens.shape[1], p)
     groups = cold_start.unseen_by_prefix(run.item_tokens, mask, p)
     for e in epsilons:
-      out[(p, float(e))] = cold_start.blend_unseen(beams, run.item_tokens, mask, groups, e, k, p)
+      out[(p, float(e))] = cold_start.blend_unseen_per_k(beams, run.item_tokens, mask, groups,
+                                                         e, ks, p)
   return out

@@ -15,6 +15,7 @@ from cost_jax.data import cold_start as cold_start_data
 from cost_jax.io import UserError, atomic_write_json
 from cost_jax.results import KS
 from cost_jax.seq2seq import capabilities, input_pipeline, run_dir
+from cost_jax.seq2seq import cold_start as cold_start_lib
 
 COLD_START_KS = tuple(range(1, 11))  # TIGER Figure 5: Recall@K, K = 1..10
 DIVERSITY_KS = (10, 20, 50)  # TIGER Table 5: Entropy@10/20/50
@@ -71,13 +72,13 @@ def temperature(model_dir: str, split: str, temp: float, *, num_samples: int = 2
   return _write(model_dir, f"capabilities_temperature_{temp:g}.json", out)
 
 
-def cold_start_recall(lists: dict[tuple[int, float], np.ndarray], targets: np.ndarray,
-                      ks: Sequence[int] = COLD_START_KS) -> dict[str, dict[str, float]]:
-  """{"<epsilon>" (L-1 prefix) or "<epsilon>@prefix<p>": {"recall@k": ...}}."""
+def cold_start_recall(lists: dict[tuple[int, float], dict[int, np.ndarray]],
+                      targets: np.ndarray) -> dict[str, dict[str, float]]:
+  """{"<epsilon>" (L-1 prefix) or "<epsilon>@prefix<p>": {"recall@k": ...}}, each K scored on
+  its own list (cost_jax.seq2seq.cold_start.blend_unseen_per_k)."""
   full = max(p for p, _ in lists)
-  return {(f"{e:g}" if p == full else f"{e:g}@prefix{p}"): {f"recall@{k}": float(np.mean(
-      [(row[:k] == t).any() for row, t in zip(l, targets)])) for k in ks}
-      for (p, e), l in lists.items()}
+  return {(f"{e:g}" if p == full else f"{e:g}@prefix{p}"): cold_start_lib.recall_by_k(
+      per_k, targets) for (p, e), per_k in lists.items()}
 
 
 def cold_start(model_dir: str, split: str, epsilons: Sequence[float], *,
@@ -93,7 +94,7 @@ def cold_start(model_dir: str, split: str, epsilons: Sequence[float], *,
   if not cases.any():
     raise UserError(f"{model_dir}: no {split} user has an unseen target item")
   tokens = arrays.encoder_input_tokens[cases]
-  lists = capabilities.cold_start_lists(run, tokens, unseen, epsilons, max(COLD_START_KS),
+  lists = capabilities.cold_start_lists(run, tokens, unseen, epsilons, COLD_START_KS,
                                         num_beams=num_beams or run.train_config.num_beams,
                                         batch_size=batch_size or 64)
   out = {"split": split, "cold_start_users": int(cases.sum()), "num_users": int(len(arrays)),

@@ -79,3 +79,21 @@ def blend_unseen(beam_items: np.ndarray, item_tokens: np.ndarray, unseen: np.nda
           quota -= 1
     out[b, :len(chosen)] = chosen[:k]
   return out
+
+
+def blend_unseen_per_k(beam_items: np.ndarray, item_tokens: np.ndarray, unseen: np.ndarray,
+                       groups: Mapping[tuple, Sequence[int]], epsilon: float,
+                       ks: Sequence[int], prefix_len: int = 0) -> dict[int, np.ndarray]:
+  """{K: top-K lists [B, K]}, each built by the rule under its own quota floor(epsilon * K)
+  (a top-K list is not a prefix of a longer one: at epsilon 0.1 the top 9 hold no unseen
+  item, the top 10 may hold one)."""
+  return {int(k): blend_unseen(beam_items, item_tokens, unseen, groups, epsilon, int(k),
+                               prefix_len) for k in ks}
+
+
+def recall_by_k(lists: Mapping[int, np.ndarray], targets: np.ndarray) -> dict[str, float]:
+  """{"recall@K": share of rows whose K-list holds its target} for per-K lists."""
+  targets = np.asarray(targets)
+  return {f"recall@{k}": float(np.mean((np.asarray(l)[:, :k] == targets[:, None]).any(axis=1)))
+          for k, l in sorted(lists.items())}
+
