@@ -96,6 +96,22 @@ def test_entropy_at_k_by_hand():
       -sum(q * np.log(q) for q in np.array([2, 1.5, .5]) / 4))
 
 
+def test_sampled_entropy_reads_exactly_k_draws():
+  from cost_jax.seq2seq import capability_eval  # pylint: disable=import-outside-toplevel
+  cats = [[0], [1], [2]]
+  draws = np.array([[0, 0, 0, 1], [0, 1, 2, 2]])  # user 0 drew item 0 three times in its top 3
+  distinct = capabilities.first_distinct(draws, 3)
+  assert distinct.tolist() == [[0, 1, -1], [0, 1, 2]]
+  m = capability_eval.diversity_metrics(distinct, np.array([1, 2]), cats, ks=(3,),
+                                        entropy_lists=draws)
+  # Over the 3 draws: user 0 is all category 0 (0 nats), user 1 three categories (log 3).
+  assert m["entropy@3"] == pytest.approx(np.log(3) / 2)
+  assert m["recall@3"] == pytest.approx(1.0)  # distinct items: 1 is in user 0's list
+  # Reading the padded distinct list instead would score user 0's two items, log 2 nats.
+  assert capability_eval.diversity_metrics(distinct, np.array([1, 2]), cats, ks=(3,))[
+      "entropy@3"] == pytest.approx((np.log(2) + np.log(3)) / 2)
+
+
 def test_semantic_knn_and_list_helpers_by_hand():
   emb = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9], [-1, 0]], np.float32)
   # History {0}: cosine order 1, 3, 2, 4; history items are never returned.

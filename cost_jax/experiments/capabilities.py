@@ -112,10 +112,11 @@ def diversity_study(model_dir: str, dataset_dir: str, cfg: Mapping[str, Any], se
   rows.append({"decoding": "beam search", "temperature": None,
                **capability_eval.diversity_metrics(beams, arrays.item_index, cats, ks)})
   for t in cfg["temperatures"]:
-    lists = capabilities.sampled_lists(run, arrays.encoder_input_tokens, t, k,
-                                       int(cfg["num_samples"]), seed=seed)
+    lists, draws = capabilities.sampled_lists(run, arrays.encoder_input_tokens, t, k,
+                                              int(cfg["num_samples"]), seed=seed)
     rows.append({"decoding": "sampling", "temperature": t,
-                 **capability_eval.diversity_metrics(lists, arrays.item_index, cats, ks)})
+                 **capability_eval.diversity_metrics(lists, arrays.item_index, cats, ks,
+                                                     entropy_lists=draws)})
   # Reference: K items drawn uniformly from the catalogue (the entropy of an unguided list).
   rng = np.random.default_rng(np.random.SeedSequence([seed, 0xD1]))
   uniform = np.full((len(arrays), k), -1, np.int64)

@@ -5,7 +5,8 @@
   (Figure 6), beside the trie-constrained search, whose share is 0 by construction.
 - `sampled_lists`: temperature sampling (§4.4.2): S IDs drawn per user, token by token from
   softmax(logp / T) over the trie; a user's top K is the first K distinct items in the order
-  drawn. Recall@K and Entropy@K (cost_jax.metrics.category_entropy_at_k) follow (Table 5).
+  drawn (Recall@K); Entropy@K (cost_jax.metrics.category_entropy_at_k) reads the first K draws,
+  repeats counted, so it is always over exactly K items (Table 5).
 - `cold_start_lists`: beam search over the trie of every item's ID, then the ε rule of
   cost_jax.seq2seq.cold_start at each K under its own quota floor(ε·K) (Figure 5).
 
@@ -87,8 +88,12 @@ def first_distinct(samples: np.ndarray, k: int) -> np.ndarray:
 
 
 def sampled_lists(run: Any, encoder_tokens: np.ndarray, temperature: float, k: int,
-                  num_samples: int, seed: int = 0, batch_size: int = 64) -> np.ndarray:
-  """int [U, k]: the first k distinct items of `num_samples` tempered samples per user."""
+                  num_samples: int, seed: int = 0, batch_size: int = 64
+                  ) -> tuple[np.ndarray, np.ndarray]:
+  """(distinct, draws): int [U, k] the first k distinct items of `num_samples` tempered samples
+  per user (-1 pads when fewer than k distinct items were drawn: Recall@K reads these), and
+  int [U, k] the first k draws, repeats kept (always k items: Entropy@K reads these, so a
+  sampler that repeats itself at low temperature scores a low entropy over exactly K items)."""
   trie = _trie(run)
   n = len(encoder_tokens)
   batch_size = run.round_batch(batch_size)
@@ -96,7 +101,7 @@ def sampled_lists(run: Any, encoder_tokens: np.ndarray, temperature: float, k: i
   progress = Progress(num_batches, desc=f"sample T={temperature:g}", unit="batches",
                       items_per_step=batch_size)
   key = jax.random.PRNGKey(seed)
-  parts = []
+  parts, draws = [], []
   for b in range(num_batches):
     rows = np.arange(b * batch_size, (b + 1) * batch_size)
     rows = np.where(rows < n, rows, rows % n)
@@ -105,9 +110,11 @@ def sampled_lists(run: Any, encoder_tokens: np.ndarray, temperature: float, k: i
                                         jax.random.fold_in(key, b), temperature=temperature,
                                         score_over=run.train_config.score_over,
                                         sort_by_score=False)
-    parts.append(first_distinct(np.asarray(items), k))
+    items = np.asarray(items)
+    parts.append(first_distinct(items, k))
+    draws.append(items[:, :k])
     progress.update(b + 1)
-  return np.concatenate(parts)[:n]
+  return np.concatenate(parts)[:n], np.concatenate(draws)[:n]
 
 
 def cold_start_lists(run: Any, encoder_tokens: np.ndarray, unseen: np.ndarray,

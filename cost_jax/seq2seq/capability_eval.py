@@ -42,13 +42,17 @@ def _write(model_dir: str, name: str, out: dict) -> dict:
 
 def diversity_metrics(lists: np.ndarray, targets: np.ndarray,
                       categories: Sequence[Sequence[int]] | None,
-                      ks: Sequence[int] = DIVERSITY_KS) -> dict[str, float]:
-  """Recall@K (and NDCG@K) plus mean Entropy@K of the categories for each K."""
+                      ks: Sequence[int] = DIVERSITY_KS,
+                      entropy_lists: np.ndarray | None = None) -> dict[str, float]:
+  """Recall@K (and NDCG@K) of `lists` plus mean Entropy@K of the categories of the first K
+  entries of `entropy_lists` (default `lists`; sampling passes its draws, repeats kept, so
+  that every Entropy@K is over exactly K items)."""
   m = metrics_lib.retrieval_metrics(lists, targets, ks)
   out = {k: v for k, v in m.items() if k.startswith(("recall@", "ndcg@"))}
   if categories is not None:
+    ent = lists if entropy_lists is None else entropy_lists
     for k in ks:
-      out[f"entropy@{k}"] = float(metrics_lib.category_entropy_at_k(lists, categories, k).mean())
+      out[f"entropy@{k}"] = float(metrics_lib.category_entropy_at_k(ent, categories, k).mean())
   return out
 
 
@@ -64,11 +68,11 @@ def temperature(model_dir: str, split: str, temp: float, *, num_samples: int = 2
   except UserError:
     if category_field:
       raise
-  lists = capabilities.sampled_lists(run, arrays.encoder_input_tokens, temp, k, num_samples,
-                                     seed=seed, batch_size=batch_size or 64)
+  lists, draws = capabilities.sampled_lists(run, arrays.encoder_input_tokens, temp, k,
+                                            num_samples, seed=seed, batch_size=batch_size or 64)
   out = {"temperature": temp, "num_samples": num_samples, "split": split,
          "num_users": int(len(arrays)), "category_field": field,
-         **diversity_metrics(lists, arrays.item_index, cats, ks)}
+         **diversity_metrics(lists, arrays.item_index, cats, ks, entropy_lists=draws)}
   return _write(model_dir, f"capabilities_temperature_{temp:g}.json", out)
 
 
