@@ -38,8 +38,27 @@ def test_paired_test_exact_small_case_and_extremes():
   a = rng.binomial(1, 0.3, size=2000).astype(float)
   b = a * rng.binomial(1, 0.5, size=2000)  # b loses half of a's hits
   assert significance.paired_test(a, b) < 0.001
-  noise = rng.binomial(1, 0.3, size=2000).astype(float)
-  assert significance.paired_test(a, noise) > 0.05 or abs(a.mean() - noise.mean()) > 0.02
+
+
+
+def test_paired_test_rejects_at_its_level_under_the_null():
+  # Two methods with the same per-user hit rate (the null): p < 0.05 in about 5% of 200
+  # repetitions (binomial 95% range 2-16), not far more (an unpaired or one-sided test) nor
+  # never (a test that cannot reject).
+  rng = np.random.default_rng(3)
+  rejections = 0
+  for _ in range(200):
+    base = rng.binomial(1, 0.3, size=300).astype(float)
+    a = np.where(rng.random(300) < 0.5, base, rng.binomial(1, 0.3, size=300))
+    b = np.where(rng.random(300) < 0.5, base, rng.binomial(1, 0.3, size=300))
+    rejections += significance.paired_test(a, b, num_samples=2000) < 0.05
+  assert 2 <= rejections <= 16, rejections
+
+
+def test_holm_adjustment_by_hand():
+  # Sorted p .01, .02, .04 with n = 3: .03, .04, .04 (monotone), back in input order.
+  assert paired.holm([0.04, 0.01, 0.02]) == pytest.approx([0.04, 0.03, 0.04])
+  assert paired.holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
 
 
 def test_significance_section_pairs_users_across_seeds():
@@ -54,3 +73,17 @@ def test_significance_section_pairs_users_across_seeds():
                                               [("sasrec", "popularity", "claim")]))
   assert "| sasrec | 300 |" in md
   assert "| claim | recall@10 |" in md and "holds" in md
+  assert "test users only" in md and "Seed-level" not in md  # fewer than 3 seeds
+
+
+def test_seeds_on_other_users_are_refused_or_said():
+  users = np.arange(10)
+  t = np.zeros(10, int)
+  hit = np.zeros((10, 10), int)
+  lists = {"a": [(users, hit, t), (users + 100, hit, t)], "b": [(users, hit, t)] * 3}
+  with pytest.raises(paired.UserSetMismatch, match="run 2 of 2"):
+    paired.per_user_means(lists, "recall@10")
+  md = "\n".join(paired.significance_markdown(lists, ["a", "b"], str, []))
+  assert "- a: 1 of 2 runs were scored on other test users" in md
+  assert "| a | 10 |" in md
+  assert "Seed-level view" in md and "| b | 3 |" in md
