@@ -42,23 +42,44 @@ def test_straight_through_gradients():
   beta = 0.5
   gz = jax.grad(lambda z: cove.cascade(z, books, 1.0, beta).loss)(jnp.asarray(Z))
   np.testing.assert_allclose(gz, 2 * beta / 3 * (Z - E1[[0, 1, 1]]), rtol=1e-6)
-  # ... and w.r.t. the codebooks from the codebook terms: 2 / N (e_i - sg(z^(i-1))) per use.
+  # ... and w.r.t. the codebooks: level i's codebook term 2 / N (e_i - sg(z^(i-1))) per use,
+  # plus, for E0, level 2's commitment term through z^(1) = z_q^(1), whose value is e0:
+  # 2 beta / N (e0 - e1).
   g0, g1 = jax.grad(lambda b: cove.cascade(jnp.asarray(Z), b, 1.0, beta).loss)(books)
-  np.testing.assert_allclose(g0, 2 / 3 * (E0 - Z), rtol=1e-6)
+  np.testing.assert_allclose(g0, 2 / 3 * (E0 - Z) + 2 * beta / 3 * (E0 - E1[[0, 1, 1]]),
+                             rtol=1e-6)
   want1 = np.zeros_like(E1)
   for n, c in enumerate([0, 1, 1]):
     want1[c] += 2 / 3 * (E1[c] - E0[n])
   np.testing.assert_allclose(g1, want1, rtol=1e-6)
 
 
+def test_recommendation_loss_reaches_the_codebooks():
+  # COVE §3.2: codes and embeddings are both trained by the recommendation loss. L_rec =
+  # sum(z_c) = sum(z + alpha/H (z_q1 + z_q2)); z_q2's value is e1 but it passes the gradient to
+  # z_q1 (eq. 5), so each use of E0 entry j gets 2 alpha/H = alpha, each use of E1 entry j
+  # alpha/H. Codes: level 1 uses 0, 1, 2 once each; level 2 uses 0 once and 1 twice.
+  books = (jnp.asarray(E0), jnp.asarray(E1))
+  alpha = 0.8
+  g0, g1 = jax.grad(lambda b: jnp.sum(cove.cascade(jnp.asarray(Z), b, alpha, 1.0).fused))(books)
+  np.testing.assert_allclose(g0, np.full_like(E0, alpha), rtol=1e-6)
+  np.testing.assert_allclose(g1, np.array([[1.0, 1.0], [2.0, 2.0]]) * alpha / 2, rtol=1e-6)
+
+
 def _numpy_quant_loss(z, books, beta):
-  prev, total = z.astype(np.float64), 0.0
+  """eq. 6 term by term, with explicit loops (no shared form with the implementation)."""
+  prev = z.astype(np.float64)
+  vq_terms, commit_terms = [], []
   for b in books:
-    d = ((prev[:, None, :] - b[None]) ** 2).sum(-1)
-    e = b[d.argmin(1)]
-    total += ((prev - e) ** 2).sum(1).mean() * (1 + beta)
-    prev = e
-  return total
+    chosen = []
+    for row in prev:
+      dists = [float(np.dot(row - code, row - code)) for code in b.astype(np.float64)]
+      chosen.append(b[int(np.argmin(dists))].astype(np.float64))
+    chosen = np.stack(chosen)
+    vq_terms.append(np.mean([np.dot(p - e, p - e) for p, e in zip(prev, chosen)]))
+    commit_terms.append(np.mean([np.dot(p - e, p - e) for p, e in zip(prev, chosen)]))
+    prev = chosen  # eq. 2
+  return sum(vq_terms) + beta * sum(commit_terms)
 
 
 def test_quant_loss_against_numpy_reference():
@@ -111,7 +132,10 @@ def test_cove_sasrec_trains_scores_and_exports_a_tokenizer(tmp_path):
   settings = dict(max_len=8, emb_dim=16, num_blocks=1, num_heads=2, batch_size=16, num_epochs=3)
   m = cove_sasrec.train_and_evaluate(loo, 30, seed=0, output_dir=str(tmp_path / "run"),
                                      ks=(5, 10), cove={"codebook_sizes": (8, 3)}, **settings)
-  assert 0.0 <= m["recall@10"] <= 1.0
+  # The scored metrics are those of the written lists (recomputed from topk/targets).
+  topk = np.load(tmp_path / "run" / "topk.npy")
+  targets = np.load(tmp_path / "run" / "targets.npy")
+  assert m["recall@10"] == pytest.approx(np.mean((topk[:, :10] == targets[:, None]).any(1)))
   assert len(m["cove_usage_per_level"]) == 2
   assert (tmp_path / "run" / "cove_codes.npy").is_file()
   report = cove_sasrec.fit_tokenizer(loo, 30, str(tmp_path / "tok"), seed=0,
@@ -122,3 +146,6 @@ def test_cove_sasrec_trains_scores_and_exports_a_tokenizer(tmp_path):
   assert len({tuple(r) for r in ids}) == 30
   assert report["all_distinct"]
   assert artifact.read_method(str(tmp_path / "tok")) == "cove"
+  # The reproduction's shortcut (the COVE_SASRec run's codes) gives the IDs fit_tokenizer gives.
+  cove_sasrec.tokenizer_from_run(str(tmp_path / "run"), str(tmp_path / "tok2"))
+  np.testing.assert_array_equal(artifact.load_semantic_ids(str(tmp_path / "tok2"), 30)[1], ids)

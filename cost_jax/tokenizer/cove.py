@@ -2,9 +2,11 @@
 
 H quantizers with codebooks of v^1 > v^2 > ... entries (fine to coarse, §3.1). Quantizer i
 reads the output of quantizer i-1 (eq. 2: z^(0) = z, z^(i-1) = z_q^(i-1)) and returns its
-nearest code by squared L2 (eq. 1) with the straight-through estimator (eq. 5: the gradient
-of z_q^(i) w.r.t. z^(i-1) is the identity). The codes are average-pooled (eq. 3) and added
-back with a weighted residual (eq. 4):
+nearest code by squared L2 (eq. 1) as z_q^(i) = e + z^(i-1) - sg(z^(i-1)): the value is the
+code e, the gradient w.r.t. z^(i-1) is the identity (eq. 5's straight-through estimator), and
+the gradient w.r.t. e is the identity too, so the recommendation loss trains the codebooks
+(§3.2, Fig. 1) besides L_quant's codebook term. The codes are average-pooled (eq. 3) and
+added back with a weighted residual (eq. 4):
 
   z̄ = (1/H) Σ_i z_q^(i),      z_c = z + α z̄
 
@@ -13,7 +15,9 @@ The quantization loss (eq. 6), summed over levels and averaged over the entities
   L_quant = Σ_i ‖sg(z^(i-1)) − z_q^(i)‖² + β Σ_i ‖z^(i-1) − sg(z_q^(i))‖²
 
 Codebooks and embeddings both start random and co-evolve with the host model's loss
-(§3.2); a host adds ω_q · L_quant to its recommendation loss (eq. 7). To plug COVE into any
+(§3.2); a host adds ω_q · L_quant to its recommendation loss (eq. 7). NOT IMPLEMENTED: the
+"codebook classification loss" weighted by ω_c in §4.6 (Table 5, Fig. 4): §3 never defines it
+(no equation, target or classifier), so no faithful reading exists; L_seq here is eq. 7. To plug COVE into any
 Flax model: create `Cove(CoveConfig(...))` in the host's setup, pass the entity embedding
 table (or a batch of embeddings) through it, use `out.fused` where the embeddings were used,
 and add `config.omega_q * out.loss` to the loss (cost_jax.baselines.sasrec does this).
@@ -85,7 +89,11 @@ def cascade(z: Array, codebooks: tuple[Array, ...], alpha: float, beta: float) -
     vq = jnp.sum(jnp.square(jax.lax.stop_gradient(prev) - e), axis=-1)
     commit = jnp.sum(jnp.square(prev - jax.lax.stop_gradient(e)), axis=-1)
     loss = loss + jnp.mean(vq + beta * commit)
-    zq = prev + jax.lax.stop_gradient(e - prev)  # eq. 5: straight-through
+    # Forward value e; backward: identity to z^(i-1) (eq. 5's straight-through) AND to the
+    # selected code e, so that L_rec reaches the codebooks through z̄ and z_c (eqs. 3-4): §3.2
+    # has codebooks and entity embeddings "jointly optimized through an external
+    # recommendation task". (prev + sg(e - prev) would give e no L_rec gradient at all.)
+    zq = e + prev - jax.lax.stop_gradient(prev)
     codes.append(idx)
     quantized.append(zq)
     prev = zq  # eq. 2: the next quantizer reads this one's output
