@@ -171,6 +171,9 @@ def test_reproduction_prepares_from_a_recbole_folder(shop, tmp_path):
   assert prof.data == {"loader": "recbole", "recbole_dir": str(shop)}
   out = stages.REAL_FNS.prepare(prof.dataset, str(tmp_path / "ds"), **prof.data)
   assert ProcessedDataset.load(out).num_users == 2
+  # --dataset_dir names the run after the processed folder's own stats, not the default ml100k.
+  args = cli.build_parser().parse_args(["--dataset_dir", out, "--output", str(tmp_path / "r")])
+  assert cli.profile_from_args(args).dataset == "shop"
 
 
 def test_outputs_never_replace_what_the_command_did_not_write(shop, tmp_path):

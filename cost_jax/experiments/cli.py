@@ -23,7 +23,7 @@ from cost_jax.experiments.profiles import PROFILES, Profile, apply_overrides
 from cost_jax.experiments.stage_cache import StageResult, config_hash
 from cost_jax.experiments.stages import REAL_FNS, StageFns
 from cost_jax.data import recbole_dataset_name
-from cost_jax.io import UserError, exits_cleanly
+from cost_jax.io import UserError, exits_cleanly, read_json
 from cost_jax.tokenizer.config import ABLATION_METHODS
 
 
@@ -101,7 +101,20 @@ def profile_from_args(args: argparse.Namespace) -> Profile:
                        os.path.abspath(os.path.expanduser(args.recbole_dir))}
   elif args.dataset:
     changes["dataset"] = args.dataset
+  elif args.dataset_dir:
+    # A processed folder names itself (its stats.json "name"), never the profile's default.
+    changes["dataset"] = processed_dataset_name(args.dataset_dir)
   return dataclasses.replace(profile, **changes)
+
+
+def processed_dataset_name(dataset_dir: str) -> str:
+  """The name a processed dataset folder gives itself (stats.json), else the folder's name."""
+  stats = os.path.join(dataset_dir, "stats.json")
+  try:
+    name = read_json(stats).get("name") if os.path.isfile(stats) else None
+  except UserError:
+    name = None
+  return str(name or os.path.basename(os.path.normpath(os.path.abspath(dataset_dir))))
 
 
 @exits_cleanly

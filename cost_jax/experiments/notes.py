@@ -136,7 +136,8 @@ def deviation_notes(pipe, rows: Sequence[Mapping]) -> list[str]:
       f"Tokenizer epochs: {_tok_epochs(pipe)} (CoST Fig. 3: 20/50/100 epochs; TIGER §4.1.3: "
       "20k epochs).",
       "Ablation tokenizers (random, L_re, L_co, L_re + L_co) share CoST's architecture (§4.1: "
-      "latent 96, 3 levels x 64 codes, shared codebook), so only the loss differs; collisions "
+      "latent 96, 3 levels x 64 codes, one codebook per level: a deviation from §4.1's shared "
+      "codebook, see README), so only the loss differs; collisions "
       "are resolved by re-assigning colliding items to free codes (IDs of length 3; TIGER adds a "
       "4th token instead). LSH follows TIGER §4.3.2 (8 hyperplanes x 4 levels, IDs of length 4, "
       "same re-assignment). TIGER's Random ID uses 4 x 255 codes; here random IDs have CoST's "

@@ -58,7 +58,8 @@ class Profile:
 
 
 # The CoST ablation compares losses with one architecture: every neural tokenizer (L_re, L_co,
-# L_re + L_co) and the random IDs use CoST's preset (§4.1: latent 96, 3 levels x 64 codes shared,
+# L_re + L_co) and the random IDs use CoST's preset (§4.1: latent 96, 3 levels x 64 codes; one
+# codebook per level, a deviation from §4.1's shared one (cost_jax.tokenizer.config),
 # Adam 1e-4, batch 256, unique IDs by re-assignment). LSH keeps TIGER §4.3.2's hashing (8 bits x
 # 4 levels) but resolves collisions the same way as the others (no extra token).
 _ABLATION_TOKENIZER = {
