@@ -304,13 +304,15 @@ def test_tiger_cpu_profile_keeps_tigers_model_and_plans_table3(tmp_path, capsys)
   model_fields = {f.name for f in dataclasses.fields(network.TransformerConfig)}
   assert not model_fields & set(prof.tiger) and "max_history" not in prof.tiger
   assert prof.embed == profiles.PAPER.embed
-  assert prof.tokenizer_overrides("rqvae")["preset"] == "tiger"
-  assert prof.tokenizer_overrides("rqvae")["epochs"] > profiles.PAPER.tokenizer["*"]["epochs"]
+  assert prof.tokenizer_overrides("rqvae") == {"preset": "tiger"}  # TIGER's preset as it is
+  # Trained to the best validation checkpoint, with a time budget per run.
+  assert prof.tiger["patience"] >= 1 and prof.tiger["eval_every"] > 0
+  assert prof.tiger["time_budget_min"] > 0 and prof.sasrec["patience"] >= 1
   out = str(tmp_path / "o")
   assert cli.main(["--profile", "tiger-cpu", "--list", "--output", out], fns=Fakes().fns()) == 0
   err = capsys.readouterr().err
-  for stage in ("train-random-s0", "train-lsh-s0", "train-rqvae-s0", "train-cost-s0",
-                "sasrec-s0", "popularity"):
+  for stage in ("train-random-s0", "train-lsh-s0", "train-rqvae-s0", "train-rqkmeans-s0",
+                "train-cost-s0", "sasrec-s0", "popularity"):
     assert stage in err
   assert "-s1" not in err and "cove" not in err
 

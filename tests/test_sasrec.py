@@ -75,3 +75,28 @@ def test_sequence_loss_softmax_matches_manual():
   logits = np.array([2.0, 0.0, 2.0])
   want = -(logits[1] - np.log(np.exp(logits).sum()))
   assert float(got) == pytest.approx(want, rel=1e-5)
+
+
+def test_best_epoch_is_kept_and_patience_stops():
+  # Random sequences: validation Recall@10 wanders, so a best epoch exists before the last.
+  rng = np.random.default_rng(1)
+  train = [rng.integers(0, 12, 7) for _ in range(40)]
+  valid = rng.integers(0, 12, 40)
+  cfg = small_config(num_epochs=8, learning_rate=3e-2, eval_num_users=40, patience=2)
+  curve, sel = [], {}
+  params, losses = sasrec.train(cfg, train, seed=0, valid_target=valid, curve=curve,
+                                selection=sel)
+  recalls = [c["recall@10"] for c in curve]
+  best = int(np.argmax(recalls))  # the first maximum
+  assert sel["best_epoch"] == curve[best]["epoch"]
+  # Stopped by patience exactly 2 validations after the best, or ran out of epochs.
+  if sel["stop_reason"] == "patience":
+    assert len(curve) == best + 3 and sel["final_epoch"] == len(losses) == len(curve)
+  else:
+    assert sel["final_epoch"] == 8 and len(curve) - best - 1 < 2
+  # The returned parameters are those after the best epoch: a run that stops there agrees.
+  ref, _ = sasrec.train(small_config(num_epochs=sel["best_epoch"], learning_rate=3e-2,
+                                     eval_num_users=40, keep_best=False), train, seed=0,
+                        valid_target=valid, curve=[])
+  for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(ref)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

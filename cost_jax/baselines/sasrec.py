@@ -66,6 +66,11 @@ class SASRecConfig:
   # subset of eval_num_users users (0 = off). Written to losses.json "validation_curve".
   eval_every_epochs: int = 1
   eval_num_users: int = 1000
+  # Train to the best epoch (ours, as the seq2seq trainer): the parameters of the validation
+  # point with the best Recall@10 are the ones scored on test; stop after `patience` validations
+  # in a row without a better one (0 = run every epoch).
+  patience: int = 0
+  keep_best: bool = True
   cove: CoveConfig | None = None  # COVE_SASRec when set (cost_jax.tokenizer.cove)
 
   def __post_init__(self):
@@ -247,13 +252,15 @@ def init_params(model: SASRec, seed: int):
 
 def train(config: SASRecConfig, train_seqs: Sequence[np.ndarray], seed: int = 0,
           progress_desc: str = "sasrec", valid_target: np.ndarray | None = None,
-          curve: list | None = None) -> tuple[dict, list[float]]:
+          curve: list | None = None, selection: dict | None = None) -> tuple[dict, list[float]]:
   """Trains from scratch; returns (params, per-epoch mean losses).
 
   With `valid_target` (the validation item of each training sequence) and a `curve` list,
   appends {"epoch", "recall@10", "ndcg@10", "num_users"} on the validation split every
-  `config.eval_every_epochs` epochs (the learning curve). Stops with a UserError naming the
-  epoch when the loss stops being finite.
+  `config.eval_every_epochs` epochs (the learning curve); with `config.keep_best` the returned
+  parameters are those of the best validation Recall@10, and `config.patience` stops the run
+  early. `selection` (a dict) receives {"best_epoch", "final_epoch", "stop_reason"}. Stops with
+  a UserError naming the epoch when the loss stops being finite.
   """
   eval_rows = None
   if valid_target is not None and curve is not None and config.eval_every_epochs > 0:
@@ -275,6 +282,7 @@ def train(config: SASRecConfig, train_seqs: Sequence[np.ndarray], seed: int = 0,
   progress = Progress(config.num_epochs * steps_per_epoch, desc=progress_desc, unit="steps",
                       items_per_step=config.batch_size)
   losses, step = [], 0
+  best, best_params, stale, stop_reason = None, None, 0, "num_epochs"
   for _ in range(config.num_epochs):
     inputs, targets = sample_windows(train_seqs, config.max_len, np_rng)
     order = np_rng.permutation(len(inputs))
@@ -298,7 +306,19 @@ def train(config: SASRecConfig, train_seqs: Sequence[np.ndarray], seed: int = 0,
       m = score_topk(topk, np.asarray(valid_target, np.int32)[eval_rows], ks=(10,))
       curve.append({"epoch": len(losses), "recall@10": m["recall@10"], "ndcg@10": m["ndcg@10"],
                     "num_users": int(len(eval_rows))})
+      if best is None or curve[-1]["recall@10"] > best["recall@10"]:
+        best, best_params, stale = curve[-1], params, 0  # params are immutable: no copy
+      else:
+        stale += 1
+      if config.patience and stale >= config.patience:
+        stop_reason = "patience"
+        break
   progress.close({"loss": losses[-1]})
+  if selection is not None:
+    selection.update(final_epoch=len(losses), stop_reason=stop_reason,
+                     best_epoch=None if best is None else best["epoch"])
+  if config.keep_best and best_params is not None:
+    return best_params, losses
   return params, losses
 
 
@@ -333,13 +353,18 @@ def fit_and_score(loo, config: SASRecConfig, seed: int = 0, ks: Sequence[int] = 
   """
   t0 = time.perf_counter()
   curve: list[dict] = []
+  selection: dict = {}
   params, losses = train(config, loo.train, seed=seed,
                          progress_desc="cove_sasrec" if config.cove is not None else "sasrec",
-                         valid_target=np.asarray(loo.valid_target), curve=curve)
+                         valid_target=np.asarray(loo.valid_target), curve=curve,
+                         selection=selection)
   train_s = time.perf_counter() - t0
   histories = [np.concatenate([np.asarray(t), [v]]) for t, v in zip(loo.train, loo.valid_target)]
   topk = predict_topk(config, params, histories, max(ks))
   result = score_topk(topk, np.asarray(loo.test_target, np.int32), ks=tuple(ks))
+  if config.keep_best and selection.get("best_epoch") is not None:
+    result["epoch"] = selection["best_epoch"]  # the scored parameters' epoch
+  result.update(selection)
   return result, params, topk, losses, train_s, curve
 
 
