@@ -1,7 +1,8 @@
 """User-facing I/O for every stage: one-line errors, JSON reading, the one atomic writer.
 
 - `UserError`: bad input or configuration; the message names the file, line or field.
-- `exits_cleanly`: wraps a CLI `main` so a UserError prints `error: ...` and exits with 2.
+- `exits_cleanly`: wraps a CLI `main` so a UserError prints `error: ...` and exits with 2, a
+  stop requested by a signal (cost_jax.stop) exits with 128 + the signal number.
 - `read_json`: a JSON file, or a UserError naming file and line.
 - `atomic_write` (+ `_text`, `_json`, `_npy`): a file written beside its target and renamed
   into place, so a reader sees the old file or the new one, never half of one.
@@ -17,6 +18,8 @@ import shutil
 import sys
 import tempfile
 from typing import IO, Any, Callable, TypeVar, Sequence
+
+from cost_jax.stop import Interrupted
 
 F = TypeVar("F", bound=Callable[..., int | None])
 
@@ -35,6 +38,9 @@ def exits_cleanly(main: F) -> F:
     except UserError as e:
       print(f"error: {e}", file=sys.stderr)
       raise SystemExit(2) from None
+    except Interrupted as e:
+      print(f"interrupted: {e}", file=sys.stderr)
+      raise SystemExit(e.exit_code) from None
     except KeyboardInterrupt:
       print("interrupted", file=sys.stderr)
       raise SystemExit(130) from None

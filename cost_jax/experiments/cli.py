@@ -11,13 +11,12 @@ a top-level key). See cost_jax.experiments.pipeline for the stages.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import os
-import signal
 import sys
 from typing import Any, Sequence
 
+from cost_jax import stop
 from cost_jax.experiments.pipeline import Pipeline
 from cost_jax.experiments.profiles import PROFILES, Profile, apply_overrides
 from cost_jax.experiments.stage_cache import StageResult, config_hash
@@ -25,25 +24,6 @@ from cost_jax.experiments.stages import REAL_FNS, StageFns
 from cost_jax.data import recbole_dataset_name
 from cost_jax.io import UserError, exits_cleanly, read_json
 from cost_jax.tokenizer.config import ABLATION_METHODS
-
-
-@contextlib.contextmanager
-def _terminate_as_interrupt():
-  """SIGTERM (and SIGINT, ignored in background jobs) -> KeyboardInterrupt while running, so
-  that `kill PID` lets the trainer save a checkpoint and the stage resume on the next run."""
-  def handler(signum, frame):  # pylint: disable=unused-argument
-    raise KeyboardInterrupt
-  previous = {}
-  for sig in (signal.SIGTERM, signal.SIGINT):
-    try:
-      previous[sig] = signal.signal(sig, handler)
-    except ValueError:  # not the main thread
-      pass
-  try:
-    yield
-  finally:
-    for sig, old in previous.items():
-      signal.signal(sig, old)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -137,7 +117,9 @@ def main(argv: Sequence[str] | None = None, fns: StageFns = REAL_FNS) -> int:
     if pipe.write_report(partial=len(pipe.results) < len(pipe.stages)) is None:
       raise UserError(f"{args.output}: no finished stage with metrics to report")
     return 0
-  with _terminate_as_interrupt():
+  # SIGTERM / SIGINT: the running stage stops at its next safe point (the trainer saves its
+  # state; the stage resumes on the next run), and no later stage starts (cost_jax.stop).
+  with stop.handling():
     results = pipe.run(keep_going=not args.fail_fast,
                        time_budget_s=None if args.time_budget_min is None
                        else 60.0 * args.time_budget_min)

@@ -28,6 +28,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from cost_jax import stop
 from cost_jax.experiments import assemble
 from cost_jax.experiments import capabilities as capabilities_lib
 from cost_jax.experiments.profiles import BASELINES, Profile
@@ -352,6 +353,7 @@ class Pipeline:
           done_pending += 1
           progress.update(done_pending)
         continue
+      stop.check(f"before stage {st.name}")
       cached = self.status_of(st) == "cached"
       if (not cached and time_budget_s is not None and
           time.perf_counter() - t_start > time_budget_s):

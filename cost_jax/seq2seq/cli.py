@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 from typing import Sequence
 
+from cost_jax import stop
 from cost_jax.io import UserError, exits_cleanly
 from cost_jax.seq2seq import evaluator, gin_config, trainer
 
@@ -62,22 +62,14 @@ def parse_train_args(argv: Sequence[str] | None):
   return args
 
 
-def _interrupt_on_sigterm() -> None:
-  """SIGTERM (preemption, `kill`) -> KeyboardInterrupt: the trainer saves a checkpoint first."""
-
-  def handler(signum, frame):
-    del signum, frame
-    raise KeyboardInterrupt
-
-  signal.signal(signal.SIGTERM, handler)
-
-
 @exits_cleanly
 def _train(args) -> int:
-  _interrupt_on_sigterm()
   train_config, model_config, operative = gin_config.configs_from_gin(args.gin_file,
                                                                      args.gin_param)
-  summary = trainer.train(train_config, args.model_dir, model_config, operative_gin=operative)
+  # SIGTERM (preemption, `kill`) and SIGINT stop the loop at the next step boundary, where the
+  # state is saved; the exit code is 128 + the signal (cost_jax.stop).
+  with stop.handling():
+    summary = trainer.train(train_config, args.model_dir, model_config, operative_gin=operative)
   print(json.dumps({k: summary.get(k) for k in ("step", "resumed_from", "steps_per_sec",
                                                  "examples_per_sec", "cpu_sec_per_step", "test",
                                                  "validation")}, indent=2, default=float))

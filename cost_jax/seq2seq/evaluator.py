@@ -14,6 +14,7 @@ from typing import Any, Callable, Sequence
 import jax
 import numpy as np
 
+from cost_jax import stop
 from cost_jax.io import UserError
 from cost_jax.progress import Progress
 from cost_jax.results import KS, score_topk, write_results
@@ -64,6 +65,7 @@ def predict_arrays(predict_fn: Callable, params: Any, encoder_input_tokens: np.n
     scores.append(devices.to_host(sc).astype(np.float32))
     if progress:
       progress.update(b + 1)
+    stop.check(f"while decoding ({desc}, batch {b + 1} of {num_batches})")
   return (np.concatenate(items)[:n].astype(np.int32), np.concatenate(scores)[:n])
 
 

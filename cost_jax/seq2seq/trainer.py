@@ -39,7 +39,7 @@ import jax
 import numpy as np
 from clu import metric_writers
 
-from cost_jax import results
+from cost_jax import results, stop
 from cost_jax.io import UserError, atomic_write_json, atomic_write_npy, atomic_write_text, read_json
 from cost_jax.progress import Progress
 from cost_jax.seq2seq import checkpoints, devices, gin_config, input_pipeline, model, network, optim
@@ -190,6 +190,7 @@ def _train(config: TrainConfig, model_dir: str, model_config=None, *,
     t = time.perf_counter()
     shapes = batcher.shape_batches(start, config.num_train_steps)
     for shape_batch in shapes:
+      stop.check("while compiling (nothing to save yet)")
       spare = jax.tree.map(lambda x: x.copy(), state)  # the step donates its state
       jax.block_until_ready(train_step(spare, layout.put(shape_batch)))
     log(f"[train] compiled the step for {len(shapes)} batch shapes in "
@@ -294,8 +295,11 @@ def _train(config: TrainConfig, model_dir: str, model_config=None, *,
         log(f"[train] time budget of {config.time_budget_min:g} min reached at step {step}")
         stop_reason = "time_budget"
         break
+      # A signal only sets a flag (cost_jax.stop): here, between steps, the state in hand is
+      # whole (no step holds it donated), so it is always saved.
+      stop.check(f"at step {step}")
   except KeyboardInterrupt:
-    try:  # the state may have been donated to a step that did not finish
+    try:  # after a second signal, the state may have been donated to a step that did not end
       interrupted_at = int(state["step"])
       ckpt.save(interrupted_at, state)
       log(f"[train] interrupted: saved step {interrupted_at}")

@@ -20,6 +20,7 @@ from typing import Any, Sequence
 
 from gin import config_parser
 
+from cost_jax import stop
 from cost_jax.io import UserError, exits_cleanly, json_default
 from cost_jax.tokenizer import config as tc
 from cost_jax.tokenizer.fit import encode_new, fit
@@ -114,8 +115,11 @@ def main(argv: Sequence[str] | None = None) -> int:
       overrides["epochs"] = args.epochs
     if args.preset:
       overrides["preset"] = args.preset
-    report = fit(args.embeddings, args.method, args.output, seed=args.seed, overrides=overrides,
-                 log=not args.quiet)
+    # SIGTERM / SIGINT stop training after the current epoch; nothing is written and the
+    # temporary output folder is removed (exit 128 + the signal, cost_jax.stop).
+    with stop.handling():
+      report = fit(args.embeddings, args.method, args.output, seed=args.seed,
+                   overrides=overrides, log=not args.quiet)
   summary = {k: report.get(k) for k in ("method", "num_items", "usage_per_level", "all_distinct",
                                         "largest_collision_group", "reconstruction_cosine",
                                         "wall_time_s")}

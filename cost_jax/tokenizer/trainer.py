@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from cost_jax import stop
 from cost_jax.tokenizer import kmeans as km
 from cost_jax.io import UserError
 from cost_jax.tokenizer import losses
@@ -305,6 +306,7 @@ def train(x: np.ndarray | EmbeddingStream, cfg: TokenizerConfig, seed: int = 0,
                       "written. Lower learning_rate, or raise tau if it is near 0.")
     if on_epoch is not None:
       on_epoch(epoch + 1, params)
+    stop.check(f"after tokenizer epoch {epoch + 1} (nothing written)")
     if log and not streamed:
       progress.update(epoch + 1, {"loss": m["loss"], "rq": m["rq"], "mse": m["mse"],
                                   "nce": m["infonce"],
