@@ -16,7 +16,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 import _trainer_toy as toy  # noqa: E402  pylint: disable=wrong-import-position
 
 from cost_jax.seq2seq import input_pipeline  # noqa: E402
-from cost_jax.seq2seq import cli, gin_config, optim, run_dir  # noqa: E402
+from cost_jax.seq2seq import cli, evaluator, gin_config, optim, run_dir  # noqa: E402
 from cost_jax.seq2seq import trainer as train  # noqa: E402
 from cost_jax.seq2seq.config import TrainConfig  # noqa: E402
 from cost_jax.io import UserError  # noqa: E402
@@ -202,6 +202,33 @@ def test_early_stop_scores_the_best_checkpoint(toy_dirs, tmp_path):
     assert out[k] == pytest.approx(ref[k], abs=1e-9), k
   steps = sorted(int(d) for d in os.listdir(tmp_path / "early" / "best_checkpoint") if d.isdigit())
   assert steps == [10]
+
+
+def test_evaluate_refuses_inputs_changed_since_training(tmp_path, capsys):
+  """A model_dir records the sha256 of its dataset and tokenizer; evaluate compares them
+  before any work and refuses a changed one (or says so under --allow_changed_inputs)."""
+  ds = toy.write_processed(str(tmp_path / "ds"))
+  tok = toy.write_tokenizer(str(tmp_path / "tok"))
+  model_dir = str(tmp_path / "m")
+  _run((ds, tok), model_dir, num_train_steps=5, eval_test=True,
+       cache_dir=str(tmp_path / "cache"))
+  assert cli.evaluate_main(["--model_dir", model_dir]) == 0
+  capsys.readouterr()
+  before = json.load(open(os.path.join(model_dir, "metrics.json")))
+  toy.write_processed(ds, seed=7)  # another dataset's sequences, same place
+  with pytest.raises(SystemExit) as e:
+    cli.evaluate_main(["--model_dir", model_dir])
+  assert e.value.code == 2
+  err = capsys.readouterr().err
+  assert err.startswith("error: ") and "dataset" in err and ds in err and "--allow_changed" in err
+  assert json.load(open(os.path.join(model_dir, "metrics.json"))) == before  # untouched
+  assert cli.evaluate_main(["--model_dir", model_dir, "--allow_changed_inputs"]) == 0
+  assert "warning:" in capsys.readouterr().err
+  toy.write_processed(ds)  # the original contents: accepted again
+  ids = np.load(os.path.join(tok, "semantic_ids.npy"))
+  np.save(os.path.join(tok, "semantic_ids.npy"), ids[::-1].copy())  # tokenizer rebuilt
+  with pytest.raises(UserError, match="tokenizer .* has other contents"):
+    evaluator.evaluate(model_dir)
 
 
 # --- bad input -----------------------------------------------------------------------

@@ -90,7 +90,12 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
   p.add_argument("--topk", type=int, default=None, help="items kept per user (default 40)")
   p.add_argument("--batch_size", type=int, default=None)
   p.add_argument("--num_users", type=int, default=None, help="random user subsample (default all)")
-  p.add_argument("--step", type=int, default=None, help="checkpoint step (default latest)")
+  p.add_argument("--step", type=int, default=None,
+                 help="checkpoint step (default: the one the run scored on test, i.e. its best "
+                      "validation checkpoint when it kept one, else the latest)")
+  p.add_argument("--allow_changed_inputs", action="store_true",
+                 help="score although the dataset or tokenizer the run was trained on changed "
+                      "on disk since (said in the output); by default such a run is refused")
   p.add_argument("--score_over", choices=("level", "vocab"), default=None,
                  help="beam scores: log-softmax over each level's codes or over the whole "
                       "vocabulary (default: the run's TrainConfig.score_over)")
@@ -154,6 +159,6 @@ def _evaluate(args: argparse.Namespace) -> int:
     raise UserError(f"--step: must be >= 0, got {args.step}")
   metrics = evaluator.evaluate(args.model_dir, args.split, num_beams=args.num_beams, topk=args.topk,
                      batch_size=args.batch_size, num_users=args.num_users, step=args.step,
-                     score_over=args.score_over)
+                     score_over=args.score_over, allow_changed_inputs=args.allow_changed_inputs)
   print(json.dumps(metrics, indent=2))
   return 0

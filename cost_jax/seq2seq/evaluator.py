@@ -86,13 +86,14 @@ def evaluate_arrays(module: Any, params: Any, arrays: Any, item_tokens: np.ndarr
 
 def evaluate(model_dir: str, split: str = "test", *, num_beams: int | None = None,
              topk: int | None = None, batch_size: int | None = None,
-             num_users: int | None = None, step: int | None = None,
-             write: bool = True, score_over: str | None = None) -> dict[str, Any]:
+             num_users: int | None = None, step: int | str | None = None,
+             write: bool = True, score_over: str | None = None,
+             allow_changed_inputs: bool = False) -> dict[str, Any]:
   """Scores the latest (or `step`) checkpoint of a cost_jax.train model_dir on `split`.
 
   `score_over`: the beam-scoring rule (decoding.SCORE_RULES), default the run's; results
   with a rule other than the run's are written with a `_{rule}` suffix on the split."""
-  run = run_dir.load_run(model_dir, step=step)
+  run = run_dir.load_run(model_dir, step=step, allow_changed_inputs=allow_changed_inputs)
   cfg = run.train_config
   rule = score_over or cfg.score_over
   num_beams = num_beams or cfg.num_beams

@@ -23,7 +23,7 @@ from cost_jax.io import UserError, atomic_write_json, read_json
 from cost_jax.seq2seq import checkpoints, input_pipeline, model, network, optim
 from cost_jax.seq2seq.config import TrainConfig, model_config_from_dict
 from cost_jax.seq2seq.devices import DeviceLayout
-from cost_jax.seq2seq.task import data_fingerprint, resolve_task
+from cost_jax.seq2seq.task import data_fingerprint, input_fingerprints, resolve_task
 
 CONFIG_FILE = "config.json"
 OPERATIVE_GIN_FILE = "config.gin"
@@ -143,10 +143,32 @@ class Run:
   step: int
   item_tokens: np.ndarray
   layout: DeviceLayout
+  # Score against inputs whose contents changed since training (said on stderr); default: refuse.
+  allow_changed_inputs: bool = False
 
   @property
   def batch_sharding(self):
     return self.layout.batch
+
+  def check_inputs(self, info: Any = None) -> None:
+    """The dataset and tokenizer the run was trained on must be the ones on disk now (their
+    sha256 in config.json "fingerprints"); a changed one is refused with one line naming it."""
+    if info is None:
+      _, info = resolve_task(self.train_config)
+    recorded = self.record.get("fingerprints") or {}
+    now = input_fingerprints(info)
+    changed = [k for k, old in recorded.items() if k in now and now[k] != old]
+    if not changed:
+      return
+    what = "; ".join(
+        f"{k} {self.record.get('task', {}).get(f'{k}_dir') or ''} has other contents than when "
+        f"this model was trained (sha256 {recorded[k][:12]} -> {now[k][:12]})" for k in changed)
+    if self.allow_changed_inputs:
+      print(f"warning: {self.model_dir}: {what}; scoring anyway (--allow_changed_inputs)",
+            file=sys.stderr, flush=True)
+      return
+    raise UserError(f"{os.path.join(self.model_dir, CONFIG_FILE)}: {what}. Scores would mix "
+                    "them; restore the original files, or pass --allow_changed_inputs")
 
   def round_batch(self, batch_size: int) -> int:
     return self.layout.round_batch(batch_size)
@@ -154,6 +176,7 @@ class Run:
   def split_arrays(self, split: str) -> input_pipeline.ExampleArrays:
     config = self.train_config
     task, info = resolve_task(config)
+    self.check_inputs(info)
     lengths = self.record["feature_lengths"]
     return input_pipeline.cached_split(task, split, cache_dir(config, self.model_dir),
                                        data_fingerprint(info), lengths)
@@ -163,8 +186,11 @@ def cache_dir(config: TrainConfig, model_dir: str) -> str:
   return config.cache_dir or os.path.join(model_dir, "cache")
 
 
-def load_run(model_dir: str, step: int | None = None) -> Run:
-  """Reads DIR/config.json + item_tokens.npy and restores the params of a checkpoint."""
+def load_run(model_dir: str, step: int | str | None = None,
+             allow_changed_inputs: bool = False) -> Run:
+  """Reads DIR/config.json + item_tokens.npy and restores the params of a checkpoint: `step`,
+  "best" (the best validation checkpoint), or None = the one the run scored on test (the best
+  one when it kept one, else the latest)."""
   model_dir = os.path.abspath(model_dir)
   path = os.path.join(model_dir, CONFIG_FILE)
   if not os.path.isfile(path):
@@ -194,12 +220,17 @@ def load_run(model_dir: str, step: int | None = None) -> Run:
       lambda: model.init_state(module, tx, lengths, train_config.seed, layout.replicated))
   abstract = jax.tree.map(
       lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=layout.replicated), abstract)
-  with checkpoints.Checkpointer(model_dir, read_only=True) as ckpt:
+  best_dir = checkpoints.checkpoint_dir(model_dir, checkpoints.BEST_SUBDIR)
+  if step is None and train_config.test_from_best and os.path.isdir(best_dir) and any(
+      d.isdigit() for d in os.listdir(best_dir)):
+    step = "best"
+  subdir = checkpoints.BEST_SUBDIR if step == "best" else checkpoints.CHECKPOINT_SUBDIR
+  with checkpoints.Checkpointer(model_dir, read_only=True, subdir=subdir) as ckpt:
     if ckpt.latest_step() is None:
       raise UserError(f"{ckpt.directory}: no checkpoints (train a model into {model_dir} first)")
-    if step is None:
+    if step is None or step == "best":
       state, _ = ckpt.restore_latest(abstract)
     else:
-      state = ckpt.restore(abstract, step)
+      state = ckpt.restore(abstract, int(step))
   return Run(model_dir, record, train_config, model_config, module, state["params"],
-             int(state["step"]), item_tokens, layout)
+             int(state["step"]), item_tokens, layout, allow_changed_inputs)
