@@ -212,3 +212,82 @@ def foreign_entries(directory: str, kind: str, keep: Sequence[str] = (),
   elif entries and set(entries) <= set(legacy) | set(keep):
     owned |= set(entries)  # written by this project before the marker existed
   return [e for e in entries if e not in owned]
+
+
+# --- one writer per output -----------------------------------------------------------------
+LOCK_NAME = ".lock"
+
+
+class DirLock:
+  """A lock file (O_EXCL) held while one command writes an output: a second command on the
+  same output is refused with the holder's pid; a lock left by a dead process on this host is
+  taken over. The file holds {"pid", "host", "command"}; a lock of another host cannot be
+  checked, so it is refused too. `command` names the holder in the messages.
+  """
+
+  def __init__(self, path: str, command: str):
+    self.path = os.path.abspath(path)
+    self.command = command
+    self.held = False
+
+  def acquire(self) -> "DirLock":
+    import socket  # local: this module stays import-light
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "command": self.command}
+    os.makedirs(os.path.dirname(self.path), exist_ok=True)
+    for _ in range(2):
+      try:
+        fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+      except FileExistsError:
+        holder = self._holder()
+        if holder is not None and holder.get("host") == me["host"] and not _alive(holder["pid"]):
+          print(f"[{self.command}] {self.path}: stale lock of process {holder['pid']} (not "
+                "running); taking it over", file=sys.stderr, flush=True)
+          try:
+            os.remove(self.path)
+          except FileNotFoundError:
+            pass
+          continue
+        who = (f"process {holder.get('pid')} on {holder.get('host')}"
+               + (f" ({holder['command']})" if holder.get("command") else "") if holder
+               else "an unreadable lock file")
+        raise UserError(f"{os.path.dirname(self.path)}: in use by {who} ({self.path}); wait for "
+                        "it to finish, or remove the lock file if that process is gone") from None
+      except OSError as e:
+        raise UserError(f"{self.path}: cannot create the lock ({e.strerror or e})") from None
+      with os.fdopen(fd, "w") as f:
+        json.dump(me, f)
+      self.held = True
+      return self
+    raise UserError(f"{self.path}: could not take the lock")
+
+  def _holder(self) -> dict | None:
+    try:
+      with open(self.path) as f:
+        d = json.load(f)
+      return d if isinstance(d, dict) and isinstance(d.get("pid"), int) else None
+    except (OSError, ValueError):
+      return None
+
+  def release(self) -> None:
+    if self.held:
+      try:
+        os.remove(self.path)
+      except FileNotFoundError:
+        pass
+      self.held = False
+
+  def __enter__(self) -> "DirLock":
+    return self.acquire()
+
+  def __exit__(self, *exc) -> None:
+    self.release()
+
+
+def _alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  return True

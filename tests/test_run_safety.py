@@ -106,3 +106,43 @@ def test_divergence_stops_without_saving_nan(toy_dirs, tmp_path):
          log_every=1)
   assert checkpoints.Checkpointer(str(tmp_path / "m"), read_only=False).all_steps() == []
   assert not (tmp_path / "m" / run_dir.LOCK_FILE).exists()
+
+
+def test_reproduce_and_tokenize_are_one_writer_per_output(tmp_path, capsys):
+  """`reproduce --output D` holds D/.lock and `tokenize --output D` holds D.lock for the whole
+  command: a second one on the same output is refused with the holder's pid (nothing written);
+  a lock of a process that is gone is taken over."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from cost_jax.experiments import cli as reproduce_cli  # pylint: disable=import-outside-toplevel
+  from cost_jax.io import LOCK_NAME  # pylint: disable=import-outside-toplevel
+  from cost_jax.tokenizer import cli as tokenize_cli  # pylint: disable=import-outside-toplevel
+  host = __import__("socket").gethostname()
+  out = tmp_path / "repro"
+  out.mkdir()
+  emb = tmp_path / "e.npy"
+  np.save(emb, np.random.default_rng(0).normal(size=(40, 8)).astype(np.float32))
+  sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+  try:
+    (out / LOCK_NAME).write_text(json.dumps({"pid": sleeper.pid, "host": host,
+                                             "command": "reproduce"}))
+    with pytest.raises(SystemExit) as e:
+      reproduce_cli.main(["--output", str(out), "--seeds", "0", "--methods", "random"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert f"in use by process {sleeper.pid}" in err and "(reproduce)" in err
+    assert sorted(os.listdir(out)) == [LOCK_NAME]  # no stage started
+    tok = tmp_path / "tok"
+    (tmp_path / ("tok" + LOCK_NAME)).write_text(json.dumps({"pid": sleeper.pid, "host": host}))
+    with pytest.raises(SystemExit):
+      tokenize_cli.main(["--embeddings", str(emb), "--method", "random", "--output", str(tok),
+                         "--quiet"])
+    assert f"in use by process {sleeper.pid}" in capsys.readouterr().err
+    assert not tok.exists()
+  finally:
+    sleeper.kill()
+    sleeper.wait()
+  # The holder is gone: its lock is stale and taken over; the command runs and releases it.
+  assert tokenize_cli.main(["--embeddings", str(emb), "--method", "random", "--output", str(tok),
+                            "--quiet", "--set", "codebook_size=8"]) == 0
+  assert "stale lock" in capsys.readouterr().err
+  assert (tok / "semantic_ids.npy").exists() and not (tmp_path / ("tok" + LOCK_NAME)).exists()

@@ -22,7 +22,7 @@ from cost_jax.experiments.profiles import PROFILES, Profile, apply_overrides
 from cost_jax.experiments.stage_cache import StageResult, config_hash
 from cost_jax.experiments.stages import REAL_FNS, StageFns
 from cost_jax.data import recbole_dataset_name
-from cost_jax.io import UserError, exits_cleanly, read_json
+from cost_jax.io import LOCK_NAME, DirLock, UserError, exits_cleanly, read_json
 from cost_jax.tokenizer.config import ABLATION_METHODS
 
 
@@ -119,7 +119,8 @@ def main(argv: Sequence[str] | None = None, fns: StageFns = REAL_FNS) -> int:
     return 0
   # SIGTERM / SIGINT: the running stage stops at its next safe point (the trainer saves its
   # state; the stage resumes on the next run), and no later stage starts (cost_jax.stop).
-  with stop.handling():
+  # One reproduction per output folder: a second one is refused with the holder's pid.
+  with DirLock(os.path.join(args.output, LOCK_NAME), "reproduce"), stop.handling():
     results = pipe.run(keep_going=not args.fail_fast,
                        time_budget_s=None if args.time_budget_min is None
                        else 60.0 * args.time_budget_min)

@@ -8,18 +8,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
-import socket
 import sys
 from typing import Any
 
 import jax
 import numpy as np
 
-from cost_jax.io import UserError, atomic_write_json, read_json
+from cost_jax.io import LOCK_NAME, DirLock, UserError, atomic_write_json, read_json
 from cost_jax.seq2seq import checkpoints, input_pipeline, model, network, optim
 from cost_jax.seq2seq.config import TrainConfig, model_config_from_dict
 from cost_jax.seq2seq.devices import DeviceLayout
@@ -60,74 +58,12 @@ def write_or_check_config(model_dir: str, record: dict, has_checkpoint: bool) ->
   atomic_write_json(path, record)
 
 
-LOCK_FILE = ".lock"
+LOCK_FILE = LOCK_NAME  # model_dir/.lock (cost_jax.io.DirLock)
 
 
-class RunLock:
-  """model_dir/.lock: one writer per model_dir. A lock left by a dead process is taken over.
-
-  The file holds {"pid", "host"}; a lock of a live process (or of another host, which cannot be
-  checked) is refused with a message naming it.
-  """
-
-  def __init__(self, model_dir: str):
-    self.path = os.path.join(os.path.abspath(model_dir), LOCK_FILE)
-    self.held = False
-
-  def acquire(self) -> "RunLock":
-    me = {"pid": os.getpid(), "host": socket.gethostname()}
-    for _ in range(2):
-      try:
-        fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-      except FileExistsError:
-        holder = self._holder()
-        if holder is not None and holder.get("host") == me["host"] and not _alive(holder["pid"]):
-          print(f"[train] {self.path}: stale lock of process {holder['pid']} (not running); "
-                "taking it over", file=sys.stderr, flush=True)
-          with contextlib.suppress(FileNotFoundError):
-            os.remove(self.path)
-          continue
-        who = (f"process {holder.get('pid')} on {holder.get('host')}" if holder
-               else "an unreadable lock file")
-        raise UserError(f"{os.path.dirname(self.path)}: in use by {who} ({self.path}); wait for "
-                        "it to finish, or remove the lock file if that process is gone") from None
-      except OSError as e:
-        raise UserError(f"{self.path}: cannot create the lock ({e.strerror or e})") from None
-      with os.fdopen(fd, "w") as f:
-        json.dump(me, f)
-      self.held = True
-      return self
-    raise UserError(f"{self.path}: could not take the lock")
-
-  def _holder(self) -> dict | None:
-    try:
-      with open(self.path) as f:
-        d = json.load(f)
-      return d if isinstance(d, dict) and isinstance(d.get("pid"), int) else None
-    except (OSError, ValueError):
-      return None
-
-  def release(self) -> None:
-    if self.held:
-      with contextlib.suppress(FileNotFoundError):
-        os.remove(self.path)
-      self.held = False
-
-  def __enter__(self) -> "RunLock":
-    return self.acquire()
-
-  def __exit__(self, *exc) -> None:
-    self.release()
-
-
-def _alive(pid: int) -> bool:
-  try:
-    os.kill(pid, 0)
-  except ProcessLookupError:
-    return False
-  except PermissionError:
-    return True
-  return True
+def RunLock(model_dir: str) -> DirLock:  # pylint: disable=invalid-name
+  """model_dir/.lock: one `train` per model_dir (cost_jax.io.DirLock)."""
+  return DirLock(os.path.join(os.path.abspath(model_dir), LOCK_NAME), "train")
 
 
 @dataclasses.dataclass

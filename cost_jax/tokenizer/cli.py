@@ -21,7 +21,7 @@ from typing import Any, Sequence
 from gin import config_parser
 
 from cost_jax import stop
-from cost_jax.io import UserError, exits_cleanly, json_default
+from cost_jax.io import LOCK_NAME, DirLock, UserError, exits_cleanly, json_default
 from cost_jax.tokenizer import config as tc
 from cost_jax.tokenizer.fit import encode_new, fit
 
@@ -117,7 +117,9 @@ def main(argv: Sequence[str] | None = None) -> int:
       overrides["preset"] = args.preset
     # SIGTERM / SIGINT stop training after the current epoch; nothing is written and the
     # temporary output folder is removed (exit 128 + the signal, cost_jax.stop).
-    with stop.handling():
+    # One writer per output (a lock file beside it, since the folder is swapped in whole).
+    with DirLock(os.path.abspath(args.output).rstrip(os.sep) + LOCK_NAME, "tokenize"), \
+        stop.handling():
       report = fit(args.embeddings, args.method, args.output, seed=args.seed,
                    overrides=overrides, log=not args.quiet)
   summary = {k: report.get(k) for k in ("method", "num_items", "usage_per_level", "all_distinct",
