@@ -2,6 +2,7 @@
 
 import csv
 import dataclasses
+import glob
 import hashlib
 import json
 import time
@@ -321,6 +322,22 @@ def test_tiger_cpu_profile_keeps_tigers_model_and_plans_table3(tmp_path, capsys)
                 "train-cost-s0", "sasrec-s0", "popularity"):
     assert stage in err
   assert "-s1" not in err and "cove" not in err
+
+
+def test_short_embeddings_fail_the_tokenizer_stage_naming_the_file(tmp_path, capsys):
+  class ShortEmbeddings(Fakes):
+    def embed(self, path, model):
+      super().embed(path, model)
+      np.save(os.path.join(path, "embeddings.npy"), np.eye(5, dtype=np.float32)[:4])
+
+  out = str(tmp_path / "o")
+  assert cli.main(["--output", out, "--seeds", "0", "--methods", "rqvae", "--baselines", ""],
+                  fns=ShortEmbeddings().fns()) == 1
+  err = capsys.readouterr().err
+  assert re.search(r"tokenize-rqvae-s0: FAILED \(UserError: .*embeddings\.npy: shape \(4, 5\), "
+                   r"expected \[5, D\]: one row per item", err)
+  assert "Traceback" not in err and "train-rqvae-s0: blocked" in err
+  assert not glob.glob(os.path.join(out, "stages", "tokenize-*", stage_cache.DONE_FILE))
 
 
 def test_cli_end_to_end_with_fakes_and_report_only(tmp_path):

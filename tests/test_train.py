@@ -234,6 +234,17 @@ def test_evaluate_refuses_inputs_changed_since_training(tmp_path, capsys):
 # --- bad input -----------------------------------------------------------------------
 
 
+def test_repeated_semantic_ids_are_refused_before_training(toy_dirs, tmp_path):
+  ds, _ = toy_dirs
+  tok = toy.write_tokenizer(str(tmp_path / "tok"))
+  ids = np.load(os.path.join(tok, "semantic_ids.npy"))
+  ids[9] = ids[4]
+  np.save(os.path.join(tok, "semantic_ids.npy"), ids)
+  with pytest.raises(UserError, match=r"semantic_ids\.npy: items 4 and 9 share the semantic ID"):
+    _run((ds, tok), tmp_path / "m", num_train_steps=5)
+  assert not (tmp_path / "m" / "checkpoints").exists()  # refused before any step
+
+
 def test_missing_tokenizer_dir_is_a_user_error(toy_dirs, tmp_path):
   ds, _ = toy_dirs
   with pytest.raises(UserError, match="tokenizer_dir does not exist"):

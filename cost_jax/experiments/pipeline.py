@@ -28,6 +28,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+
 from cost_jax import stop
 from cost_jax.experiments import assemble
 from cost_jax.experiments import capabilities as capabilities_lib
@@ -35,7 +36,7 @@ from cost_jax.experiments.profiles import BASELINES, Profile
 from cost_jax.experiments.stage_cache import StageCache, StageResult, config_hash
 from cost_jax.experiments.stages import (REAL_FNS, StageFns, _is_number, tokenizer_stats,
                                          validate_profile)
-from cost_jax.io import UserError
+from cost_jax.io import UserError, read_json
 from cost_jax.progress import Progress, format_duration
 from cost_jax.tokenizer.config import INTERACTION_METHODS, METHODS, task_name
 
@@ -286,7 +287,7 @@ class Pipeline:
 
   def _tokenize_fn(self, method: str, seed: int) -> Callable[[str], Any]:
     def run(tmp: str) -> dict:
-      emb = np.load(os.path.join(self.dataset_path("embed"), "embeddings.npy"))
+      emb = checked_embeddings(self.dataset_path("embed"))
       report = self.fns.tokenize(emb, method, os.path.join(tmp, "tokenizer"), seed=seed,
                                  overrides=dict(self.profile.tokenizer_overrides(method)))
       return tokenizer_stats(report, method, seed)
@@ -368,7 +369,8 @@ class Pipeline:
       except Exception as e:  # pylint: disable=broad-except
         if not keep_going:
           raise
-        traceback.print_exc(file=self.stream)
+        if not isinstance(e, UserError):  # bad input is one line; a bug keeps its traceback
+          traceback.print_exc(file=self.stream)
         res = StageResult(st.name, self.cache.path(st.name, st.config), config_hash(st.config),
                           "failed", error=f"{type(e).__name__}: {e}".splitlines()[0][:300])
       self.results[st.name] = res
@@ -432,3 +434,19 @@ def _link_or_copy(src: str, dst: str) -> None:
     os.link(src, dst)
   except OSError:
     shutil.copy2(src, dst)
+
+
+def checked_embeddings(dataset_dir: str) -> np.ndarray:
+  """DIR/embeddings.npy, checked at the tokenizer stage's door: a float matrix with one row per
+  item of DIR/stats.json (a short file fails here, naming it, not later in training)."""
+  path = os.path.join(dataset_dir, "embeddings.npy")
+  try:
+    emb = np.load(path, allow_pickle=False)
+  except (OSError, ValueError) as e:
+    raise UserError(f"{path}: cannot read ({str(e).splitlines()[0] if str(e) else e})") from None
+  stats = os.path.join(dataset_dir, "stats.json")
+  items = read_json(stats).get("items") if os.path.isfile(stats) else None
+  if emb.ndim != 2 or (items is not None and emb.shape[0] != int(items)):
+    raise UserError(f"{path}: shape {emb.shape}, expected [{items}, D]: one row per item of "
+                    f"{stats}")
+  return emb

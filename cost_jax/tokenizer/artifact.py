@@ -87,10 +87,30 @@ def load_semantic_ids(tokenizer_dir: str,
   return layout, ids.astype(np.int32)
 
 
+def first_duplicate(ids: np.ndarray) -> tuple[int, int] | None:
+  """(i, j), i < j, the first two rows with the same ID (by j), or None when all are unique."""
+  if len(ids) < 2:
+    return None
+  _, first, inverse = np.unique(ids, axis=0, return_index=True, return_inverse=True)
+  inverse = np.asarray(inverse).reshape(-1)
+  dup = np.flatnonzero(first[inverse] != np.arange(len(ids)))
+  if not dup.size:
+    return None
+  j = int(dup[0])
+  return int(first[inverse[j]]), j
+
+
 def load_item_tokens(tokenizer_dir: str,
                      num_items: int | None = None) -> tuple[TokenLayout, np.ndarray]:
-  """(layout, item_tokens int32 [N, L]): every item's semantic ID in token space."""
+  """(layout, item_tokens int32 [N, L]): every item's semantic ID in token space. The IDs must
+  be unique (a generated ID names one item): a repeated one is refused here, before training."""
   layout, codes = load_semantic_ids(tokenizer_dir, num_items)
+  dup = first_duplicate(codes)
+  if dup is not None:
+    i, j = dup
+    raise UserError(f"{ids_path(tokenizer_dir)}: items {i} and {j} share the semantic ID "
+                    f"{codes[j].tolist()}; generative retrieval needs unique IDs (re-tokenize "
+                    "with dedup cost_reassign or tiger_extra_token)")
   return layout, layout.codes_to_tokens(codes)
 
 
