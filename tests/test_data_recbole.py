@@ -73,6 +73,20 @@ def test_load_orders_by_timestamp_then_file_position_and_counts_bad_rows(shop):
   assert interactions.item_fields["i2"]["text"] == "Item category: Hair. Title: Blue Shampoo."
 
 
+def test_duplicated_interaction_rows_are_dropped_and_counted_or_refused(tmp_path):
+  rows = ["u1\ti1\t0", "u1\ti2\t1", "u1\ti3\t2", "u2\ti1\t0", "u2\ti3\t1", "u2\ti2\t2"]
+  _write(tmp_path / "d.inter", ["user_id:token\titem_id:token\ttimestamp:float"] + rows + rows)
+  _write(tmp_path / "d.item", ["item_id:token\ttitle:token_seq", "i1\tA", "i2\tB", "i3\tC"])
+  interactions, malformed, _ = recbole.load(str(tmp_path))
+  assert malformed.counts == {"duplicate interaction": 6}
+  # Each user keeps one copy: validation (i2 / i3) and test (i3 / i2) targets differ.
+  assert [i for _, i in interactions.user_events["u1"]] == ["i1", "i2", "i3"]
+  assert malformed.to_json()["samples"]["duplicate interaction"][0].startswith(
+      f"{tmp_path / 'd.inter'}:8: duplicate interaction")
+  with pytest.raises(UserError, match=r"d\.inter:8: duplicate interaction .*--strict"):
+    recbole.load(str(tmp_path), strict=True)
+
+
 def test_token_seq_text_is_embedded_as_written(tmp_path):
   # A token_seq field is a space-separated string: its text goes into the prompt unchanged.
   _write(tmp_path / "a.inter", ["user_id:token\titem_id:token", "u\ti1", "u\ti2", "u\ti1"])

@@ -198,6 +198,8 @@ def load(recbole_dir: str, *, name: str | None = None, text_fields: Sequence[str
   u_col, i_col = header.index("user_id"), header.index("item_id")
   t_col = header.index("timestamp", required=False)
   events: dict[str, list[tuple[float, int, str]]] = {}
+  seen: set[tuple] = set()
+  repeats = 0  # (user, item) pairs seen before, in a file without timestamps
   for lineno, row in rows:
     user, item = row[u_col], row[i_col]
     if not user or not item:
@@ -212,10 +214,24 @@ def load(recbole_dir: str, *, name: str | None = None, text_fields: Sequence[str
     if items is not None and item not in items:
       malformed.add(inter_path, lineno, "item missing from the items file", item)
       continue
+    key = tuple(row) if t_col is not None else (user, item)
+    if key in seen:
+      if t_col is not None:
+        # The same row twice (same user, item, time and every other field): a copy, not a
+        # second interaction. Kept, it would make a user's validation target equal the test
+        # target (a leak).
+        malformed.add(inter_path, lineno, "duplicate interaction",
+                      f"user {user}, item {item}, timestamp {row[t_col]}")
+        continue
+      repeats += 1  # without timestamps a repeat may be real (re-consumption): kept, counted
+    seen.add(key)
     events.setdefault(user, []).append((ts, lineno, item))
   if not events:
     raise UserError(f"{inter_path}: no usable interaction rows"
                     + (f" ({malformed.num_rows} malformed)" if malformed.num_rows else ""))
+  if repeats:
+    print(f"note: {inter_path}: {repeats} rows repeat an earlier (user, item) pair; with no "
+          "timestamp column they are kept as repeated interactions", flush=True)
   if items is None:
     print(f"note: {recbole_dir}: no {name}.item file; items have no text (ID-only methods only)",
           flush=True)
@@ -227,6 +243,7 @@ def load(recbole_dir: str, *, name: str | None = None, text_fields: Sequence[str
   extra = {"ordering": f"per user by ({'timestamp' if t_col is not None else 'no timestamp'}, "
                        f"position in {name}.inter), stable",
            "consecutive_same_timestamp_pairs": tie,
+           "repeated_user_item_pairs_without_timestamp": repeats,
            "recbole": {"name": name, "inter_fields": list(header.names),
                        "text_fields": list(text_fields) if text_fields is not None else None}}
   return processed.Interactions(user_events, items, sources, extra), malformed, name
