@@ -125,3 +125,17 @@ def test_read_only_mount_simulated_is_one_line(tmp_path, monkeypatch):
   monkeypatch.setattr(cio.tempfile, "mkstemp", read_only)
   with pytest.raises(UserError, match=r"x.txt: cannot write \(Read-only file system\)"):
     cio.atomic_write_text(str(tmp_path / "x.txt"), "x")
+
+
+def test_decode_too_big_for_memory_is_refused_up_front():
+  from cost_jax.seq2seq import evaluator  # pylint: disable=import-outside-toplevel
+  from cost_jax.seq2seq.network import TransformerConfig  # pylint: disable=import-outside-toplevel
+  cfg = TransformerConfig(vocab_size=1000)
+  # TIGER's decoder: 4 layers x 2 x 6 heads x 64 = 3,072 floats per position, 81 + 4 positions,
+  # + 2 x 1,000 logits + 128 x 81 encoder floats per beam.
+  per_beam = 3072 * 85 + 2000 + 128 * 81
+  assert evaluator.decode_memory_bytes(cfg, 64, 50, 81, 4) == 4 * 64 * 50 * per_beam
+  evaluator.check_decode_fits(cfg, 64, 50, 81, 4, "here")  # ~3.5 GB: fits
+  with pytest.raises(UserError, match=r"here: a beam search of 100000 beams over batches of 64 "
+                                      r"needs at least [\d.]+ GiB.*lower --num_beams"):
+    evaluator.check_decode_fits(cfg, 64, 100_000, 81, 4, "here")

@@ -212,6 +212,11 @@ def test_evaluate_refuses_inputs_changed_since_training(tmp_path, capsys):
   model_dir = str(tmp_path / "m")
   _run((ds, tok), model_dir, num_train_steps=5, eval_test=True,
        cache_dir=str(tmp_path / "cache"))
+  # Beams and list slots beyond the catalogue (24 items) are capped, not allocated.
+  assert cli.evaluate_main(["--model_dir", model_dir, "--num_beams", "100000", "--topk",
+                            "100000", "--split", "validation"]) == 0
+  out = json.loads(capsys.readouterr().out)
+  assert (out["num_beams"], out["topk"]) == (24, 24)
   assert cli.evaluate_main(["--model_dir", model_dir]) == 0
   capsys.readouterr()
   before = json.load(open(os.path.join(model_dir, "metrics.json")))

@@ -9,6 +9,8 @@ scores.npy = beam log-probabilities). CLI: `python -m cost_jax.evaluate` (cost_j
 
 from __future__ import annotations
 
+import os
+
 from typing import Any, Callable, Sequence
 
 import jax
@@ -22,6 +24,39 @@ from cost_jax.seq2seq import decoding, devices, input_pipeline, run_dir
 from cost_jax.seq2seq.trie import ItemTrie
 
 DEFAULT_NUM_BEAMS = 50  # >= max(KS) = 40: the top-40 list needs at least 40 beams
+
+
+def physical_memory_bytes() -> int | None:
+  """This machine's RAM (None where the OS does not say)."""
+  try:
+    return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+  except (ValueError, OSError, AttributeError):
+    return None
+
+
+def decode_memory_bytes(model_config: Any, batch_size: int, num_beams: int, input_len: int,
+                        id_length: int) -> int:
+  """A lower bound on the memory of one beam-search batch, float32: per beam, the decoder's
+  cross-attention keys/values over the input and self-attention cache over the ID, and a row
+  of logits over the vocabulary (kept for the top-k of each step)."""
+  c = model_config
+  kv = c.num_decoder_layers * 2 * c.num_heads * c.head_dim
+  per_beam = kv * (input_len + id_length) + 2 * c.vocab_size + c.emb_dim * input_len
+  return 4 * int(batch_size) * int(num_beams) * int(per_beam)
+
+
+def check_decode_fits(model_config: Any, batch_size: int, num_beams: int, input_len: int,
+                      id_length: int, where: str) -> None:
+  """Refuses up front a decode whose batches cannot fit in this machine's memory (80% of it),
+  with the estimate and what to lower."""
+  need = decode_memory_bytes(model_config, batch_size, num_beams, input_len, id_length)
+  have = physical_memory_bytes()
+  if have is not None and need > 0.8 * have:
+    fit_batch = max(1, int(0.8 * have // max(need // max(batch_size, 1), 1)))
+    raise UserError(f"{where}: a beam search of {num_beams} beams over batches of {batch_size} "
+                    f"needs at least {need / 2**30:.1f} GiB, more than this machine's "
+                    f"{have / 2**30:.1f} GiB; lower --num_beams or --batch_size (e.g. "
+                    f"--batch_size {fit_batch})")
 
 
 def make_predict_fn(module: Any, item_tokens: np.ndarray, num_beams: int, topk: int,
@@ -98,7 +133,16 @@ def evaluate(model_dir: str, split: str = "test", *, num_beams: int | None = Non
   rule = score_over or cfg.score_over
   num_beams = num_beams or cfg.num_beams
   topk = topk or cfg.topk
+  if num_beams < topk:
+    raise UserError(f"num_beams ({num_beams}) must be >= topk ({topk}): beam search returns "
+                    "at most num_beams items")
+  # More beams or list slots than items buy nothing: capped at the catalogue.
+  num_items = len(run.item_tokens)
+  num_beams, topk = min(num_beams, num_items), min(topk, num_items)
   batch_size = batch_size or cfg.eval_batch_size
+  check_decode_fits(run.model_config, run.round_batch(batch_size), num_beams,
+                    int(run.record["feature_lengths"]["inputs"]), run.item_tokens.shape[1],
+                    f"evaluate {model_dir}")
   arrays = run.split_arrays(split)
   arrays = input_pipeline.eval_subset(arrays, num_users, cfg.seed)
   batch_size = run.round_batch(batch_size)
