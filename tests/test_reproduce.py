@@ -324,6 +324,16 @@ def test_tiger_cpu_profile_keeps_tigers_model_and_plans_table3(tmp_path, capsys)
   assert "-s1" not in err and "cove" not in err
 
 
+def test_set_values_are_typed_at_the_door():
+  with pytest.raises(UserError, match=r"tiger\.num_train_steps expects int, got 'abc'"):
+    profiles.apply_overrides(profiles.CPU, ["tiger.num_train_steps=abc"])
+  with pytest.raises(UserError, match=r"tiger has no field 'num_steps'"):
+    profiles.apply_overrides(profiles.CPU, ["tiger.num_train_steps=5", "tiger.num_steps=5"])
+  p = profiles.apply_overrides(profiles.CPU, ["tiger.learning_rate=1", "sasrec.patience=3"])
+  assert p.tiger["learning_rate"] == 1.0 and isinstance(p.tiger["learning_rate"], float)
+  assert p.sasrec["patience"] == 3
+
+
 def test_short_embeddings_fail_the_tokenizer_stage_naming_the_file(tmp_path, capsys):
   class ShortEmbeddings(Fakes):
     def embed(self, path, model):

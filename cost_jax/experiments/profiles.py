@@ -11,10 +11,15 @@ import ast
 import copy
 import dataclasses
 import json
+import typing
 from typing import Any, Mapping, Sequence
 
+from cost_jax.baselines.sasrec import SASRecConfig
 from cost_jax.io import UserError
+from cost_jax.seq2seq.config import TrainConfig
+from cost_jax.seq2seq.network import TransformerConfig
 from cost_jax.tokenizer.config import ABLATION_METHODS
+from cost_jax.tokenizer.cove import CoveConfig
 
 BASELINES = ("popularity", "sasrec", "cove_sasrec")
 
@@ -140,6 +145,47 @@ def parse_value(text: str) -> Any:
     return text
 
 
+def _section_fields(section: str) -> dict[str, Any] | None:
+  """{field: type} of the dataclasses a section's values go to (None: untyped section)."""
+  classes = {"tiger": (TrainConfig, TransformerConfig), "sasrec": (SASRecConfig,),
+             "cove": (CoveConfig,)}.get(section)
+  if classes is None:
+    return None
+  out: dict[str, Any] = {}
+  for cls in classes:
+    out.update(typing.get_type_hints(cls))
+  return out
+
+
+def _typed(item: str, section: str, key: str, value: Any) -> Any:
+  """A --set value checked against its field's type here, not deep inside a stage."""
+  fields = _section_fields(section)
+  if fields is None:
+    return value
+  if key not in fields:
+    raise UserError(f"--set {item!r}: {section} has no field {key!r} (known: "
+                    f"{', '.join(sorted(fields))})")
+  t = fields[key]
+  origin = typing.get_origin(t)
+  ok = True
+  if t is bool:
+    ok = isinstance(value, bool)
+  elif t is int:
+    ok = isinstance(value, int) and not isinstance(value, bool)
+  elif t is float:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    value = float(value) if ok else value
+  elif t is str:
+    value = str(value)
+  elif origin is tuple:
+    ok = isinstance(value, (tuple, list))
+    value = tuple(value) if ok else value
+  if not ok:
+    name = getattr(t, "__name__", str(t))
+    raise UserError(f"--set {item!r}: {section}.{key} expects {name}, got {value!r}")
+  return value
+
+
 def apply_overrides(profile: Profile, items: Sequence[str]) -> Profile:
   """--set key=value: methods/seeds/baselines/ks/dataset, tiger.X, sasrec.X, embed.X,
   tokenizer.X (every method) or tokenizer.<method>.X."""
@@ -162,7 +208,7 @@ def apply_overrides(profile: Profile, items: Sequence[str]) -> Profile:
       changes[parts[0]] = str(value)
     elif parts[0] in ("data", "tiger", "sasrec", "embed", "cove", "capabilities") and \
         len(parts) == 2:
-      sections[parts[0]][parts[1]] = value
+      sections[parts[0]][parts[1]] = _typed(item, parts[0], parts[1], value)
     elif parts[0] == "tokenizer" and len(parts) in (2, 3):
       method, field = ("*", parts[1]) if len(parts) == 2 else (parts[1], parts[2])
       sections["tokenizer"].setdefault(method, {})[field] = value
