@@ -452,7 +452,7 @@ def test_time_budget_stops_starting_stages(tmp_path):
 
 
 @pytest.mark.parametrize("bad, message", [
-    ("tiger.foo=1", "unknown setting 'foo'"),
+    ("tiger.foo=1", "tiger has no field 'foo'"),
     ("tiger.batch_size=0", "batch_size must be >= 1"),
     ("sasrec.bogus=2", "sasrec"),
     ("cove.codebook_sizes=(5,50)", "fine to coarse"),
