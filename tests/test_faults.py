@@ -139,3 +139,24 @@ def test_decode_too_big_for_memory_is_refused_up_front():
   with pytest.raises(UserError, match=r"here: a beam search of 100000 beams over batches of 64 "
                                       r"needs at least [\d.]+ GiB.*lower --num_beams"):
     evaluator.check_decode_fits(cfg, 64, 100_000, 81, 4, "here")
+
+
+def test_full_disk_at_a_checkpoint_is_one_line_naming_the_intact_step(tmp_path):
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  from cost_jax.seq2seq import checkpoints  # pylint: disable=import-outside-toplevel
+  ckpt = checkpoints.Checkpointer(str(tmp_path), keep=3, async_save=False)
+  state = {"w": jnp.ones((3,)), "step": jnp.asarray(1)}
+  assert ckpt.save(1, state)
+  ckpt.wait()
+
+  def full_disk(*args, **kwargs):
+    try:
+      raise OSError(errno.ENOSPC, "No space left on device")
+    except OSError as e:  # Orbax wraps the OS error in its own
+      raise ValueError("tensorstore write failed: see the cause") from e
+
+  ckpt._manager.save = full_disk  # pylint: disable=protected-access
+  with pytest.raises(UserError, match=r"checkpoints: cannot write checkpoint step 2 \(No space "
+                                      r"left on device\); step 1 is intact and a rerun resumes"):
+    ckpt.save(2, state)
+  assert ckpt.all_steps() == [1]

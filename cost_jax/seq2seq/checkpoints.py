@@ -14,6 +14,7 @@ when the files are intact but their shapes do not fit).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -65,13 +66,44 @@ class Checkpointer:
 
   def save(self, step: int, state: Any) -> bool:
     """Saves `state` as step `step` (asynchronously); False when that step exists."""
-    self._record_sums()
-    if step in self.all_steps():
-      return False
-    saved = bool(self._manager.save(int(step), args=ocp.args.StandardSave(state), force=True))
+    with self._writing(step):
+      self._record_sums()
+      if step in self.all_steps():
+        return False
+      saved = bool(self._manager.save(int(step), args=ocp.args.StandardSave(state), force=True))
     if saved:
       self._pending.append(int(step))
     return saved
+
+  @contextlib.contextmanager
+  def _writing(self, step: int | None):
+    """A failed write (a full disk, a read-only mount, a vanished folder), here or in an
+    earlier asynchronous save that finishes here, is one UserError naming the folder and the
+    intact step to resume from, not Orbax's traceback."""
+    try:
+      yield
+    except (UserError, KeyboardInterrupt):
+      raise
+    except Exception as e:  # pylint: disable=broad-except
+      cause, seen = e, set()
+      while cause is not None and id(cause) not in seen:  # the OS error behind Orbax's wrappers
+        seen.add(id(cause))
+        if isinstance(cause, OSError):
+          break
+        cause = cause.__cause__ or cause.__context__
+      reason = (cause.strerror if isinstance(cause, OSError) and cause.strerror else
+                (str(e).splitlines()[0][:200] if str(e) else type(e).__name__))
+      intact = [s for s in self._intact_steps() if step is None or s != step]
+      raise UserError(f"{self.directory}: cannot write checkpoint"
+                      + (f" step {step}" if step is not None else "") + f" ({reason}); "
+                      + (f"step {intact[-1]} is intact and a rerun resumes from it"
+                         if intact else "no earlier checkpoint to resume from")) from None
+
+  def _intact_steps(self) -> list[int]:
+    try:
+      return [s for s in self.all_steps() if self.verify(s) is None]
+    except Exception:  # pylint: disable=broad-except
+      return []
 
   # --- verification ------------------------------------------------------------------------
   def _sums_path(self, step: int) -> str:
@@ -170,12 +202,14 @@ class Checkpointer:
                       f"({first})") from None
 
   def wait(self) -> None:
-    self._manager.wait_until_finished()
-    self._record_sums()
+    with self._writing(self._pending[-1] if self._pending else None):
+      self._manager.wait_until_finished()
+      self._record_sums()
 
   def close(self) -> None:
-    self._manager.wait_until_finished()
-    self._record_sums()
+    with self._writing(self._pending[-1] if self._pending else None):
+      self._manager.wait_until_finished()
+      self._record_sums()
     self._manager.close()
 
   def __enter__(self) -> "Checkpointer":
