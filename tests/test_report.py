@@ -147,3 +147,17 @@ def test_orderings_gap_against_spread():
   assert c["clear_held"] == 0 and c["verdict"] == "did not hold"
   assert "n/a (needs >= 2 seeds)" in report.orderings_markdown(report.check_orderings(
       report.summarize([_row("cost", 0, 0.2), _row("rqvae", 0, 0.1)])))
+
+
+def test_learning_curves_table_names_the_scored_point_and_the_stop(tmp_path):
+  curves = {"TIGER s0": [{"step": 500, "recall@10": 0.05}, {"step": 1000, "recall@10": 0.07,
+                                                             "best": True},
+                         {"step": 1500, "recall@10": 0.06, "stop_reason": "patience"}],
+            "SASRec s0": [{"epoch": 1, "recall@10": 0.02, "best": True},
+                          {"epoch": 2, "recall@10": 0.01, "stop_reason": "num_epochs"}]}
+  paths = report.write_report(str(tmp_path), fake_rows(), curves=curves)
+  md = open(paths["results.md"]).read()
+  assert ("| TIGER s0 | 0.0700 at step 1000 | 0.0600 at step 1500 | no better validation for "
+          "`patience` validations |") in md
+  assert "| SASRec s0 | 0.0200 at epoch 1 | 0.0100 at epoch 2 | its epoch budget |" in md
+  assert os.path.getsize(paths["learning_curves.png"]) > 1000

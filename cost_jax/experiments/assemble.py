@@ -90,14 +90,23 @@ def learning_curves(pipe) -> dict[str, list[dict]]:
     r = pipe.results.get(st.name)
     if r is None or r.status not in ("ran", "cached"):
       continue
-    curve = None
+    curve, metrics_file, unit = None, None, "step"
     if st.kind == "train":
       f = os.path.join(r.path, "model", "validation_curve.json")
       curve = _read_json(f).get("curve") if os.path.isfile(f) else None
+      metrics_file = os.path.join(r.path, "model", "metrics.json")
     elif st.kind in ("sasrec", "cove_sasrec"):
       f = os.path.join(r.path, "losses.json")
       curve = _read_json(f).get("validation_curve") if os.path.isfile(f) else None
+      metrics_file, unit = os.path.join(r.path, "metrics.json"), "epoch"
     if curve:
+      # Where the run peaked (the scored checkpoint) and why it stopped, from its metrics.json.
+      m = _read_json(metrics_file) if metrics_file and os.path.isfile(metrics_file) else {}
+      best = m.get(f"best_{unit}")
+      curve = [dict(p, best=True) if best is not None and p.get(unit) == best else dict(p)
+               for p in curve]
+      if m.get("stop_reason"):
+        curve[-1]["stop_reason"] = m["stop_reason"]
       out[f"{report_lib.label(st.method)} s{st.seed}"] = curve
   return out
 

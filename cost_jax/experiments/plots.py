@@ -107,8 +107,12 @@ def plot_learning_curves(curves: Mapping[str, Sequence[Mapping]], path: str) -> 
   fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.8), squeeze=False)
   for ax, (unit, group) in zip(axes[0], panels):
     for name, points in sorted(group.items()):
-      ax.plot([p[unit] for p in points], [p["recall@10"] for p in points], marker="o", ms=3,
-              label=name)
+      line, = ax.plot([p[unit] for p in points], [p["recall@10"] for p in points], marker="o",
+                      ms=3, label=name)
+      best = [p for p in points if p.get("best")]
+      if best:  # the scored checkpoint
+        ax.plot([best[0][unit]], [best[0]["recall@10"]], marker="*", ms=12,
+                color=line.get_color(), linestyle="none")
     ax.set_xlabel(f"training {unit}")
     ax.set_ylabel("validation Recall@10")
     ax.set_title("TIGER" if unit == "step" else "SASRec-style baselines")

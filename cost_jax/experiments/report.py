@@ -291,6 +291,11 @@ def _fmt_seconds(s: float) -> str:
 # --- the report ----------------------------------------------------------------------
 
 
+STOP_REASONS = {"patience": "no better validation for `patience` validations",
+                "time_budget": "its time budget", "num_train_steps": "its step budget",
+                "num_epochs": "its epoch budget"}
+
+
 def write_report(output_dir: str, rows: Sequence[Mapping], *,
                  tokenizer_stats: Sequence[Mapping] = (), timings: Sequence[Mapping] = (),
                  title: str = "CoST ablation", notes: Sequence[str] = (),
@@ -334,13 +339,24 @@ def write_report(output_dir: str, rows: Sequence[Mapping], *,
          "![collisions](collisions.png)", ""]
   if curves and plots.plot_learning_curves(curves, os.path.join(output_dir, "learning_curves.png")):
     paths["learning_curves.png"] = os.path.join(output_dir, "learning_curves.png")
-    last = {k: v[-1] for k, v in curves.items() if v}
+    def at(p):
+      return f"step {p['step']}" if "step" in p else f"epoch {p['epoch']}"
+
+    lines = []
+    for k, v in sorted(curves.items()):
+      if not v:
+        continue
+      best = next((p for p in v if p.get("best")), None)
+      last = v[-1]
+      lines.append(f"| {k} | " + (f"{best['recall@10']:.4f} at {at(best)}" if best else "-")
+                   + f" | {last['recall@10']:.4f} at {at(last)} | "
+                   + STOP_REASONS.get(last.get("stop_reason", ""), last.get("stop_reason", "-"))
+                   + " |")
     md += ["### Learning curves", "",
-           "Validation Recall@10 during training (TIGER: every `eval_every` steps on "
-           "`eval_num_users` validation users; SASRec-style: every epoch on 1,000 users), to see "
-           "whether the budget reached a plateau. Last points: " + "; ".join(
-               f"{k} {v['recall@10']:.4f} at {'step ' + str(v['step']) if 'step' in v else 'epoch ' + str(v['epoch'])}"
-               for k, v in sorted(last.items())) + ".", "",
+           "Validation Recall@10 during training (TIGER: every `eval_every` steps on the same "
+           "`eval_num_users` validation users; SASRec-style: every epoch on 1,000 users). Each "
+           "run's test row is scored from its best validation point (starred in the plot).", "",
+           "| run | best (scored) | last | stopped by |", "|---|---|---|---|", *lines, "",
            "![learning curves](learning_curves.png)", ""]
   md += ["## Wall time per stage", "",
          "Wall time depends on the machine's load when the stage ran; CPU time (all threads of "
