@@ -1,8 +1,8 @@
 """The stage cache: each stage runs into OUTPUT/stages/<name>-<config hash>/ once.
 
 The work happens in <dir>.tmp, renamed to <dir> with a DONE marker (the stage's config JSON,
-timings, summary and a manifest of the files written, with their sizes) at the end; a re-run
-skips every stage whose marker matches and whose files are all still there with their sizes.
+timings, summary and a manifest of the files written, with their sizes and sha256) at the end;
+a re-run skips every stage whose marker matches and whose files are all still there, unchanged.
 A stage whose outputs were deleted or changed is re-run, with a message naming what changed.
 """
 
@@ -140,27 +140,48 @@ def safe_name(name: str) -> str:
   return "".join(c if c.isalnum() or c in "-_." else "_" for c in name.replace("+", "_"))
 
 
-def manifest(directory: str) -> dict[str, int]:
-  """{relative path: size in bytes} of every regular file under `directory` (DONE excluded)."""
+def manifest(directory: str) -> dict[str, dict[str, Any]]:
+  """{relative path: {"size", "sha256"}} of every regular file under `directory` (DONE
+  excluded): a same-size replacement of a finished stage's file is caught too."""
   out = {}
   for root, _, files in os.walk(directory):
     for f in files:
       p = os.path.join(root, f)
       rel = os.path.relpath(p, directory)
       if rel != DONE_FILE and os.path.isfile(p):
-        out[rel] = os.path.getsize(p)
+        out[rel] = {"size": os.path.getsize(p), "sha256": _file_sha256(p)}
   return out
 
 
-def manifest_problems(directory: str, recorded: Mapping[str, int] | None) -> list[str]:
-  """What differs from the recorded manifest (none recorded: nothing to check)."""
+_SHA_CACHE: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256, per process
+
+
+def _file_sha256(path: str) -> str:
+  st = os.stat(path)
+  key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
+  if key not in _SHA_CACHE:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+      for block in iter(lambda: f.read(1 << 20), b""):
+        h.update(block)
+    _SHA_CACHE[key] = h.hexdigest()
+  return _SHA_CACHE[key]
+
+
+def manifest_problems(directory: str, recorded: Mapping[str, Any] | None) -> list[str]:
+  """What differs from the recorded manifest (none recorded: nothing to check). Entries are
+  {"size", "sha256"} (or a bare size, as markers written before hashes were recorded)."""
   if not recorded:
     return []
   problems = []
-  for rel, size in sorted(recorded.items()):
+  for rel, want in sorted(recorded.items()):
+    size = want["size"] if isinstance(want, dict) else want
     p = os.path.join(directory, rel)
     if not os.path.isfile(p):
       problems.append(f"{rel} is gone")
     elif os.path.getsize(p) != size:
       problems.append(f"{rel} is {os.path.getsize(p)} bytes, was {size}")
+    elif isinstance(want, dict) and want.get("sha256") and _file_sha256(p) != want["sha256"]:
+      problems.append(f"{rel} has other contents (sha256 {want['sha256'][:12]} -> "
+                      f"{_file_sha256(p)[:12]})")
   return problems
