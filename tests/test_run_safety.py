@@ -146,3 +146,36 @@ def test_reproduce_and_tokenize_are_one_writer_per_output(tmp_path, capsys):
                             "--quiet", "--set", "codebook_size=8"]) == 0
   assert "stale lock" in capsys.readouterr().err
   assert (tok / "semantic_ids.npy").exists() and not (tmp_path / ("tok" + LOCK_NAME)).exists()
+
+
+def test_data_prepare_holds_its_output_lock_and_a_stopped_tokenize_leaves_nothing(tmp_path):
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from cost_jax import data, stop  # pylint: disable=import-outside-toplevel
+  from cost_jax.io import LOCK_NAME  # pylint: disable=import-outside-toplevel
+  from cost_jax.tokenizer import fit as fit_lib  # pylint: disable=import-outside-toplevel
+  src = tmp_path / "rb"
+  src.mkdir()
+  (src / "a.inter").write_text("user_id:token\titem_id:token\n" + "".join(
+      f"u{u}\ti{(u + k) % 7}\n" for u in range(6) for k in range(5)))
+  out = tmp_path / "ds"
+  sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+  try:
+    (tmp_path / ("ds" + LOCK_NAME)).write_text(json.dumps(
+        {"pid": sleeper.pid, "host": __import__("socket").gethostname()}))
+    with pytest.raises(UserError, match=f"in use by process {sleeper.pid}"):
+      data.prepare("recbole", str(out), recbole_dir=str(src))
+    assert not out.exists()
+  finally:
+    sleeper.kill()
+    sleeper.wait()
+  # A stop requested during tokenizer training: nothing written, no temporary folder left.
+  emb = np.random.default_rng(0).normal(size=(40, 8)).astype(np.float32)
+  stop.request()
+  try:
+    with pytest.raises(stop.Interrupted, match="after tokenizer epoch 1"):
+      fit_lib.fit(emb, "cost", str(tmp_path / "tok"), overrides={"codebook_size": 4,
+                                                                 "epochs": 3}, log=False)
+  finally:
+    stop.clear()
+  assert sorted(os.listdir(tmp_path)) == sorted(["rb", "ds" + LOCK_NAME]) or \
+      sorted(os.listdir(tmp_path)) == ["rb"]

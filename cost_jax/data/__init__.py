@@ -17,7 +17,7 @@ from typing import Any
 
 from cost_jax import paths
 from cost_jax.data import amazon, mind, movielens, processed, recbole
-from cost_jax.io import UserError
+from cost_jax.io import LOCK_NAME, DirLock, UserError
 
 DATASETS = ("ml100k", "mind", "amazon", "recbole")
 
@@ -72,7 +72,14 @@ def prepare(name: str, output: str | None = None, **opts) -> str:
       settings[key] = None if value is None or int(value) <= 0 else int(value)
   settings["drop_longer"] = bool(opts.pop("drop_longer", False))
   output = os.path.abspath(os.path.expanduser(output or default_output(name, **opts)))
+  # One writer per output (a lock file beside the folder, which is swapped in whole).
+  with DirLock(output.rstrip(os.sep) + LOCK_NAME, "data prepare"):
+    return _prepare_locked(name, output, force, strict, settings, opts)
 
+
+def _prepare_locked(name: str, output: str, force: bool, strict: bool, settings: dict,
+                    opts: dict) -> str:
+  """`prepare` past its argument checks, holding the output's lock."""
   if name == "ml100k":
     directory = opts.pop("directory", None)
     _no_extra(name, opts)
