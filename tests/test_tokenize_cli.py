@@ -103,7 +103,8 @@ def test_tiger_preset_extra_token_and_gin(emb_file, tmp_path):
                         "--set", "kmeans_iters=10", "--quiet"]) == 0
   rep = json.load(open(os.path.join(out, "report.json")))
   cfg = rep["config"]
-  assert (cfg["preset"], cfg["optimizer"], cfg["shared_codebook"]) == ("tiger", "adagrad", False)
+  assert (cfg["preset"], cfg["optimizer"], cfg["shared_codebook"]) == ("tiger", "adam", False)
+  assert (cfg["learning_rate"], cfg["loss_reduction"]) == (1e-3, "sum")  # see PRESETS["tiger"]
   assert (cfg["latent_dim"], cfg["codebook_size"], cfg["hidden_dims"]) == (6, 16, [16])
   ids = np.load(os.path.join(out, "semantic_ids.npy"))
   assert ids.shape == (600, 4) and len(np.unique(ids, axis=0)) == 600
