@@ -172,9 +172,8 @@ def _typed(item: str, section: str, key: str, value: Any) -> Any:
     ok = isinstance(value, bool)
   elif t is int:
     ok = isinstance(value, int) and not isinstance(value, bool)
-  elif t is float:
+  elif t is float:  # an int stays an int: the stage's config (and its hash) is as written
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    value = float(value) if ok else value
   elif t is str:
     value = str(value)
   elif origin is tuple:
