@@ -336,6 +336,32 @@ def test_set_values_are_typed_at_the_door():
   assert p.sasrec["patience"] == 3
 
 
+def test_a_signal_during_a_stage_stops_the_reproduction_before_the_next(tmp_path, capsys):
+  """SIGTERM while a stage runs (here: requested from inside the tokenizer stage): that stage
+  finishes at its own safe point, no later stage starts, the exit code is 143."""
+  from cost_jax import stop  # pylint: disable=import-outside-toplevel
+
+  class SignalledDuringTokenize(Fakes):
+    def tokenize(self, emb, method, output, seed, overrides):
+      out = super().tokenize(emb, method, output, seed, overrides)
+      stop.request()  # what the SIGTERM handler does
+      return out
+
+  fakes = SignalledDuringTokenize()
+  out = str(tmp_path / "o")
+  try:
+    with pytest.raises(SystemExit) as e:
+      cli.main(["--output", out, "--seeds", "0", "--methods", "rqvae", "--baselines", ""],
+               fns=fakes.fns())
+  finally:
+    stop.clear()
+  assert e.value.code == 143
+  assert "interrupted: stopped by SIGTERM before stage train-rqvae-s0" in capsys.readouterr().err
+  assert [c[0] for c in fakes.calls] == ["prepare", "embed", "tokenize"]  # no training
+  assert glob.glob(os.path.join(out, "stages", "tokenize-*", stage_cache.DONE_FILE))
+  assert not os.path.exists(os.path.join(out, ".lock"))  # the lock is released
+
+
 def test_short_embeddings_fail_the_tokenizer_stage_naming_the_file(tmp_path, capsys):
   class ShortEmbeddings(Fakes):
     def embed(self, path, model):
