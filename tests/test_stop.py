@@ -114,3 +114,18 @@ def test_sigterm_at_random_moments_always_saves(toy_dirs, tmp_path):
     _check_stop(code, err, steps)
     outcomes.append(steps[-1])
   print(f"20/20 SIGTERMs saved their step: {outcomes}")
+
+
+def test_another_model_in_a_model_dir_is_one_line_on_train(toy_dirs, tmp_path):
+  """`train` into a model_dir that holds another model's checkpoints: one error line, exit 2, no
+  tracebacks at interpreter exit (the checkpoint manager is closed before the error)."""
+  cmd = _train_cmd(toy_dirs, str(tmp_path / "m"), steps=3)
+  first = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert first.returncode == 0, first.stderr[-2000:]
+  other = [c.replace("TransformerConfig.emb_dim = 32", "TransformerConfig.emb_dim = 48")
+           for c in cmd]
+  assert other != cmd
+  again = subprocess.run(other, cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert again.returncode == 2
+  assert "model.emb_dim: 32 -> 48" in again.stderr
+  assert "Traceback" not in again.stderr and "Event loop is closed" not in again.stderr

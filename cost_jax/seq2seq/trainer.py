@@ -150,7 +150,11 @@ def _train(config: TrainConfig, model_dir: str, model_config=None, *,
             "layout": {"level_offsets": list(token_layout.level_offsets),
                        "codebook_sizes": list(token_layout.codebook_sizes)}}
   if primary:
-    run_dir.write_or_check_config(model_dir, record, has_checkpoints)
+    try:
+      run_dir.write_or_check_config(model_dir, record, has_checkpoints)
+    except UserError:
+      ckpt.close()  # an open Orbax manager left to interpreter exit prints event-loop tracebacks
+      raise
     atomic_write_npy(os.path.join(model_dir, run_dir.ITEM_TOKENS_FILE), item_tokens)
   if operative_gin is not None and primary:
     atomic_write_text(os.path.join(model_dir, run_dir.OPERATIVE_GIN_FILE), operative_gin)
