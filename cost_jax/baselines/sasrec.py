@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from cost_jax import stop
 from cost_jax.baselines.popularity import user_rows
 from cost_jax.io import UserError, atomic_write_json
 from cost_jax.progress import Progress
@@ -313,6 +314,7 @@ def train(config: SASRecConfig, train_seqs: Sequence[np.ndarray], seed: int = 0,
       if config.patience and stale >= config.patience:
         stop_reason = "patience"
         break
+    stop.check(f"after {progress_desc} epoch {len(losses)} (nothing written)")
   progress.close({"loss": losses[-1]})
   if selection is not None:
     selection.update(final_epoch=len(losses), stop_reason=stop_reason,
