@@ -16,7 +16,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 import _trainer_toy as toy  # noqa: E402  pylint: disable=wrong-import-position
 
 from cost_jax.seq2seq import input_pipeline  # noqa: E402
-from cost_jax.seq2seq import cli, evaluator, gin_config, optim, run_dir  # noqa: E402
+from cost_jax.seq2seq import cli, evaluator, gin_config, optim, run_dir, selection  # noqa: E402
 from cost_jax.seq2seq import trainer as train  # noqa: E402
 from cost_jax.seq2seq.config import TrainConfig  # noqa: E402
 from cost_jax.io import UserError  # noqa: E402
@@ -176,11 +176,11 @@ def test_tiny_model_learns_the_toy_rule(toy_dirs, tmp_path):
 def test_best_of_curve_and_patience_counter():
   curve = [{"step": 10, "recall@10": 0.1}, {"step": 20, "recall@10": 0.3},
            {"step": 30, "recall@10": 0.3}, {"step": 40, "recall@10": 0.31}]
-  assert train.best_of_curve(curve, "recall@10")["step"] == 40
-  assert train.best_of_curve(curve, "recall@10", min_delta=0.05)["step"] == 20  # ties keep 20
-  assert train.evals_since_best(curve, train.best_of_curve(curve, "recall@10", 0.05)) == 2
-  assert train.best_of_curve([], "recall@10") is None
-  assert train.evals_since_best(curve, None) == 4
+  assert selection.best_of_curve(curve, "recall@10")["step"] == 40
+  assert selection.best_of_curve(curve, "recall@10", min_delta=0.05)["step"] == 20  # ties keep 20
+  assert selection.evals_since_best(curve, selection.best_of_curve(curve, "recall@10", 0.05)) == 2
+  assert selection.best_of_curve([], "recall@10") is None
+  assert selection.evals_since_best(curve, None) == 4
 
 
 def test_early_stop_scores_the_best_checkpoint(toy_dirs, tmp_path):

@@ -26,7 +26,6 @@ import time
 import traceback
 from typing import Any, Callable
 
-import numpy as np
 
 
 from cost_jax import stop
@@ -34,9 +33,9 @@ from cost_jax.experiments import assemble
 from cost_jax.experiments import capabilities as capabilities_lib
 from cost_jax.experiments.profiles import BASELINES, Profile
 from cost_jax.experiments.stage_cache import StageCache, StageResult, config_hash
-from cost_jax.experiments.stages import (REAL_FNS, StageFns, _is_number, tokenizer_stats,
-                                         validate_profile)
-from cost_jax.io import UserError, read_json
+from cost_jax.experiments.stages import (REAL_FNS, StageFns, _is_number, checked_embeddings,
+                                         tokenizer_stats, validate_profile)
+from cost_jax.io import UserError
 from cost_jax.progress import Progress, format_duration
 from cost_jax.tokenizer.config import INTERACTION_METHODS, METHODS, task_name
 
@@ -435,18 +434,3 @@ def _link_or_copy(src: str, dst: str) -> None:
   except OSError:
     shutil.copy2(src, dst)
 
-
-def checked_embeddings(dataset_dir: str) -> np.ndarray:
-  """DIR/embeddings.npy, checked at the tokenizer stage's door: a float matrix with one row per
-  item of DIR/stats.json (a short file fails here, naming it, not later in training)."""
-  path = os.path.join(dataset_dir, "embeddings.npy")
-  try:
-    emb = np.load(path, allow_pickle=False)
-  except (OSError, ValueError) as e:
-    raise UserError(f"{path}: cannot read ({str(e).splitlines()[0] if str(e) else e})") from None
-  stats = os.path.join(dataset_dir, "stats.json")
-  items = read_json(stats).get("items") if os.path.isfile(stats) else None
-  if emb.ndim != 2 or (items is not None and emb.shape[0] != int(items)):
-    raise UserError(f"{path}: shape {emb.shape}, expected [{items}, D]: one row per item of "
-                    f"{stats}")
-  return emb

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import os
 from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
 
 from cost_jax import data
 from cost_jax.baselines import cove_sasrec, popularity, sasrec
 from cost_jax.data import cold_start, embed
 from cost_jax.experiments import capabilities as capabilities_lib
 from cost_jax.data.processed import ProcessedDataset
-from cost_jax.io import UserError
+from cost_jax.io import UserError, read_json
 from cost_jax.seq2seq import trainer
 from cost_jax.seq2seq.config import TrainConfig
 from cost_jax.seq2seq.network import TransformerConfig
@@ -190,3 +193,19 @@ def _is_number(v: Any) -> bool:
 
 def _fmt_kv(d: Mapping[str, Any]) -> str:
   return ", ".join(f"{k}={v}" for k, v in d.items())
+
+
+def checked_embeddings(dataset_dir: str) -> np.ndarray:
+  """DIR/embeddings.npy, checked at the tokenizer stage's door: a float matrix with one row per
+  item of DIR/stats.json (a short file fails here, naming it, not later in training)."""
+  path = os.path.join(dataset_dir, "embeddings.npy")
+  try:
+    emb = np.load(path, allow_pickle=False)
+  except (OSError, ValueError) as e:
+    raise UserError(f"{path}: cannot read ({str(e).splitlines()[0] if str(e) else e})") from None
+  stats = os.path.join(dataset_dir, "stats.json")
+  items = read_json(stats).get("items") if os.path.isfile(stats) else None
+  if emb.ndim != 2 or (items is not None and emb.shape[0] != int(items)):
+    raise UserError(f"{path}: shape {emb.shape}, expected [{items}, D]: one row per item of "
+                    f"{stats}")
+  return emb

@@ -47,6 +47,7 @@ from cost_jax.seq2seq import partitioning
 from cost_jax.seq2seq import packing as packing_lib
 from cost_jax.seq2seq import evaluator as eval_lib
 from cost_jax.seq2seq import run_dir
+from cost_jax.seq2seq.selection import best_of_curve, evals_since_best
 from cost_jax.seq2seq import task as task_lib
 from cost_jax.seq2seq.config import TrainConfig, finalize_model_config, plain
 from cost_jax.seq2seq.network import TransformerConfig
@@ -368,26 +369,6 @@ def _train(config: TrainConfig, model_dir: str, model_config=None, *,
   writer.flush()
   writer.close()
   return result
-
-
-def best_of_curve(curve: Sequence[Mapping[str, Any]], metric: str, min_delta: float = 0.0
-                  ) -> dict[str, Any] | None:
-  """The validation point a run keeps: the first that beats every earlier kept one by more than
-  `min_delta` on `metric`, scanning in step order (so ties keep the earlier step)."""
-  best = None
-  for point in curve:
-    if metric not in point:
-      continue
-    if best is None or point[metric] > best[metric] + min_delta:
-      best = dict(point)
-  return best
-
-
-def evals_since_best(curve: Sequence[Mapping[str, Any]], best: Mapping[str, Any] | None) -> int:
-  """Validations after the kept one (the patience counter; derived, so it survives a resume)."""
-  if best is None:
-    return len(curve)
-  return sum(1 for point in curve if point["step"] > best["step"])
 
 
 def split_overrides(kwargs: Mapping[str, Any], model_config=None) -> tuple[dict, dict]:
