@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -364,3 +365,20 @@ def test_default_task_name_is_a_valid_seqio_name(tmp_path):
   tok.mkdir()
   (tok / "vocabulary.json").write_text(_json.dumps({"method": "rqvae+cost"}))
   assert task_name(artifact.read_method(str(tok)), "ml-100k") == "rqvae_cost_ml_100k"
+
+
+def test_wsd_schedule_and_its_resume_rule():
+  fn = optim.schedule_of(TrainConfig(lr_schedule="wsd", lr_constant_steps=100, lr_decay_steps=50))
+  got = [float(fn(s)) for s in (0, 99, 100, 125, 149, 150, 1_000)]
+  np.testing.assert_allclose(got, [0.01, 0.01, 0.01, 0.005, 0.0002, 0.0, 0.0], rtol=1e-5, atol=1e-9)
+  with pytest.raises(UserError):
+    TrainConfig(task="t", lr_schedule="wsd").validate()  # no decay length
+  # A constant-rate run (TIGER's rsqrt before its 10k steps) resumed at step 2,734 with a cooldown
+  # that starts there has taken the same steps; one that starts at 2,000 has not.
+  old = dataclasses.asdict(TrainConfig())
+  same = dict(old, lr_schedule="wsd", lr_constant_steps=2_734, lr_decay_steps=1_200)
+  assert run_dir.schedule_change(old, same, 2_734) is None
+  early = dict(old, lr_schedule="wsd", lr_constant_steps=2_000, lr_decay_steps=1_200)
+  why = run_dir.schedule_change(old, early, 2_734)
+  assert why is not None and "at step 2001" in why
+  assert run_dir.schedule_change(old, dict(old, learning_rate=0.02), 1) is not None

@@ -35,7 +35,7 @@ def build_trainer(batch: int, input_len: int, target_len: int, optimizer_name: s
 
   vocab = SemanticIDVocabulary(layout=TokenLayout((256, 256, 256, 256)))  # TIGER §4.1.3
   cfg = network.TransformerConfig(vocab_size=vocab.vocab_size)  # TIGER defaults
-  schedule = t5x_compat.learning_rate_schedule(0.01, "rsqrt", 10_000)  # TIGER §4.1.3
+  schedule = t5x_compat.learning_rate_schedule(0.01, "rsqrt", 10_000, 0)  # TIGER §4.1.3
   model = models.EncoderDecoderModel(
       module=network.Transformer(cfg), input_vocabulary=vocab, output_vocabulary=vocab,
       optimizer_def=t5x_compat.optimizer(optimizer_name, schedule))

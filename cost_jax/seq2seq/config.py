@@ -15,7 +15,7 @@ import numpy as np
 
 from cost_jax import results
 from cost_jax.io import UserError
-from cost_jax.seq2seq import decoding
+from cost_jax.seq2seq import decoding, optim
 from cost_jax.seq2seq.network import TransformerConfig
 
 PACKING_MODES = ("encoder", "bucket", "off")
@@ -42,9 +42,11 @@ class TrainConfig:
   learning_rate: float = 0.01  # TIGER §4.1.3 (CoST RecSys'24 §4.1: 1e-3)
   # "rsqrt": lr * sqrt(c / max(step, c)) with c = lr_constant_steps, i.e. constant
   # for the first 10k steps then inverse square root decay (TIGER §4.1.3);
-  # "constant": lr throughout.
+  # "constant": lr throughout; "wsd": constant for lr_constant_steps, then linear to 0 over
+  # lr_decay_steps (not in TIGER; a cooldown for a short run, cost_jax.seq2seq.optim).
   lr_schedule: str = "rsqrt"
   lr_constant_steps: int = 10_000  # TIGER §4.1.3
+  lr_decay_steps: int = 0  # "wsd" only
   weight_decay: float = 0.0
   grad_clip_norm: float = 0.0  # global-norm clipping; 0 = off (Adafactor clips updates itself)
   seed: int = 0  # params init, dropout and data order
@@ -107,7 +109,9 @@ class TrainConfig:
         (self.batch_size >= 1, "batch_size must be >= 1"),
         (self.num_train_steps >= 0, "num_train_steps must be >= 0"),
         (self.optimizer in ("adafactor", "adamw"), "optimizer must be 'adafactor' or 'adamw'"),
-        (self.lr_schedule in ("rsqrt", "constant"), "lr_schedule must be 'rsqrt' or 'constant'"),
+        (self.lr_schedule in optim.SCHEDULES, f"lr_schedule must be one of {optim.SCHEDULES}"),
+        (self.lr_schedule != "wsd" or self.lr_decay_steps >= 1,
+         "lr_schedule 'wsd' needs lr_decay_steps >= 1"),
         (self.learning_rate > 0, "learning_rate must be > 0"),
         (self.lr_constant_steps >= 1, "lr_constant_steps must be >= 1"),
         (self.log_every >= 1, "log_every must be >= 1"),

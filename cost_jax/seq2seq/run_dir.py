@@ -29,13 +29,38 @@ ITEM_TOKENS_FILE = "item_tokens.npy"
 CONFIG_FORMAT = "cost_jax.train/v1"
 
 # Fields that change the training trajectory: a resumed run must match them.
-TRAJECTORY_FIELDS = ("batch_size", "optimizer", "learning_rate", "lr_schedule",
-                     "lr_constant_steps", "weight_decay", "grad_clip_norm", "seed")
+TRAJECTORY_FIELDS = ("batch_size", "optimizer", "weight_decay", "grad_clip_norm", "seed")
+# The schedule may change on resume where the new one gives the same rate at every step taken
+# (e.g. a constant run extended by a "wsd" cooldown that starts at or after the resumed step).
+SCHEDULE_FIELDS = ("learning_rate", "lr_schedule", "lr_constant_steps", "lr_decay_steps")
 
 
-def write_or_check_config(model_dir: str, record: dict, has_checkpoint: bool) -> None:
+def schedule_change(old: dict, new: dict, steps_taken: int) -> str | None:
+  """None if both TrainConfig records give the same rate at steps 0..steps_taken-1, else why."""
+  fields = {f.name for f in dataclasses.fields(TrainConfig)}
+  old_cfg = dataclasses.replace(TrainConfig(), **{k: v for k, v in old.items()
+                                                 if k in SCHEDULE_FIELDS and k in fields})
+  new_cfg = dataclasses.replace(TrainConfig(), **{k: v for k, v in new.items()
+                                                 if k in SCHEDULE_FIELDS and k in fields})
+  if all(getattr(old_cfg, k) == getattr(new_cfg, k) for k in SCHEDULE_FIELDS):
+    return None
+  steps = np.arange(max(int(steps_taken), 0))
+  a = np.asarray(optim.schedule_of(old_cfg)(steps))
+  b = np.asarray(optim.schedule_of(new_cfg)(steps))
+  bad = np.flatnonzero(~np.isclose(a, b, rtol=1e-6, atol=0.0))
+  if not len(bad):
+    return None
+  s = int(bad[0])
+  return (f"learning-rate schedule: {', '.join(f'{k}={getattr(old_cfg, k)!r}' for k in SCHEDULE_FIELDS)}"
+          f" -> {', '.join(f'{k}={getattr(new_cfg, k)!r}' for k in SCHEDULE_FIELDS)} "
+          f"changes the rate at step {s} ({a[s]:.6g} -> {b[s]:.6g}), before the resumed step "
+          f"{steps_taken}")
+
+
+def write_or_check_config(model_dir: str, record: dict, resume_step: int | None) -> None:
+  """Writes config.json, or, resuming from `resume_step`, checks it describes the same run."""
   path = os.path.join(model_dir, CONFIG_FILE)
-  if has_checkpoint and os.path.exists(path):
+  if resume_step is not None and os.path.exists(path):
     old = read_json(path)
     diffs = []
     if old.get("model") != record["model"]:
@@ -45,6 +70,9 @@ def write_or_check_config(model_dir: str, record: dict, has_checkpoint: bool) ->
     for k in TRAJECTORY_FIELDS:
       if old.get("train", {}).get(k) != record["train"].get(k):
         diffs.append(f"TrainConfig.{k}: {old.get('train', {}).get(k)!r} -> {record['train'][k]!r}")
+    why = schedule_change(old.get("train", {}), record["train"], resume_step)
+    if why:
+      diffs.append(why)
     if old.get("task", {}).get("name") != record["task"]["name"]:
       diffs.append(f"task: {old.get('task', {}).get('name')!r} -> {record['task']['name']!r}")
     for k, new_fp in record.get("fingerprints", {}).items():

@@ -3,7 +3,7 @@
 Gin-configurable factories used by gin/t5x/model.gin; T5X (not on PyPI) is
 imported inside the functions that need it, so this module imports without it.
 
-  learning_rate_schedule(learning_rate, schedule, constant_steps) -> step -> lr
+  learning_rate_schedule(learning_rate, schedule, constant_steps, decay_steps) -> step -> lr
       "rsqrt": lr * sqrt(c / max(step, c)), i.e. constant for c steps then inverse
       square root decay (TIGER §4.1.3: 0.01 for 10k steps); "constant": lr.
       The same formula as the built-in trainer (cost_jax.seq2seq.optim).
@@ -29,9 +29,10 @@ from cost_jax.seq2seq.trie import ItemTrie, load_trie
 
 @gin.configurable
 def learning_rate_schedule(learning_rate: float = gin.REQUIRED, schedule: str = gin.REQUIRED,
-                           constant_steps: int = gin.REQUIRED) -> Callable[[Any], Any]:
+                           constant_steps: int = gin.REQUIRED,
+                           decay_steps: int = gin.REQUIRED) -> Callable[[Any], Any]:
   """step -> learning rate: cost_jax.seq2seq.optim's formula, bound from the setup's macros."""
-  return optim.learning_rate_schedule(learning_rate, schedule, constant_steps)
+  return optim.learning_rate_schedule(learning_rate, schedule, constant_steps, decay_steps)
 
 
 def adafactor_factor_rules():

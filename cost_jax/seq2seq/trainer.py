@@ -142,7 +142,7 @@ def _train(config: TrainConfig, model_dir: str, model_config=None, *,
   module = network.Transformer(model_config)
   tx = optim.make_optimizer(config)
   ckpt = checkpoints.Checkpointer(model_dir, keep=config.keep_checkpoints)
-  has_checkpoints = ckpt.latest_step() is not None
+  resume_step = ckpt.latest_step()
   record = {"format": run_dir.CONFIG_FORMAT, "train": plain(config), "model": plain(model_config),
             "task": dataclasses.asdict(info), "feature_lengths": lengths,
             "fingerprints": task_lib.input_fingerprints(info),
@@ -152,7 +152,7 @@ def _train(config: TrainConfig, model_dir: str, model_config=None, *,
                        "codebook_sizes": list(token_layout.codebook_sizes)}}
   if primary:
     try:
-      run_dir.write_or_check_config(model_dir, record, has_checkpoints)
+      run_dir.write_or_check_config(model_dir, record, resume_step)
     except UserError:
       ckpt.close()  # an open Orbax manager left to interpreter exit prints event-loop tracebacks
       raise
