@@ -7,11 +7,13 @@
 - `atomic_write` (+ `_text`, `_json`, `_npy`): a file written beside its target and renamed
   into place, so a reader sees the old file or the new one, never half of one.
 - `StagedDir`: a directory built beside its target and swapped in on `commit()`.
+- `sha256_file`, `sha256_tree`, `files_fingerprint`: content hashes; `link_or_copy`.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import shutil
@@ -109,6 +111,51 @@ def atomic_write(path: str, write: Callable[[IO], None], binary: bool = True) ->
       os.remove(tmp)
     raise
   return path
+
+
+def sha256_file(path: str) -> str:
+  """The sha256 (hex) of a file's bytes."""
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      h.update(block)
+  return h.hexdigest()
+
+
+def sha256_tree(directory: str) -> dict[str, str]:
+  """sha256 of every regular file under `directory`, by relative path."""
+  out = {}
+  for root, _, files in os.walk(directory):
+    for name in sorted(files):
+      path = os.path.join(root, name)
+      out[os.path.relpath(path, directory)] = sha256_file(path)
+  return out
+
+
+def files_fingerprint(paths: Sequence[str]) -> str:
+  """One sha256 over the names and bytes of the existing files among `paths` (a directory
+  stands for its regular files, sorted); missing paths are skipped."""
+  h = hashlib.sha256()
+  for p in paths:
+    files = ([os.path.join(p, f) for f in sorted(os.listdir(p))
+              if os.path.isfile(os.path.join(p, f))] if os.path.isdir(p) else [p])
+    for f in files:
+      if not os.path.isfile(f):
+        continue
+      h.update(os.path.basename(f).encode())
+      with open(f, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+          h.update(chunk)
+  return h.hexdigest()
+
+
+def link_or_copy(src: str, dst: str) -> str:
+  """A hard link of `src` at `dst`, or a copy where links are not possible (another device)."""
+  try:
+    os.link(src, dst)
+  except OSError:
+    shutil.copy2(src, dst)
+  return dst
 
 
 def atomic_write_text(path: str, text: str) -> str:

@@ -161,10 +161,10 @@ def test_seqio_shards_are_disjoint_and_cover_the_split(tmp_path):
   """seqio.ShardInfo reaches the source: each host builds only its own examples."""
   import seqio
 
-  import cost_jax_tasks
+  from cost_jax.seq2seq import seqrec_task
   ds = toy.write_processed(str(tmp_path / "toyds"))
   tok = toy.write_tokenizer(str(tmp_path / "tok"))
-  task = cost_jax_tasks.register_task("toy_shards", ds, tok, max_history=5)
+  task = seqrec_task.register_task("toy_shards", ds, tok, max_history=5)
   assert task.source.supports_arbitrary_sharding
   lengths = {"inputs": 21, "targets": 2}
 

@@ -95,11 +95,11 @@ def test_predict_batch_constrained_decode_fn(tmp_path):
   import seqio
   from t5x import models
 
-  import cost_jax_tasks
+  from cost_jax.seq2seq import registry
 
   root = str(tmp_path / "data")
   _, tok = write_data_root(root)
-  cost_jax_tasks.register_builtin_tasks(root)
+  registry.register_builtin_tasks(root)
   try:
     with gin.unlock_config():
       gin.clear_config()
@@ -129,7 +129,7 @@ def test_predict_batch_constrained_decode_fn(tmp_path):
   finally:
     with gin.unlock_config():
       gin.clear_config()
-    cost_jax_tasks.register_builtin_tasks()
+    registry.register_builtin_tasks()
 
 
 def _train_losses(model_dir: str) -> dict[int, float]:

@@ -1,4 +1,4 @@
-"""cost_jax_tasks: exact token sequences of a hand-made example, splits, errors, postprocessing."""
+"""cost_jax.seq2seq.seqrec_task and registry: exact token sequences of a hand-made example, splits, errors, postprocessing."""
 
 import json
 import os
@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 import seqio
 
-import cost_jax_tasks
+from cost_jax.seq2seq import registry, seqrec_task
 from cost_jax.io import UserError
 from cost_jax.tokenizer.layout import TokenLayout, user_bucket
 
@@ -60,7 +60,7 @@ def write_tokenizer(root, ids=SEMANTIC_IDS, layout=LAYOUT):
 
 @pytest.fixture
 def task(tmp_path):
-  return cost_jax_tasks.register_task("test_tiny", write_dataset(str(tmp_path)),
+  return seqrec_task.register_task("test_tiny", write_dataset(str(tmp_path)),
                                       write_tokenizer(str(tmp_path)), max_history=2)
 
 
@@ -100,13 +100,13 @@ def test_exact_examples_every_split(task):
 
 def test_split_index_numpy():
   train = [np.array([0, 1, 2]), np.array([5]), np.array([1, 0])]
-  idx = cost_jax_tasks.split_index(train, np.array([3, 4, 5]), np.array([4, 3, 2]), "train", 20)
+  idx = seqrec_task.split_index(train, np.array([3, 4, 5]), np.array([4, 3, 2]), "train", 20)
   assert idx.sequences.tolist() == [0, 1, 2, 3, 4, 5, 4, 3, 1, 0, 5, 2]
   assert (idx.start.tolist(), idx.end.tolist(), idx.target.tolist()) == ([0, 0, 8], [1, 2, 9], [1, 2, 0])
-  idx = cost_jax_tasks.split_index(train, np.array([3, 4, 5]), np.array([4, 3, 2]), "test", 1)
+  idx = seqrec_task.split_index(train, np.array([3, 4, 5]), np.array([4, 3, 2]), "test", 1)
   assert (idx.start.tolist(), idx.end.tolist(), idx.target.tolist()) == ([3, 6, 10], [4, 7, 11], [4, 3, 2])
   with pytest.raises(UserError, match="split"):
-    cost_jax_tasks.split_index(train, np.zeros(3), np.zeros(3), "dev", 20)
+    seqrec_task.split_index(train, np.zeros(3), np.zeros(3), "dev", 20)
 
 
 def test_feature_lengths_and_converter(task):
@@ -128,7 +128,7 @@ def test_feature_lengths_and_converter(task):
 
 def test_shuffle_is_a_seeded_permutation(task):
   plain = examples(task, "train")
-  src = cost_jax_tasks.task_source(task)
+  src = seqrec_task.task_source(task)
   s1 = [e["item_index"] for e in src.dataset_fn("train", True, 3).as_numpy_iterator()]
   s2 = [e["item_index"] for e in src.dataset_fn("train", True, 3).as_numpy_iterator()]
   assert s1 == s2 and sorted(s1) == sorted(e["item_index"] for e in plain)
@@ -144,17 +144,17 @@ def test_vocabulary_and_postprocess(task):
   # T5X return_all_decodes gives beams sorted by increasing score: best last.
   assert post(["<a_0> <b_0> <c_1>", "<a_0> <b_1> <c_0>", "<a_3> <b_2> <c_0>"]) == [5, 1, -1]
   assert post("<a_0> <b_0>") == [-1]
-  assert cost_jax_tasks.task_dirs("test_tiny")[1].endswith("tok")
+  assert registry.task_dirs("test_tiny")[1].endswith("tok")
 
 
 def test_metric_fn(task):
   pytest.importorskip("cost_jax.metrics")
   # Ranks of the targets: 0, 1, miss.
-  m = cost_jax_tasks.retrieval_metric_fn([4, 3, 2], [[4, 1], [1, 3], [-1, 0]], ks=(1, 2))
+  m = seqrec_task.retrieval_metric_fn([4, 3, 2], [[4, 1], [1, 3], [-1, 0]], ks=(1, 2))
   assert m["invalid_id_rate"] == pytest.approx(1 / 6)
   assert m["recall@1"] == pytest.approx(1 / 3) and m["recall@2"] == pytest.approx(2 / 3)
   assert m["ndcg@2"] == pytest.approx((1 + 1 / np.log2(3)) / 3)
-  assert task.metric_fns == [cost_jax_tasks.retrieval_metric_fn]
+  assert task.metric_fns == [seqrec_task.retrieval_metric_fn]
 
 
 def test_builtin_registrations():
@@ -162,27 +162,27 @@ def test_builtin_registrations():
   for n in ("cost_ml100k", "rqvae_ml100k", "rqvae_cost_mind", "rqkmeans_beauty", "lsh_sports",
             "random_toys", "cost_office", "cost_mind"):
     assert n in names
-  assert cost_jax_tasks.task_name("rqvae+cost", "office") == "rqvae_cost_office"
-  assert cost_jax_tasks.MAX_HISTORY["mind"] == 70 and cost_jax_tasks.MAX_HISTORY["beauty"] == 20
+  assert registry.task_name("rqvae+cost", "office") == "rqvae_cost_office"
+  assert seqrec_task.MAX_HISTORY["mind"] == 70 and seqrec_task.MAX_HISTORY["beauty"] == 20
 
 
 def test_missing_files_are_named(tmp_path):
   root = str(tmp_path)
-  t = cost_jax_tasks.register_task("test_missing", os.path.join(root, "none"), os.path.join(root, "tok"))
+  t = seqrec_task.register_task("test_missing", os.path.join(root, "none"), os.path.join(root, "tok"))
   with pytest.raises(UserError, match="none"):
     t.get_dataset(None, split="train")
   ds = write_dataset(root)
   os.makedirs(os.path.join(root, "tok"))
-  t = cost_jax_tasks.register_task("test_missing", ds, os.path.join(root, "tok"))
+  t = seqrec_task.register_task("test_missing", ds, os.path.join(root, "tok"))
   with pytest.raises(UserError, match="vocabulary.json: missing"):
     t.get_dataset(None, split="train")
   with open(os.path.join(root, "tok", "vocabulary.json"), "w") as f:
     json.dump(LAYOUT.to_json_dict(), f)
-  t = cost_jax_tasks.register_task("test_missing", ds, os.path.join(root, "tok"))
+  t = seqrec_task.register_task("test_missing", ds, os.path.join(root, "tok"))
   with pytest.raises(UserError, match="semantic_ids.npy: missing"):
     t.get_dataset(None, split="train")
   os.remove(os.path.join(ds, "sequences.parquet"))
-  t = cost_jax_tasks.register_task("test_missing", ds, os.path.join(root, "tok"))
+  t = seqrec_task.register_task("test_missing", ds, os.path.join(root, "tok"))
   with pytest.raises(UserError, match="sequences.parquet"):
     t.get_dataset(None, split="train")
 
@@ -192,10 +192,10 @@ def test_bad_semantic_ids(tmp_path):
   ds = write_dataset(root)
   bad = SEMANTIC_IDS.copy()
   bad[2, 1] = 3  # level 1 has only 3 codes
-  t = cost_jax_tasks.register_task("test_bad", ds, write_tokenizer(root, bad))
+  t = seqrec_task.register_task("test_bad", ds, write_tokenizer(root, bad))
   with pytest.raises(UserError, match=r"semantic_ids.npy: row 2 level 1: code 3"):
     t.get_dataset(None, split="train")
   os.rename(os.path.join(root, "tok"), os.path.join(root, "tok_old"))
-  t = cost_jax_tasks.register_task("test_bad", ds, write_tokenizer(root, SEMANTIC_IDS[:5]))
+  t = seqrec_task.register_task("test_bad", ds, write_tokenizer(root, SEMANTIC_IDS[:5]))
   with pytest.raises(UserError, match="5 rows but the dataset has 6 items"):
     t.get_dataset(None, split="train")

@@ -80,10 +80,10 @@ def test_batcher_is_a_function_of_seed_and_step():
 
 
 def test_features_match_seqio_converter(toy_dirs):
-  import cost_jax_tasks  # pylint: disable=g-import-not-at-top
+  from cost_jax.seq2seq import seqrec_task  # pylint: disable=g-import-not-at-top
   import seqio  # pylint: disable=g-import-not-at-top
   ds, tok = toy_dirs
-  task = cost_jax_tasks.register_task("toy_features_test", ds, tok, max_history=20)
+  task = seqrec_task.register_task("toy_features_test", ds, tok, max_history=20)
   lengths = {"inputs": 41, "targets": 2}
   arrays = input_pipeline.materialize_split(task, "train", lengths)
   # 60 users with 5..9 items -> sum(len - 3) train examples (prefixes t >= 1 of items[:-2]).
@@ -99,9 +99,9 @@ def test_features_match_seqio_converter(toy_dirs):
 
 
 def test_split_cache_is_reused_and_keyed(toy_dirs, tmp_path):
-  import cost_jax_tasks  # pylint: disable=g-import-not-at-top
+  from cost_jax.seq2seq import seqrec_task  # pylint: disable=g-import-not-at-top
   ds, tok = toy_dirs
-  task = cost_jax_tasks.register_task("toy_cache_test", ds, tok, max_history=20)
+  task = seqrec_task.register_task("toy_cache_test", ds, tok, max_history=20)
   a = input_pipeline.cached_split(task, "validation", str(tmp_path), "fp1")
   b = input_pipeline.cached_split(task, "validation", str(tmp_path), "fp1")
   input_pipeline.cached_split(task, "validation", str(tmp_path), "fp2")
@@ -205,9 +205,10 @@ def test_early_stop_scores_the_best_checkpoint(toy_dirs, tmp_path):
   assert steps == [10]
 
 
-def test_evaluate_refuses_inputs_changed_since_training(tmp_path, capsys):
+def test_evaluate_refuses_changed_inputs_and_needs_no_tokenizer_folder(tmp_path, capsys):
   """A model_dir records the sha256 of its dataset and tokenizer; evaluate compares them
-  before any work and refuses a changed one (or says so under --allow_changed_inputs)."""
+  before any work and refuses a changed one (or says so under --allow_changed_inputs); it scores
+  with its own copy of the tokenizer, so the tokenizer folder may be rebuilt or moved."""
   ds = toy.write_processed(str(tmp_path / "ds"))
   tok = toy.write_tokenizer(str(tmp_path / "tok"))
   model_dir = str(tmp_path / "m")
@@ -231,8 +232,19 @@ def test_evaluate_refuses_inputs_changed_since_training(tmp_path, capsys):
   assert cli.evaluate_main(["--model_dir", model_dir, "--allow_changed_inputs"]) == 0
   assert "warning:" in capsys.readouterr().err
   toy.write_processed(ds)  # the original contents: accepted again
+  capsys.readouterr()
+  # The run scores with its own copy of the tokenizer (model_dir/tokenizer): the tokenizer
+  # folder rebuilt in place, or moved away, changes nothing ...
   ids = np.load(os.path.join(tok, "semantic_ids.npy"))
-  np.save(os.path.join(tok, "semantic_ids.npy"), ids[::-1].copy())  # tokenizer rebuilt
+  np.save(os.path.join(tok, "semantic_ids.npy"), ids[::-1].copy())
+  assert cli.evaluate_main(["--model_dir", model_dir]) == 0
+  assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(before))
+  os.rename(tok, str(tmp_path / "tok_moved"))
+  assert cli.evaluate_main(["--model_dir", model_dir]) == 0
+  assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(before))
+  # ... and its own copy is checked like any input.
+  own = os.path.join(model_dir, "tokenizer", "semantic_ids.npy")
+  np.save(own, np.load(own)[::-1].copy())
   with pytest.raises(UserError, match="tokenizer .* has other contents"):
     evaluator.evaluate(model_dir)
 

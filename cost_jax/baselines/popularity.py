@@ -3,7 +3,7 @@
 Context for the generative models' numbers on the same leave-one-out split (TIGER §4.2
 compares against non-generative baselines). Counts are the interactions a model may see at
 test time: every user's training part plus the validation target (the test history is
-train + [valid], as in cost_jax_tasks); for the validation split only the training parts count.
+train + [valid], as in cost_jax.seq2seq.seqrec_task); for the validation split only the training parts count.
 Ties are broken by the lower item index. Like TIGER/CoST, no history items are filtered:
 every item is ranked for every user.
 """

@@ -13,7 +13,6 @@ while the test cases whose target is unseen measure cold-start retrieval. The it
 from __future__ import annotations
 
 import os
-import shutil
 
 import numpy as np
 import pyarrow as pa
@@ -21,7 +20,7 @@ import pyarrow.parquet as pq
 
 from cost_jax.data.processed import (EMBEDDINGS_FILE, EMBEDDINGS_META_FILE, ITEMS_FILE,
                                      SEQUENCES_FILE, STATS_FILE, ProcessedDataset, seq_len_stats)
-from cost_jax.io import StagedDir, UserError, atomic_write_json
+from cost_jax.io import StagedDir, UserError, atomic_write_json, link_or_copy
 
 DEFAULT_FRACTION = 0.05  # TIGER §4.4.1: "we remove 5% of test items from the training data"
 
@@ -82,7 +81,7 @@ def make_cold_start(src: str, output: str, fraction: float = DEFAULT_FRACTION,
     atomic_write_json(staged.file(STATS_FILE), stats)
     for f in (ITEMS_FILE, EMBEDDINGS_FILE, EMBEDDINGS_META_FILE):
       if os.path.isfile(os.path.join(ds.path, f)):
-        _link_or_copy(os.path.join(ds.path, f), staged.file(f))
+        link_or_copy(os.path.join(ds.path, f), staged.file(f))
     staged.commit()
   return info
 
@@ -94,9 +93,3 @@ def unseen_items(dataset_dir: str) -> np.ndarray | None:
     return None
   return np.asarray(info["unseen_items"], np.int64)
 
-
-def _link_or_copy(src: str, dst: str) -> None:
-  try:
-    os.link(src, dst)
-  except OSError:
-    shutil.copy2(src, dst)

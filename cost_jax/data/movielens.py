@@ -26,7 +26,7 @@ import zipfile
 from cost_jax import paths
 from cost_jax.data import processed, recbole, text
 from cost_jax.data.malformed import MalformedRows
-from cost_jax.io import UserError
+from cost_jax.io import UserError, sha256_file
 
 WHEEL_REQUIREMENT = "recbole==1.2.1"
 WHEEL_NAME = "recbole-1.2.1-py3-none-any.whl"
@@ -43,7 +43,7 @@ def download_dir() -> str:
 
 
 def _cached_ok(directory: str) -> bool:
-  return all(os.path.isfile(os.path.join(directory, f)) and recbole.sha256_file(os.path.join(directory, f)) == s
+  return all(os.path.isfile(os.path.join(directory, f)) and sha256_file(os.path.join(directory, f)) == s
              for f, s in FILES.items())
 
 

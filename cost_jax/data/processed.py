@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cost_jax import paths
-from cost_jax.io import StagedDir, UserError, atomic_write_json, read_json
+from cost_jax.io import StagedDir, UserError, atomic_write_json, link_or_copy, read_json
 
 FORMAT_VERSION = 1
 ITEMS_FILE = "items.parquet"
@@ -349,21 +349,14 @@ def write_atomically(output: str, items_table: pa.Table, seq_table: pa.Table, st
         for d in derived:
           src, dst = os.path.join(output, d), staged.file(d)
           if os.path.isdir(src):
-            shutil.copytree(src, dst, copy_function=_link_or_copy)
+            shutil.copytree(src, dst, copy_function=link_or_copy)
           else:
-            _link_or_copy(src, dst)
+            link_or_copy(src, dst)
       elif derived:
         print(f"note: {output}: item table changed; removing stale {', '.join(derived)}",
               file=sys.stderr)
     staged.commit()
 
-
-def _link_or_copy(src: str, dst: str) -> str:
-  try:
-    os.link(src, dst)
-  except OSError:
-    shutil.copy2(src, dst)
-  return dst
 
 
 def existing_matches(output: str, options: Mapping, sources: list[dict] | None = None) -> bool:

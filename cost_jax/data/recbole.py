@@ -22,7 +22,6 @@ MovieLens-100K (cost_jax.data.movielens) is this loader with its own item-field 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
 import os
 import re
@@ -30,7 +29,7 @@ from typing import Callable, Iterator, Mapping, Sequence
 
 from cost_jax.data import processed, text
 from cost_jax.data.malformed import MalformedRows
-from cost_jax.io import UserError
+from cost_jax.io import UserError, sha256_file
 
 FIELD_TYPES = ("token", "token_seq", "float", "float_seq")
 CATEGORY_NAMES = ("class", "classes", "genre", "genres", "category", "categories", "categories_list",
@@ -248,13 +247,6 @@ def load(recbole_dir: str, *, name: str | None = None, text_fields: Sequence[str
                        "text_fields": list(text_fields) if text_fields is not None else None}}
   return processed.Interactions(user_events, items, sources, extra), malformed, name
 
-
-def sha256_file(path: str) -> str:
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      h.update(block)
-  return h.hexdigest()
 
 
 def dataset_name(name: str) -> str:

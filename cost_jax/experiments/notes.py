@@ -15,7 +15,7 @@ from typing import Any, Mapping, Sequence
 
 from cost_jax.baselines import sasrec
 from cost_jax.experiments.stages import _fmt_kv
-from cost_jax.io import UserError, read_json
+from cost_jax.io import UserError, read_json, sha256_file
 from cost_jax.seq2seq.config import TrainConfig, plain
 from cost_jax.seq2seq.network import TransformerConfig
 
@@ -69,14 +69,7 @@ PROVENANCE_PACKAGES = ("jax", "jaxlib", "flax", "optax", "numpy", "tensorflow-cp
 
 
 def _sha256(path: str) -> str | None:
-  import hashlib  # pylint: disable=g-import-not-at-top
-  if not os.path.isfile(path):
-    return None
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      h.update(block)
-  return h.hexdigest()[:16]
+  return sha256_file(path)[:16] if os.path.isfile(path) else None
 
 
 def provenance_lines(pipe) -> list[str]:

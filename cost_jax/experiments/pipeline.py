@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import sys
 import time
 import traceback
@@ -35,7 +34,7 @@ from cost_jax.experiments.profiles import BASELINES, Profile
 from cost_jax.experiments.stage_cache import StageCache, StageResult, config_hash
 from cost_jax.experiments.stages import (REAL_FNS, StageFns, _is_number, checked_embeddings,
                                          tokenizer_stats, validate_profile)
-from cost_jax.io import UserError
+from cost_jax.io import UserError, link_or_copy
 from cost_jax.progress import Progress, format_duration
 from cost_jax.tokenizer.config import INTERACTION_METHODS, METHODS, task_name
 
@@ -268,14 +267,14 @@ class Pipeline:
     files = list(DATASET_FILES) + (["embeddings.npy", "embeddings.json"] if with_embeddings else [])
     for f in files:
       if os.path.isfile(os.path.join(src, f)):
-        _link_or_copy(os.path.join(src, f), os.path.join(dst, f))
+        link_or_copy(os.path.join(src, f), os.path.join(dst, f))
     return _read_stats(dst)
 
   def _run_embed(self, tmp: str) -> dict:
     dst = os.path.join(tmp, "dataset")
     os.makedirs(dst)
     for f in DATASET_FILES:
-      _link_or_copy(os.path.join(self.dataset_path("data"), f), os.path.join(dst, f))
+      link_or_copy(os.path.join(self.dataset_path("data"), f), os.path.join(dst, f))
     self.fns.embed(dst, **self.profile.embed)
     info = {}
     meta = os.path.join(dst, "embeddings.json")
@@ -427,10 +426,4 @@ def _dataset_fingerprint(path: str) -> dict:
   return {f: _file_sig(os.path.join(path, f)) for f in DATASET_FILES
           if os.path.isfile(os.path.join(path, f))}
 
-
-def _link_or_copy(src: str, dst: str) -> None:
-  try:
-    os.link(src, dst)
-  except OSError:
-    shutil.copy2(src, dst)
 

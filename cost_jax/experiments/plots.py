@@ -6,12 +6,13 @@ through the `label` function the caller passes.
 
 from __future__ import annotations
 
-import os
 from typing import Callable, Mapping, Sequence
 
 import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
+
+from cost_jax.io import atomic_write
 
 
 def pyplot():
@@ -124,7 +125,5 @@ def plot_learning_curves(curves: Mapping[str, Sequence[Mapping]], path: str) -> 
 
 
 def savefig(fig, path: str) -> None:
-  """Writes a PNG atomically (temp file, then rename)."""
-  tmp = f"{path}.tmp-{os.getpid()}"
-  fig.savefig(tmp, dpi=110, format="png")
-  os.replace(tmp, path)
+  """Writes a PNG atomically (cost_jax.io.atomic_write)."""
+  atomic_write(path, lambda f: fig.savefig(f, dpi=110, format="png"))

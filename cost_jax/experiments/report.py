@@ -23,6 +23,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from cost_jax.io import atomic_write_text
 from cost_jax.experiments import plots
 
 DEFAULT_KS = (5, 10, 20, 40)  # CoST Table 2 columns
@@ -366,8 +367,8 @@ def write_report(output_dir: str, rows: Sequence[Mapping], *,
     md += ["## Deviations from the papers and notes", ""] + [f"- {n}" for n in notes] + [""]
   md += ["## Per-seed values", "", "See results.csv (one row per method and seed).", ""]
 
-  _atomic_write(paths["results.md"], "\n".join(md))
-  _atomic_write(paths["results.csv"], rows_to_csv(rows))
+  atomic_write_text(paths["results.md"], "\n".join(md))
+  atomic_write_text(paths["results.csv"], rows_to_csv(rows))
   plots.plot_metrics(summary, paths["metrics.png"], ks, label)
   grouped = _group_stats(tokenizer_stats)
   plots.plot_codebook_usage(grouped, paths["codebook_usage.png"], label)
@@ -376,11 +377,5 @@ def write_report(output_dir: str, rows: Sequence[Mapping], *,
 
 
 def write_text(path: str, text: str) -> None:
-  _atomic_write(path, text)
+  atomic_write_text(path, text)
 
-
-def _atomic_write(path: str, text: str) -> None:
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with open(tmp, "w") as f:
-    f.write(text)
-  os.replace(tmp, path)

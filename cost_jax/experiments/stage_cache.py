@@ -18,6 +18,8 @@ import sys
 import time
 from typing import Any, Callable, Mapping
 
+from cost_jax.io import sha256_file
+
 DONE_FILE = "DONE"
 STAGES_SUBDIR = "stages"
 
@@ -160,11 +162,7 @@ def _file_sha256(path: str) -> str:
   st = os.stat(path)
   key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
   if key not in _SHA_CACHE:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-      for block in iter(lambda: f.read(1 << 20), b""):
-        h.update(block)
-    _SHA_CACHE[key] = h.hexdigest()
+    _SHA_CACHE[key] = sha256_file(path)
   return _SHA_CACHE[key]
 
 

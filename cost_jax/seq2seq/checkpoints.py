@@ -15,7 +15,6 @@ when the files are intact but their shapes do not fit).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import sys
@@ -24,7 +23,7 @@ from typing import Any, Callable
 import jax
 import orbax.checkpoint as ocp
 
-from cost_jax.io import UserError, atomic_write_json
+from cost_jax.io import UserError, atomic_write_json, sha256_tree
 
 CHECKPOINT_SUBDIR = "checkpoints"
 SUMS_SUBDIR = "checkpoint_sums"
@@ -122,7 +121,7 @@ class Checkpointer:
       d = os.path.join(self.directory, str(step))
       if os.path.isdir(d):
         os.makedirs(self.sums_dir, exist_ok=True)
-        atomic_write_json(self._sums_path(step), {"step": step, "files": file_sums(d)})
+        atomic_write_json(self._sums_path(step), {"step": step, "files": sha256_tree(d)})
     self._pending = []
     known = set(self.all_steps())
     if os.path.isdir(self.sums_dir):  # sums of steps Orbax has dropped (max_to_keep)
@@ -142,7 +141,7 @@ class Checkpointer:
     except (OSError, ValueError, KeyError):
       return f"its checksum file {path} is unreadable"
     d = os.path.join(self.directory, str(step))
-    got = file_sums(d) if os.path.isdir(d) else {}
+    got = sha256_tree(d) if os.path.isdir(d) else {}
     missing = sorted(set(want) - set(got))
     changed = sorted(k for k in want if k in got and got[k] != want[k])
     if missing or changed:
@@ -218,16 +217,3 @@ class Checkpointer:
   def __exit__(self, *exc) -> None:
     self.close()
 
-
-def file_sums(directory: str) -> dict[str, str]:
-  """sha256 of every regular file under `directory`, by relative path."""
-  out = {}
-  for root, _, files in os.walk(directory):
-    for name in sorted(files):
-      path = os.path.join(root, name)
-      h = hashlib.sha256()
-      with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-          h.update(block)
-      out[os.path.relpath(path, directory)] = h.hexdigest()
-  return out

@@ -9,6 +9,7 @@ from typing import Sequence
 from cost_jax import stop
 from cost_jax.io import UserError, exits_cleanly
 from cost_jax.seq2seq import evaluator, gin_config, trainer
+from cost_jax.seq2seq import registry  # noqa: F401  registers the built-in SeqIO tasks
 
 TRAIN_DOC = """Trains the TIGER encoder-decoder on a SeqIO task (the built-in trainer, no T5X needed).
 

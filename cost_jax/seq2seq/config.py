@@ -65,7 +65,7 @@ class TrainConfig:
   eval_test: bool = True  # score the test split at the end -> metrics.json
   cache_dir: str = ""  # materialized splits; "" = model_dir/cache
   # Items of history per example when the task is registered here from
-  # dataset_dir/tokenizer_dir; 0 = cost_jax_tasks.MAX_HISTORY of the dataset
+  # dataset_dir/tokenizer_dir; 0 = seqrec_task.MAX_HISTORY of the dataset
   # (TIGER §4.1.1: 20). A registered task keeps its own.
   max_history: int = 0
   # Training batches (not part of any paper; a speed-up, see cost_jax.seq2seq.packing).

@@ -13,7 +13,6 @@ import os
 
 from typing import Any, Callable, Sequence
 
-import jax
 import numpy as np
 
 from cost_jax import stop

@@ -26,16 +26,14 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 from typing import Any, Iterator, Mapping, Sequence
 
 import jax
-import cost_jax_tasks  # noqa: F401  registers this project's SeqIO tasks
 import numpy as np
 import seqio
 import tensorflow as tf
 
-from cost_jax.io import UserError
+from cost_jax.io import UserError, atomic_write_npz
 from cost_jax.seq2seq import packing as packing_lib
 
 TOKEN_FEATURES = ("encoder_input_tokens", "decoder_input_tokens", "decoder_target_tokens",
@@ -88,7 +86,8 @@ def encdec_features(inputs: np.ndarray, targets: np.ndarray) -> dict[str, np.nda
 
 
 def get_task(task_or_name: Any):
-  """A seqio Task (or Mixture) from a name, importing `cost_jax_tasks` to register ours."""
+  """A registered seqio Task (or Mixture) from a name (the built-in ones register on importing
+  cost_jax.seq2seq.registry, as the CLIs and gin files do)."""
   if not isinstance(task_or_name, str):
     return task_or_name
   try:
@@ -148,27 +147,11 @@ def materialize_split(task: Any, split: str,
   return ExampleArrays(**feats, **ids)
 
 
-def file_fingerprint(paths: Sequence[str]) -> str:
-  """sha256 over the bytes of existing files (directories: their regular files, sorted)."""
-  h = hashlib.sha256()
-  for p in paths:
-    files = ([os.path.join(p, f) for f in sorted(os.listdir(p))
-              if os.path.isfile(os.path.join(p, f))] if os.path.isdir(p) else [p])
-    for f in files:
-      if not os.path.isfile(f):
-        continue
-      h.update(os.path.basename(f).encode())
-      with open(f, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-          h.update(chunk)
-  return h.hexdigest()
-
-
 def cached_split(task: Any, split: str, cache_dir: str | None, fingerprint: str = "",
                  feature_lengths: Mapping[str, int] | None = None) -> ExampleArrays:
   """`materialize_split` with an .npz cache keyed by task, split, lengths and `fingerprint`.
 
-  `fingerprint` should identify the inputs (e.g. `file_fingerprint` of the
+  `fingerprint` should identify the inputs (e.g. `cost_jax.io.files_fingerprint` of the
   dataset's sequences.parquet and the tokenizer's semantic_ids.npy/vocabulary.json).
   With `cache_dir=None` nothing is cached.
   """
@@ -188,10 +171,7 @@ def cached_split(task: Any, split: str, cache_dir: str | None, fingerprint: str 
       pass  # unreadable cache: rebuild it
   arrays = materialize_split(task, split, feature_lengths)
   os.makedirs(cache_dir, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".npz.tmp")
-  with os.fdopen(fd, "wb") as f:
-    np.savez(f, **arrays.as_dict())
-  os.replace(tmp, path)
+  atomic_write_npz(path, **arrays.as_dict())
   return arrays
 
 

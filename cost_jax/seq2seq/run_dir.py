@@ -2,6 +2,8 @@
 
   model_dir/config.json       the run's TrainConfig, TransformerConfig, task and layout
   model_dir/item_tokens.npy   every item's semantic ID in token space (the trie)
+  model_dir/tokenizer/        the tokenizer's vocabulary.json and semantic IDs as trained on, so
+                              the run evaluates after its tokenizer folder is moved or rebuilt
   model_dir/config.gin        the operative gin config (when run from gin)
   model_dir/checkpoints/      Orbax checkpoints (cost_jax.seq2seq.checkpoints)
 """
@@ -9,24 +11,26 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
+import shutil
 import sys
 from typing import Any
 
 import jax
 import numpy as np
 
-from cost_jax.io import LOCK_NAME, DirLock, UserError, atomic_write_json, read_json
+from cost_jax.io import LOCK_NAME, DirLock, StagedDir, UserError, atomic_write_json, read_json
 from cost_jax.seq2seq import checkpoints, input_pipeline, model, network, optim
 from cost_jax.seq2seq.config import TrainConfig, model_config_from_dict
 from cost_jax.seq2seq.devices import DeviceLayout
+from cost_jax.tokenizer import artifact
 from cost_jax.seq2seq.task import data_fingerprint, input_fingerprints, resolve_task
 
 CONFIG_FILE = "config.json"
 OPERATIVE_GIN_FILE = "config.gin"
 ITEM_TOKENS_FILE = "item_tokens.npy"
 CONFIG_FORMAT = "cost_jax.train/v1"
+TOKENIZER_SNAPSHOT = "tokenizer"
 
 # Fields that change the training trajectory: a resumed run must match them.
 TRAJECTORY_FIELDS = ("batch_size", "optimizer", "weight_decay", "grad_clip_norm", "seed")
@@ -84,6 +88,27 @@ def write_or_check_config(model_dir: str, record: dict, resume_step: int | None)
       raise UserError(f"{path}: model_dir holds checkpoints of a different run; resuming would mix "
                       f"them ({'; '.join(diffs)}). Use a new --model_dir.")
   atomic_write_json(path, record)
+
+
+def snapshot_tokenizer(model_dir: str, tokenizer_dir: str) -> str:
+  """Copies the tokenizer's vocabulary.json and semantic-IDs file into model_dir/tokenizer,
+  replacing an older copy whole; returns that folder. Copies, not hard links: a tokenizer
+  rewritten in place must not change the run's own IDs."""
+  dst = os.path.join(model_dir, TOKENIZER_SNAPSHOT)
+  if os.path.abspath(tokenizer_dir) == os.path.abspath(dst):
+    return dst
+  with StagedDir(dst, kind="tokenizer snapshot") as staged:
+    for src in (os.path.join(tokenizer_dir, artifact.VOCABULARY_FILE),
+                artifact.ids_path(tokenizer_dir)):
+      shutil.copy2(src, staged.file(os.path.basename(src)))
+    staged.commit()
+  return dst
+
+
+def own_tokenizer_dir(model_dir: str) -> str | None:
+  """model_dir/tokenizer when the run holds its tokenizer snapshot, else None (older runs)."""
+  d = os.path.join(model_dir, TOKENIZER_SNAPSHOT)
+  return d if os.path.isfile(os.path.join(d, artifact.VOCABULARY_FILE)) else None
 
 
 LOCK_FILE = LOCK_NAME  # model_dir/.lock (cost_jax.io.DirLock)
@@ -163,11 +188,13 @@ def load_run(model_dir: str, step: int | str | None = None,
   fields = {f.name for f in dataclasses.fields(TrainConfig)}
   train_config = TrainConfig(**{k: v for k, v in record.get("train", {}).items() if k in fields})
   task = record.get("task", {})
-  # The run's own task dirs, so a task registered on the fly resolves again.
+  # The run's own task dirs, so a task registered on the fly resolves again; the tokenizer from
+  # the run's own snapshot (model_dir/tokenizer) where it has one.
   train_config = dataclasses.replace(
       train_config, task=task.get("name", train_config.task),
       dataset_dir=task.get("dataset_dir") or train_config.dataset_dir,
-      tokenizer_dir=task.get("tokenizer_dir") or train_config.tokenizer_dir)
+      tokenizer_dir=(own_tokenizer_dir(model_dir) or task.get("tokenizer_dir")
+                     or train_config.tokenizer_dir))
   if not isinstance(record.get("model"), dict):
     raise UserError(f"{path}: no \"model\" section (not a cost_jax.train model_dir)")
   model_config = model_config_from_dict(record["model"], path)

@@ -9,11 +9,10 @@ from __future__ import annotations
 import dataclasses
 import os
 
-import cost_jax_tasks
 import seqio
 
-from cost_jax.io import UserError
-from cost_jax.seq2seq import input_pipeline
+from cost_jax.io import UserError, files_fingerprint
+from cost_jax.seq2seq import input_pipeline, seqrec_task
 from cost_jax.seq2seq.config import TrainConfig
 from cost_jax.tokenizer import artifact
 from cost_jax.tokenizer.config import task_name
@@ -25,7 +24,7 @@ class TaskInfo:
   dataset_dir: str | None
   tokenizer_dir: str | None
   vocab_size: int
-  max_history: int | None = None  # items of history in "inputs" (cost_jax_tasks)
+  max_history: int | None = None  # items of history in "inputs" (cost_jax.seq2seq.seqrec_task)
 
   def feature_lengths(self, id_length: int) -> dict[str, int] | None:
     """T5X TASK_FEATURE_LENGTHS: inputs = 1 + max_history * L, targets = L."""
@@ -35,9 +34,9 @@ class TaskInfo:
 
 
 def _task_source(task):
-  """The cost_jax_tasks SeqRecSource behind `task`, or None for a foreign task."""
+  """The SeqRecSource behind `task`, or None for a foreign task."""
   try:
-    return cost_jax_tasks.task_source(task)
+    return seqrec_task.task_source(task)
   except (ImportError, UserError, AttributeError):
     return None
 
@@ -53,10 +52,9 @@ def resolve_task(config: TrainConfig):
     if name in seqio.TaskRegistry.names():
       seqio.TaskRegistry.remove(name)
     dataset = os.path.basename(os.path.normpath(config.dataset_dir))
-    max_history = config.max_history or cost_jax_tasks.MAX_HISTORY.get(
-        dataset, cost_jax_tasks.DEFAULT_MAX_HISTORY)
-    task = cost_jax_tasks.register_task(name, os.path.abspath(config.dataset_dir),
-                                        os.path.abspath(config.tokenizer_dir), max_history)
+    max_history = config.max_history or seqrec_task.max_history_of(dataset)
+    task = seqrec_task.register_task(name, os.path.abspath(config.dataset_dir),
+                                     os.path.abspath(config.tokenizer_dir), max_history)
   else:
     task = input_pipeline.get_task(config.task)
   source = _task_source(task)
@@ -83,10 +81,10 @@ def input_fingerprints(info: TaskInfo) -> dict[str, str]:
   """{"dataset": sha256 of its sequences, "tokenizer": sha256 of its IDs + vocabulary}."""
   out = {}
   if info.dataset_dir:
-    out["dataset"] = input_pipeline.file_fingerprint(
+    out["dataset"] = files_fingerprint(
         [os.path.join(info.dataset_dir, "sequences.parquet")])
   if info.tokenizer_dir:
-    out["tokenizer"] = input_pipeline.file_fingerprint(
+    out["tokenizer"] = files_fingerprint(
         [artifact.ids_path(info.tokenizer_dir),
          os.path.join(info.tokenizer_dir, artifact.VOCABULARY_FILE)])
   return out
@@ -99,4 +97,4 @@ def data_fingerprint(info: TaskInfo) -> str:
   if info.tokenizer_dir:
     files += [artifact.ids_path(info.tokenizer_dir),
               os.path.join(info.tokenizer_dir, artifact.VOCABULARY_FILE)]
-  return input_pipeline.file_fingerprint(files)
+  return files_fingerprint(files)

@@ -157,6 +157,7 @@ def _train(config: TrainConfig, model_dir: str, model_config=None, *,
       ckpt.close()  # an open Orbax manager left to interpreter exit prints event-loop tracebacks
       raise
     atomic_write_npy(os.path.join(model_dir, run_dir.ITEM_TOKENS_FILE), item_tokens)
+    run_dir.snapshot_tokenizer(model_dir, info.tokenizer_dir)
   if operative_gin is not None and primary:
     atomic_write_text(os.path.join(model_dir, run_dir.OPERATIVE_GIN_FILE), operative_gin)
 

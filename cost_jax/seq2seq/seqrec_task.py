@@ -37,6 +37,21 @@ from cost_jax.seq2seq.vocabulary import SemanticIDVocabulary
 SPLITS = ("train", "validation", "test")
 DEFAULT_MAX_HISTORY = 20  # TIGER §4.1.1: "we limit the number of items in a user's history to 20"
 
+# Items of history in "inputs" for a dataset of this name (folder name); others take 20.
+MAX_HISTORY = {
+    "ml100k": DEFAULT_MAX_HISTORY,  # TIGER §4.1.1 cap (20); ML-100K is not in the papers
+    "mind": 70,                     # CoST §4.1: MIND sequences capped at 70 items
+    "beauty": DEFAULT_MAX_HISTORY,  # TIGER §4.1.1: 20
+    "sports": DEFAULT_MAX_HISTORY,  # TIGER §4.1.1: 20
+    "toys": DEFAULT_MAX_HISTORY,    # TIGER §4.1.1: 20
+    "office": DEFAULT_MAX_HISTORY,  # CoST §4.1 Office(S) sequences have 10-20 items; TIGER cap 20
+}
+
+
+def max_history_of(dataset: str) -> int:
+  """Items of history per example for the dataset named `dataset` (MAX_HISTORY, else 20)."""
+  return MAX_HISTORY.get(dataset, DEFAULT_MAX_HISTORY)
+
 
 @dataclasses.dataclass(frozen=True)
 class SplitIndex:
@@ -326,5 +341,5 @@ def task_source(task: seqio.Task | str) -> SeqRecSource:
   fn = task.postprocessor
   owner = getattr(fn, "__self__", None)
   if not isinstance(owner, SeqRecSource):
-    raise UserError(f"task {task.name} is not a cost_jax_tasks task")
+    raise UserError(f"task {task.name} is not a cost-jax SeqRec task")
   return owner

@@ -1,6 +1,6 @@
-"""SeqIO task registrations for cost-jax (installed as the package `cost_jax_tasks`).
-
-Importing this package registers one seqio.Task per (tokenizer method, dataset):
+"""The built-in SeqIO tasks: importing this module registers one seqio.Task per (tokenizer
+method, dataset). A leaf: only the CLIs and the gin files (`import cost_jax.seq2seq.registry`)
+import it; the library registers a run's own task from its dirs (cost_jax.seq2seq.task).
 
   name = f"{METHOD_TASK_PREFIX[method]}_{dataset}"   e.g. cost_mind, rqvae_beauty, rqvae_cost_ml100k
 
@@ -19,23 +19,11 @@ import seqio
 
 from cost_jax import paths
 from cost_jax.tokenizer.config import METHODS, task_name, task_prefix
-from cost_jax_tasks.seqrec import (DEFAULT_MAX_HISTORY, SPLITS, SeqRecSource, SplitIndex,
-                                   load_task_data, register_task,
-                                   retrieval_metric_fn, split_index, task_source)
+from cost_jax.seq2seq.seqrec_task import MAX_HISTORY, register_task, task_source
 
 # Tokenizer method (its output dir name, cost_jax.tokenize --method) -> task-name prefix.
 METHOD_TASK_PREFIX = {m: task_prefix(m) for m in METHODS}
-DATASETS = ("ml100k", "mind", "beauty", "sports", "toys", "office")
-
-# Items of history in "inputs", per dataset.
-MAX_HISTORY = {
-    "ml100k": DEFAULT_MAX_HISTORY,  # TIGER §4.1.1 cap (20); ML-100K is not in the papers
-    "mind": 70,                     # CoST §4.1: MIND sequences capped at 70 items
-    "beauty": DEFAULT_MAX_HISTORY,  # TIGER §4.1.1: 20
-    "sports": DEFAULT_MAX_HISTORY,  # TIGER §4.1.1: 20
-    "toys": DEFAULT_MAX_HISTORY,    # TIGER §4.1.1: 20
-    "office": DEFAULT_MAX_HISTORY,  # CoST §4.1 Office(S) sequences have 10-20 items; TIGER cap 20
-}
+DATASETS = tuple(MAX_HISTORY)
 
 
 def register_builtin_tasks(root: str | None = None) -> list[str]:
@@ -64,9 +52,3 @@ def task_dirs(name: str) -> tuple[str, str]:
 
 BUILTIN_TASKS = tuple(register_builtin_tasks())
 
-__all__ = [
-    "BUILTIN_TASKS", "DATASETS", "DEFAULT_MAX_HISTORY", "MAX_HISTORY", "METHOD_TASK_PREFIX",
-    "SPLITS", "SeqRecSource", "SplitIndex", "load_task_data",
-    "register_builtin_tasks", "register_task", "retrieval_metric_fn", "split_index",
-    "task_dirs", "task_name", "task_source", "task_vocabulary",
-]
