@@ -55,6 +55,13 @@ def exits_cleanly(main: F) -> F:
   return wrapper  # type: ignore[return-value]
 
 
+def quiet_tensorflow_logs() -> None:
+  """Keeps TensorFlow's C++ log lines (seqio's input pipeline) off a command's stderr unless the
+  user asked for them: without a GPU, TensorFlow logs an error-level "failed call to cuInit" that
+  is not an error. Call before TensorFlow is imported; TF_CPP_MIN_LOG_LEVEL, when set, wins."""
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
 def read_json(path: str):
   """Reads a JSON file; an unreadable or malformed file is a UserError naming file and line."""
   try:
