@@ -21,7 +21,7 @@ from cost_jax.experiments import capabilities as cap_lib  # noqa: E402
 from cost_jax.io import UserError  # noqa: E402
 from cost_jax.metrics import category_entropy_at_k  # noqa: E402
 from cost_jax.seq2seq import capabilities, cli, cold_start, run_dir  # noqa: E402
-from cost_jax.seq2seq.capability_eval import dataset_dir_of as cold_data_dir  # noqa: E402
+from cost_jax.seq2seq.studies import dataset_dir_of as cold_data_dir  # noqa: E402
 from cost_jax.seq2seq import trainer as train  # noqa: E402
 
 
@@ -97,18 +97,18 @@ def test_entropy_at_k_by_hand():
 
 
 def test_sampled_entropy_reads_exactly_k_draws():
-  from cost_jax.seq2seq import capability_eval  # pylint: disable=import-outside-toplevel
+  from cost_jax.seq2seq import studies  # pylint: disable=import-outside-toplevel
   cats = [[0], [1], [2]]
   draws = np.array([[0, 0, 0, 1], [0, 1, 2, 2]])  # user 0 drew item 0 three times in its top 3
   distinct = capabilities.first_distinct(draws, 3)
   assert distinct.tolist() == [[0, 1, -1], [0, 1, 2]]
-  m = capability_eval.diversity_metrics(distinct, np.array([1, 2]), cats, ks=(3,),
+  m = studies.diversity_metrics(distinct, np.array([1, 2]), cats, ks=(3,),
                                         entropy_lists=draws)
   # Over the 3 draws: user 0 is all category 0 (0 nats), user 1 three categories (log 3).
   assert m["entropy@3"] == pytest.approx(np.log(3) / 2)
   assert m["recall@3"] == pytest.approx(1.0)  # distinct items: 1 is in user 0's list
   # Reading the padded distinct list instead would score user 0's two items, log 2 nats.
-  assert capability_eval.diversity_metrics(distinct, np.array([1, 2]), cats, ks=(3,))[
+  assert studies.diversity_metrics(distinct, np.array([1, 2]), cats, ks=(3,))[
       "entropy@3"] == pytest.approx((np.log(2) + np.log(3)) / 2)
 
 
@@ -196,7 +196,7 @@ def test_evaluate_cli_capability_flags(cold_run, capsys):
   out = json.loads(capsys.readouterr().out)
   assert out["cold_start_users"] > 0
   # With epsilon 0 no unseen item is ever retrieved, so every cold-start case is a miss.
-  assert out["recall"]["0"]["recall@10"] == 0.0
+  assert out["recall"]["TIGER (epsilon=0)"][9] == 0.0
   # epsilon 0.5 scores each K on its own list: recomputed here from the beams over every
   # item's ID (seen and unseen), blended under floor(0.5 K) at each K.
   run = run_dir.load_run(model_dir)
@@ -209,8 +209,13 @@ def test_evaluate_cli_capability_flags(cold_run, capsys):
   per_k = cold_start.blend_unseen_per_k(beams, run.item_tokens, mask,
                                         cold_start.unseen_by_prefix(run.item_tokens, mask),
                                         0.5, range(1, 11))
-  assert out["recall"]["0.5"] == pytest.approx(
-      cold_start.recall_by_k(per_k, arrays.item_index[cases]))
+  want = cold_start.recall_by_k(per_k, arrays.item_index[cases])
+  assert out["recall"]["TIGER (epsilon=0.5)"] == pytest.approx(
+      [want[f"recall@{k}"] for k in range(1, 11)])
+  # The CLI and the reproduction's stage run one study: the same numbers.
+  cfg = cap_lib.settings({"epsilons": (0.0, 0.5), "cold_start_prefixes": (0,)})
+  stage = cap_lib.cold_start_study(model_dir, cold_data_dir(run), cfg)
+  assert stage["recall"] == out["recall"]
   # The toy's 2-token IDs: an unseen item shares its first token with 5 others, so epsilon 0.5
   # brings unseen items in (structural: it does not depend on how well the toy model learned).
   assert np.isin(per_k[10], unseen).any()

@@ -1,4 +1,5 @@
-"""The reproduction's `capabilities` studies (TIGER §4.4 and §5): tables, PNGs, a results.md section.
+"""The reproduction's `capabilities` stage (TIGER §4.4 and §5): settings, tables, PNGs and a
+results.md section around the studies of cost_jax.seq2seq.studies (the evaluate CLI runs the same).
 
   invalid_ids  Figure 6: the share of invalid IDs in the top K of unconstrained beam search,
                K = 1..num_beams, beside the constrained search's 0 (the method's TIGER model).
@@ -21,15 +22,11 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from cost_jax import significance
-from cost_jax.baselines import semantic_knn
 from cost_jax.data import categories as categories_lib
-from cost_jax.data.processed import ProcessedDataset
 from cost_jax.experiments import plots
 from cost_jax.io import UserError, atomic_write_json
 from cost_jax.metrics import category_entropy_at_k
-from cost_jax.seq2seq import capabilities, capability_eval, input_pipeline, run_dir
-from cost_jax.seq2seq import cold_start as cold_start_lib
+from cost_jax.seq2seq import studies
 
 STUDIES = ("cold_start", "diversity", "invalid_ids")
 RESULT_FILE = "capabilities.json"
@@ -86,45 +83,18 @@ def settings(section: Mapping[str, Any]) -> dict[str, Any]:
   return out
 
 
-def _test_arrays(run: Any, num_users: int) -> Any:
-  return input_pipeline.eval_subset(run.split_arrays("test"), num_users or None,
-                                    run.train_config.seed)
-
-
 def invalid_id_study(model_dir: str, cfg: Mapping[str, Any]) -> dict:
-  run = run_dir.load_run(model_dir)
-  arrays = _test_arrays(run, cfg["num_users"])
-  curve = capabilities.invalid_id_curve(run, arrays.encoder_input_tokens, int(cfg["num_beams"]))
-  curve.pop("unconstrained_lists")
-  curve.pop("constrained_lists")
-  return {"num_users": int(len(arrays)), "num_items": int(len(run.item_tokens)), **curve}
+  run, arrays = studies.load(model_dir, "test", cfg["num_users"])
+  return studies.invalid_id_study(run, arrays, int(cfg["num_beams"]))
 
 
 def diversity_study(model_dir: str, dataset_dir: str, cfg: Mapping[str, Any], seed: int) -> dict:
-  run = run_dir.load_run(model_dir)
-  arrays = _test_arrays(run, cfg["num_users"])
+  run, arrays = studies.load(model_dir, "test", cfg["num_users"])
   cats, names, field = categories_lib.item_categories(dataset_dir, cfg["category_field"])
-  ks = capability_eval.DIVERSITY_KS
-  k = max(ks)
-  rows = []
-  beams = capabilities.beam_lists(run, arrays.encoder_input_tokens, max(k, int(cfg["num_beams"])),
-                                  desc="beams")[:, :k]
-  rows.append({"decoding": "beam search", "temperature": None,
-               **capability_eval.diversity_metrics(beams, arrays.item_index, cats, ks)})
-  for t in cfg["temperatures"]:
-    lists, draws = capabilities.sampled_lists(run, arrays.encoder_input_tokens, t, k,
-                                              int(cfg["num_samples"]), seed=seed)
-    rows.append({"decoding": "sampling", "temperature": t,
-                 **capability_eval.diversity_metrics(lists, arrays.item_index, cats, ks,
-                                                     entropy_lists=draws)})
-  # Reference: K items drawn uniformly from the catalogue (the entropy of an unguided list).
-  rng = np.random.default_rng(np.random.SeedSequence([seed, 0xD1]))
-  uniform = np.full((len(arrays), k), -1, np.int64)
-  n_pick = min(k, len(cats))
-  for u in range(len(arrays)):
-    uniform[u, :n_pick] = rng.choice(len(cats), size=n_pick, replace=False)
-  rows.append({"decoding": "uniform random items", "temperature": None,
-               **capability_eval.diversity_metrics(uniform, arrays.item_index, cats, ks)})
+  ks = studies.DIVERSITY_KS
+  rows = studies.diversity_study(run, arrays, cats, cfg["temperatures"], int(cfg["num_samples"]),
+                                 seed=seed, ks=ks, beam_row_beams=int(cfg["num_beams"]),
+                                 uniform_row=True)
   target_entropy = float(category_entropy_at_k(arrays.item_index[:, None], cats, 1).mean())
   return {"num_users": int(len(arrays)), "category_field": field, "num_categories": len(names),
           "num_samples": int(cfg["num_samples"]), "ks": list(ks), "rows": rows,
@@ -132,54 +102,9 @@ def diversity_study(model_dir: str, dataset_dir: str, cfg: Mapping[str, Any], se
 
 
 def cold_start_study(model_dir: str, dataset_dir: str, cfg: Mapping[str, Any]) -> dict:
-  run = run_dir.load_run(model_dir)
-  arrays = _test_arrays(run, cfg["num_users"])
-  ds = ProcessedDataset.load(dataset_dir)
-  info = ds.stats.get("cold_start") or {}
-  unseen = np.asarray(info.get("unseen_items", []), np.int64)
-  if not unseen.size:
-    raise UserError(f"{dataset_dir}: not a cold-start dataset (no unseen items)")
-  cases = np.isin(arrays.item_index, unseen)
-  if not cases.any():
-    raise UserError(f"{dataset_dir}: no test user has an unseen target item")
-  targets = arrays.item_index[cases]
-  ks = capability_eval.COLD_START_KS
-  lists = capabilities.cold_start_lists(run, arrays.encoder_input_tokens[cases], unseen,
-                                        cfg["epsilons"], ks, int(cfg["num_beams"]),
-                                        prefix_lens=cfg["cold_start_prefixes"])
-  id_len = run.item_tokens.shape[1]
-  # Semantic_KNN over the same users' test histories (training part + validation item).
-  loo = ds.leave_one_out()
-  by_user = {int(u): np.concatenate([t, [v]]) for u, t, v in zip(loo.user_index, loo.train,
-                                                                  loo.valid_target)}
-  histories = [by_user[int(u)] for u in arrays.user_index[cases]]
-  knn_list = semantic_knn.semantic_knn_topk(histories, ds.embeddings(), max(ks))
-  knn = {k: knn_list[:, :k] for k in ks}  # a ranking: its top K is a prefix
-  methods = {(f"TIGER (epsilon={e:g})" if p == id_len - 1 else
-              f"TIGER (epsilon={e:g}, prefix {p})"): l for (p, e), l in sorted(
-                  lists.items(), key=lambda x: (-x[0][0], x[0][1]))}
-  methods["Semantic_KNN"] = knn
-  mask = np.zeros(len(run.item_tokens), bool)
-  mask[unseen] = True
-  seen_prefixes = {tuple(t) for t in run.item_tokens[~mask, :id_len - 1].tolist()}
-  out: dict[str, Any] = {"cold_start_users": int(cases.sum()), "num_users": int(len(arrays)),
-                         "num_unseen_items": int(unseen.size), "id_length": int(id_len),
-                         "unseen_sharing_a_seen_prefix": int(sum(
-                             tuple(t) in seen_prefixes
-                             for t in run.item_tokens[mask, :id_len - 1].tolist())),
-                         "ks": list(ks), "recall": {},
-                         "recall@10_ci95": {}, "unseen_share@10": {}}
-  hits10 = {}
-  for name, per_k in methods.items():
-    out["recall"][name] = [cold_start_lib.recall_by_k({k: per_k[k]}, targets)[f"recall@{k}"]
-                           for k in ks]
-    hits10[name] = (per_k[10] == targets[:, None]).any(axis=1).astype(np.float64)
-    out["recall@10_ci95"][name] = list(significance.bootstrap_ci(hits10[name]))
-    out["unseen_share@10"][name] = float(np.isin(per_k[10], unseen).mean())
-  ref = "Semantic_KNN"
-  out["paired_p@10_vs_semantic_knn"] = {
-      name: significance.paired_test(h, hits10[ref]) for name, h in hits10.items() if name != ref}
-  return out
+  run, arrays = studies.load(model_dir, "test", cfg["num_users"])
+  return studies.cold_start_study(run, arrays, dataset_dir, cfg["epsilons"],
+                                  int(cfg["num_beams"]), prefix_lens=cfg["cold_start_prefixes"])
 
 
 def run_studies(output: str, cfg: Mapping[str, Any], *, model_dir: str | None,

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from typing import Sequence
 
 from cost_jax import stop
-from cost_jax.io import UserError, exits_cleanly
-from cost_jax.seq2seq import evaluator, gin_config, trainer
+from cost_jax.data import categories as categories_lib
+from cost_jax.io import UserError, atomic_write_json, exits_cleanly
+from cost_jax.results import KS
+from cost_jax.seq2seq import evaluator, gin_config, studies, trainer
 from cost_jax.seq2seq import registry  # noqa: F401  registers the built-in SeqIO tasks
 
 TRAIN_DOC = """Trains the TIGER encoder-decoder on a SeqIO task (the built-in trainer, no T5X needed).
@@ -122,17 +125,12 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
 
 @exits_cleanly
 def _capability(args: argparse.Namespace) -> int:
-  from cost_jax.seq2seq import capability_eval  # pylint: disable=g-import-not-at-top
   if args.num_samples < 1:
     raise UserError(f"--num_samples: must be >= 1, got {args.num_samples}")
-  if args.temperature is not None:
-    if args.temperature < 0:
-      raise UserError(f"--temperature: must be >= 0, got {args.temperature}")
-    out = capability_eval.temperature(args.model_dir, args.split, args.temperature,
-                                      num_samples=args.num_samples, topk=args.topk,
-                                      category_field=args.category_field,
-                                      num_users=args.num_users, batch_size=args.batch_size)
-  elif args.cold_start_epsilon is not None:
+  if args.temperature is not None and args.temperature < 0:
+    raise UserError(f"--temperature: must be >= 0, got {args.temperature}")
+  eps = None
+  if args.cold_start_epsilon is not None:
     try:
       eps = [float(e) for e in args.cold_start_epsilon.split(",") if e.strip()]
     except ValueError:
@@ -141,11 +139,34 @@ def _capability(args: argparse.Namespace) -> int:
     if not eps or any(not 0.0 <= e <= 1.0 for e in eps):
       raise UserError(f"--cold_start_epsilon {args.cold_start_epsilon!r}: every epsilon must "
                       "be in [0, 1]")
-    out = capability_eval.cold_start(args.model_dir, args.split, eps, num_beams=args.num_beams,
-                                     num_users=args.num_users, batch_size=args.batch_size)
+  run, arrays = studies.load(args.model_dir, args.split, args.num_users)
+  batch = args.batch_size or 64
+  num_beams = args.num_beams or run.train_config.num_beams
+  head = {"split": args.split}
+  if args.temperature is not None:
+    k = int(args.topk or max(studies.DIVERSITY_KS))
+    ks = sorted({x for x in studies.DIVERSITY_KS + tuple(KS) if x <= k})
+    cats, field = None, None
+    try:
+      cats, _, field = categories_lib.item_categories(studies.dataset_dir_of(run),
+                                                      args.category_field)
+    except UserError:
+      if args.category_field:
+        raise
+    (row,) = studies.diversity_study(run, arrays, cats, [args.temperature], args.num_samples,
+                                     seed=0, ks=ks, batch_size=batch)
+    out = {"temperature": args.temperature, "num_samples": args.num_samples, **head,
+           "num_users": int(len(arrays)), "category_field": field,
+           **{k: v for k, v in row.items() if k not in ("decoding", "temperature")}}
+    name = f"capabilities_temperature_{args.temperature:g}.json"
+  elif eps is not None:
+    out = {**head, **studies.cold_start_study(run, arrays, studies.dataset_dir_of(run), eps,
+                                              num_beams, batch_size=batch)}
+    name = "capabilities_cold_start.json"
   else:
-    out = capability_eval.invalid_ids(args.model_dir, args.split, num_beams=args.num_beams,
-                                      num_users=args.num_users, batch_size=args.batch_size)
+    out = {**head, **studies.invalid_id_study(run, arrays, num_beams, batch_size=batch)}
+    name = "capabilities_invalid_ids.json"
+  atomic_write_json(os.path.join(args.model_dir, name), out)
   print(json.dumps(out, indent=2))
   return 0
 
