@@ -76,10 +76,12 @@ def test_damaged_dataset_files_name_the_file(tmp_path):
 def test_tokenizer_rejects_bad_settings_and_contradictions(tmp_path):
   emb = np.random.default_rng(0).normal(size=(40, 8)).astype(np.float32)
   with pytest.raises(UserError, match=r"hidden_dims must all be >= 1"):
+    fit.fit(emb, "cost", str(tmp_path / "a"), overrides={"hidden_dims": (0,)}, log=False)
+  with pytest.raises(UserError, match=r"TokenizerConfig.hidden_dims expects"):
     fit.fit(emb, "cost", str(tmp_path / "a"), overrides={"hidden_dims": "(0,)"}, log=False)
   with pytest.raises(UserError, match=r"tau must be > 0"):
     fit.fit(emb, "cost", str(tmp_path / "a"), overrides={"tau": 0}, log=False)
-  with pytest.raises(UserError, match=r"--method cost and --set loss=rqvae contradict"):
+  with pytest.raises(UserError, match=r"--method cost and TokenizerConfig.loss='rqvae' contradict"):
     fit.fit(emb, "cost", str(tmp_path / "a"), overrides={"loss": "rqvae"}, log=False)
   assert not (tmp_path / "a").exists()
 
@@ -98,7 +100,7 @@ def test_cli_argument_faults_are_one_line(tmp_path):
   emb = tmp_path / "e.npy"
   np.save(emb, np.zeros((4, 3), np.float32))
   proc = _cli("cost_jax.tokenize", "--embeddings", str(emb), "--output", str(tmp_path / "o"),
-              "--from_checkpoint", str(tmp_path), "--set", "epochs=3")
+              "--from_checkpoint", str(tmp_path), "--gin.TokenizerConfig.epochs=3")
   assert proc.returncode == 2 and "--from_checkpoint uses the trained tokenizer" in proc.stderr
   for p in (proc,):
     assert "Traceback" not in p.stderr

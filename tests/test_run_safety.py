@@ -143,7 +143,7 @@ def test_reproduce_and_tokenize_are_one_writer_per_output(tmp_path, capsys):
     sleeper.wait()
   # The holder is gone: its lock is stale and taken over; the command runs and releases it.
   assert tokenize_cli.main(["--embeddings", str(emb), "--method", "random", "--output", str(tok),
-                            "--quiet", "--set", "codebook_size=8"]) == 0
+                            "--quiet", "--gin.TokenizerConfig.codebook_size=8"]) == 0
   assert "stale lock" in capsys.readouterr().err
   assert (tok / "semantic_ids.npy").exists() and not (tmp_path / ("tok" + LOCK_NAME)).exists()
 

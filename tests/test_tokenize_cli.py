@@ -9,9 +9,10 @@ import pytest
 from cost_jax.tokenizer import cli, fit
 from cost_jax.tokenizer.layout import TokenLayout
 
-SMALL = ["--set", "hidden_dims=(32,)", "--set", "latent_dim=8", "--set", "codebook_size=16",
-         "--set", "batch_size=64", "--set", "kmeans_iters=20", "--set", "neighbor_sample=300",
-         "--set", "log_every_s=0"]
+SMALL = ["--gin.TokenizerConfig.hidden_dims=(32,)", "--gin.TokenizerConfig.latent_dim=8",
+         "--gin.TokenizerConfig.codebook_size=16", "--gin.TokenizerConfig.batch_size=64",
+         "--gin.TokenizerConfig.kmeans_iters=20", "--gin.TokenizerConfig.neighbor_sample=300",
+         "--gin.TokenizerConfig.log_every_s=0"]
 SMALL_DICT = {"hidden_dims": (32,), "latent_dim": 8, "codebook_size": 16, "batch_size": 64,
               "kmeans_iters": 20, "neighbor_sample": 300, "epochs": 3}
 
@@ -35,7 +36,7 @@ def emb_file(tmp_path_factory):
 def cost_dir(emb_file, tmp_path_factory):
   out = str(tmp_path_factory.mktemp("tok") / "cost")
   assert cli.main(["--embeddings", emb_file, "--method", "cost", "--output", out,
-                        "--epochs", "3", "--seed", "0"] + SMALL) == 0
+                        "--gin.TokenizerConfig.epochs=3", "--seed", "0"] + SMALL) == 0
   return out
 
 
@@ -93,14 +94,14 @@ def test_same_seed_same_ids_and_checkpoint_encodes_new_items(cost_dir, emb_file,
 
 def test_tiger_preset_extra_token_and_gin(emb_file, tmp_path):
   gin_file = tmp_path / "t.gin"
-  gin_file.write_text("tokenizer.latent_dim = 6\ntokenizer.codebook_size = 8\n"
-                      "tokenizer.batch_size = 128\n")
+  gin_file.write_text("TokenizerConfig.latent_dim = 6\nTokenizerConfig.codebook_size = 8\n"
+                      "TokenizerConfig.batch_size = 128\n")
   out = str(tmp_path / "rq")
-  # --set wins over gin (codebook_size 16 below, not 8).
+  # Later bindings win over the file's (codebook_size 16 below, not 8), as in gin.
   assert cli.main(["--embeddings", emb_file, "--method", "rqvae", "--output", out,
-                        "--epochs", "2", "--gin_file", str(gin_file), "--gin_param",
-                        "tokenizer.hidden_dims = (16,)", "--set", "codebook_size=16",
-                        "--set", "kmeans_iters=10", "--quiet"]) == 0
+                   "--gin.TokenizerConfig.epochs=2", "--gin_file", str(gin_file), "--gin_param",
+                   "TokenizerConfig.hidden_dims = (16,)", "--gin.TokenizerConfig.codebook_size=16",
+                   "--gin.TokenizerConfig.kmeans_iters=10", "--quiet"]) == 0
   rep = json.load(open(os.path.join(out, "report.json")))
   cfg = rep["config"]
   assert (cfg["preset"], cfg["optimizer"], cfg["shared_codebook"]) == ("tiger", "adam", False)
@@ -194,9 +195,14 @@ def test_unreadable_file(tmp_path, capsys):
 
 
 def test_bad_config_values(emb_file, tmp_path, capsys):
-  for args, msg in ((["--set", "nope=1"], "unknown key 'nope'"),
-                    (["--set", "latent_dim=abc"], "bad value"),
-                    (["--set", "dedup=xyz"], "dedup must be")):
+  for args, msg in ((["--gin.TokenizerConfig.nope=1"], "nope"),
+                    (["--gin.TokenizerConfig.latent_dim='abc'"], "latent_dim expects int"),
+                    (["--gin.TokenizerConfig.dedup='xyz'"], "dedup must be"),
+                    # The old flags answer with the new spelling.
+                    (["--set", "latent_dim=8"], "--gin.TokenizerConfig.latent_dim=8"),
+                    (["--set", "dedup=none"], "--gin.TokenizerConfig.dedup='none'"),
+                    (["--epochs", "3"], "--gin.TokenizerConfig.epochs=3"),
+                    (["--preset", "tiger"], "--gin.TokenizerConfig.preset='tiger'")):
     with pytest.raises(SystemExit):
       cli.main(["--embeddings", emb_file, "--output", str(tmp_path / "o")] + args)
     assert msg in capsys.readouterr().err

@@ -7,12 +7,14 @@ import json
 import os
 from typing import Sequence
 
-from cost_jax import stop
+from cost_jax import gin_cli, stop
 from cost_jax.data import categories as categories_lib
 from cost_jax.io import UserError, atomic_write_json, exits_cleanly
 from cost_jax.results import KS
 from cost_jax.seq2seq import evaluator, gin_config, studies, trainer
 from cost_jax.seq2seq import registry  # noqa: F401  registers the built-in SeqIO tasks
+from cost_jax.seq2seq.config import TrainConfig
+from cost_jax.seq2seq.network import TransformerConfig
 
 TRAIN_DOC = """Trains the TIGER encoder-decoder on a SeqIO task (the built-in trainer, no T5X needed).
 
@@ -48,26 +50,26 @@ TIGER's capabilities (§4.4, §5), each instead of the plain beam search:
 def parse_train_args(argv: Sequence[str] | None):
   p = argparse.ArgumentParser(prog="python -m cost_jax.train", description=TRAIN_DOC,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--gin_file", action="append", default=[],
-                 help="gin file (repeatable); searched in ., the repo root and gin/")
-  p.add_argument("--gin_param", action="append", default=[],
-                 help="gin binding, e.g. 'TrainConfig.num_train_steps = 100' (repeatable)")
+  gin_cli.add_flags(p, old_set_example="TrainConfig.num_train_steps=2000")
   p.add_argument("--model_dir", required=True, help="checkpoints, summaries, metrics.json")
   p.add_argument("--no_eval_test", action="store_true", help="skip scoring the test split")
-  args, rest = p.parse_known_args(argv)
-  for r in rest:  # T5X-style --gin.TrainConfig.seed=1
-    if r.startswith("--gin.") and "=" in r:
-      k, v = r[len("--gin."):].split("=", 1)
-      args.gin_param.append(f"{k} = {v}")
-    else:
-      p.error(f"unrecognized argument: {r}")
+  args = gin_cli.parse_args(p, argv, set_spelling=_train_set_spelling)
   if args.no_eval_test:
     args.gin_param.append("TrainConfig.eval_test = False")
   return args
 
 
+def _train_set_spelling(key: str, value: str) -> str | None:
+  field = key.split(".")[-1]
+  for cls in (TrainConfig, TransformerConfig):
+    if field in gin_cli.field_names(cls):
+      return f"{cls.__name__}.{field} = {value}"
+  return None
+
+
 @exits_cleanly
-def _train(args) -> int:
+def _train(argv: Sequence[str] | None) -> int:
+  args = parse_train_args(argv)
   train_config, model_config, operative = gin_config.configs_from_gin(args.gin_file,
                                                                      args.gin_param)
   # SIGTERM (preemption, `kill`) and SIGINT stop the loop at the next step boundary, where the
@@ -81,7 +83,7 @@ def _train(args) -> int:
 
 
 def train_main(argv: Sequence[str] | None = None) -> int:
-  return _train(parse_train_args(argv))
+  return _train(argv)
 
 
 def evaluate_main(argv: Sequence[str] | None = None) -> int:

@@ -6,30 +6,25 @@
 - Every TrainConfig default is also a gin constant `cost_jax.TrainConfig.<field>`:
   gin/setups/tiger.gin reads TIGER's schedule from there for T5X, so the paper values are
   written once, in the dataclass.
-- `configs_from_gin(files, bindings)`: (TrainConfig, TransformerConfig, operative gin text).
+- `configs_from_gin(files, bindings)`: (TrainConfig, TransformerConfig, operative gin text),
+  parsed by cost_jax.gin_cli (the flags and parser every CLI shares).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import logging
-import os
 from typing import Sequence
 
 import gin
 
+from cost_jax import gin_cli
 from cost_jax.io import UserError
 from cost_jax.seq2seq.config import TrainConfig
 from cost_jax.seq2seq.network import TransformerConfig
 
 
 def _register() -> None:
-  for cls in (TrainConfig, TransformerConfig):
-    try:
-      gin.register(cls, module=cls.__module__)
-    except ValueError:  # registered already (a module reload)
-      pass
+  gin_cli.register(TrainConfig, TransformerConfig)
   for f in dataclasses.fields(TrainConfig):
     try:
       gin.constant(f"cost_jax.TrainConfig.{f.name}", f.default)
@@ -40,65 +35,19 @@ def _register() -> None:
 _register()
 
 
-@contextlib.contextmanager
-def _fresh_gin():
-  """Clears gin before and after, so repeated calls in one process do not leak bindings."""
-  with gin.unlock_config():
-    gin.clear_config()
-  try:
-    yield
-  finally:
-    with gin.unlock_config():
-      gin.clear_config()
-
-
-def _repo_gin_dirs() -> list[str]:
-  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-  dirs = []
-  for d in (os.getcwd(), root, os.path.join(root, "gin")):
-    if os.path.isdir(d) and d not in dirs:
-      dirs.append(d)
-  return dirs
-
-
-class _DropGinPathNoise(logging.Filter):
-  """gin logs 'Path not found' for every search-path miss before a hit; hide those."""
-
-  def filter(self, record: logging.LogRecord) -> bool:
-    return not str(record.getMessage()).startswith("Path not found")
-
-
-def _resolve_gin_file(f: str) -> str:
-  for d in [""] + _repo_gin_dirs():
-    p = os.path.join(d, f) if d else f
-    if os.path.isfile(p):
-      return os.path.abspath(p)
-  raise UserError(f"{f}: gin file not found (searched {', '.join(_repo_gin_dirs())})")
-
-
 def configs_from_gin(gin_files: Sequence[str] = (), gin_bindings: Sequence[str] = ()):
   """(TrainConfig, TransformerConfig, operative gin text) from gin files + bindings.
 
   Clears the global gin config before and after, so it can be called many times.
   """
-  files = [_resolve_gin_file(f) for f in gin_files]
-  noise = _DropGinPathNoise()
-  logging.getLogger().addFilter(noise)
-  try:
-    with _fresh_gin():
-      for d in _repo_gin_dirs():
-        gin.add_config_file_search_path(d)
-      try:
-        gin.parse_config_files_and_bindings(files, list(gin_bindings), finalize_config=False)
-      except (ValueError, SyntaxError, IOError, KeyError, ImportError, RuntimeError) as e:
-        msg = " ".join(str(e).split("\n")[:3]) if str(e) else type(e).__name__
-        raise UserError(f"gin: {msg}") from None
-      try:
-        train_config = gin.get_configurable(TrainConfig)()
-        model_config = gin.get_configurable(TransformerConfig)()
-      except (TypeError, ValueError) as e:
-        raise UserError(f"gin: {e}") from None
-      operative = gin.config_str()
-  finally:
-    logging.getLogger().removeFilter(noise)
+  with gin_cli.fresh():
+    gin_cli.parse(gin_files, gin_bindings)
+    for cls in (TrainConfig, TransformerConfig):
+      gin_cli.bindings(cls)  # type-checks what was bound
+    try:
+      train_config = gin.get_configurable(TrainConfig)()
+      model_config = gin.get_configurable(TransformerConfig)()
+    except (TypeError, ValueError) as e:
+      raise UserError(f"gin: {e}") from None
+    operative = gin.config_str()
   return train_config, model_config, operative

@@ -1,7 +1,11 @@
 """`python -m cost_jax.tokenize`: item embeddings (.npy) -> unique semantic IDs.
 
   python -m cost_jax.tokenize --embeddings items.npy --method cost --output out/cost [--seed 0]
-      [--epochs 50] [--set key=value ...] [--gin_file gin/tokenizer/cost.gin] [--gin_param ...]
+      [--gin.TokenizerConfig.epochs=100] [--gin.TokenizerConfig.preset="'tiger'"]
+      [--gin_file gin/tokenizer/tiger.gin] [--gin_param "TokenizerConfig.codebook_size = 128"]
+
+Settings: TokenizerConfig (cost_jax.tokenizer.config): its defaults, then the method's preset
+(PRESETS; `TokenizerConfig.preset` picks another), then the gin bindings.
   python -m cost_jax.tokenize --from_checkpoint out/cost --embeddings new.npy --output out/new
 
 Writes a tokenizer dir (cost_jax.tokenizer.artifact): semantic_ids.npy (int32 [N, L], rows
@@ -16,62 +20,15 @@ import argparse
 import json
 import os
 import sys
-from typing import Any, Sequence
+from typing import Sequence
 
-from gin import config_parser
-
-from cost_jax import stop
+from cost_jax import gin_cli, stop
 from cost_jax.io import LOCK_NAME, DirLock, UserError, exits_cleanly, json_default
 from cost_jax.tokenizer import config as tc
+from cost_jax.tokenizer.config import TokenizerConfig
 from cost_jax.tokenizer.fit import encode_new, fit
 
-
-def gin_overrides(gin_files: list[str] | None, gin_params: list[str] | None) -> dict[str, Any]:
-  """Reads `tokenizer.<field> = value` bindings from gin files / params into a dict.
-
-  Uses gin's parser only (gin's global config is left alone); bindings of other selectors are
-  ignored, `include` statements are followed, later bindings win.
-  """
-  if not gin_files and not gin_params:
-    return {}
-
-  class _Delegate(config_parser.ParserDelegate):
-
-    def configurable_reference(self, scoped_name, evaluate):
-      raise ValueError(f"@{scoped_name}: references are not supported in tokenizer bindings")
-
-    def macro(self, name):
-      raise ValueError(f"%{name}: macros are not supported in tokenizer bindings")
-
-  values: dict[str, Any] = {}
-
-  def parse(text: str, source: str, depth: int = 0) -> None:
-    try:
-      statements = list(config_parser.ConfigParser(text, _Delegate()))
-    except (SyntaxError, ValueError) as e:
-      raise UserError(f"{source}: {str(e).splitlines()[0] if str(e) else 'bad gin syntax'}"
-                      ) from None
-    for st in statements:
-      if isinstance(st, config_parser.IncludeStatement) and depth < 10:
-        inc = st.filename
-        if not os.path.isabs(inc) and os.path.exists(source):
-          inc = os.path.join(os.path.dirname(source), inc)
-        parse(_read(inc), inc, depth + 1)
-      elif isinstance(st, config_parser.BindingStatement) and st.selector == "tokenizer":
-        values[st.arg_name] = tc.coerce(st.arg_name, st.value)
-
-  def _read(path: str) -> str:
-    try:
-      with open(path) as f:
-        return f.read()
-    except OSError as e:
-      raise UserError(f"{path}: cannot read gin file ({e.strerror or e})") from None
-
-  for path in gin_files or []:
-    parse(_read(path), path)
-  for i, binding in enumerate(gin_params or []):
-    parse(binding, f"--gin_param #{i + 1} ({binding!r})")
-  return values
+gin_cli.register(TokenizerConfig)  # gin: TokenizerConfig.<field> = value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,13 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
                  default=None, help="default cost (with --from_checkpoint: the checkpoint's)")
   p.add_argument("--output", required=True, help="output directory (replaced atomically)")
   p.add_argument("--seed", type=int, default=0)
-  p.add_argument("--epochs", type=int, default=None, help="overrides the preset's epochs")
-  p.add_argument("--preset", choices=sorted(tc.PRESETS), default=None,
-                 help="hyperparameter preset (default by method: cost -> cost, rqvae -> tiger)")
-  p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                 help="override a TokenizerConfig field, e.g. --set codebook_size=128")
-  p.add_argument("--gin_file", action="append", default=[], help="gin file with tokenizer.X = Y")
-  p.add_argument("--gin_param", action="append", default=[], help="gin binding tokenizer.X = Y")
+  # Gone (one way to set a value): --epochs N, --preset P, --set k=v -> gin bindings.
+  p.add_argument("--epochs", default=None, help=argparse.SUPPRESS)
+  p.add_argument("--preset", default=None, help=argparse.SUPPRESS)
+  gin_cli.add_flags(p, old_set_example="TokenizerConfig.codebook_size=128")
   p.add_argument("--from_checkpoint", default=None, metavar="DIR",
                  help="tokenize new embeddings with the tokenizer trained in DIR")
   p.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -97,11 +51,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 @exits_cleanly
 def main(argv: Sequence[str] | None = None) -> int:
-  args = build_parser().parse_args(argv)
+  args = gin_cli.parse_args(build_parser(), argv, set_spelling=_set_spelling)
+  for flag, field, quote in (("epochs", "epochs", ""), ("preset", "preset", "'")):
+    value = getattr(args, flag)
+    if value is not None:
+      raise UserError(f"--{flag} {value}: the flag is gone; settings are gin bindings now: "
+                      f"--gin.TokenizerConfig.{field}={quote}{value}{quote}")
   if args.from_checkpoint:
-    given = [flag for flag, value in (("--method", args.method), ("--set", args.set),
-                                      ("--gin_file", args.gin_file), ("--gin_param", args.gin_param),
-                                      ("--epochs", args.epochs), ("--preset", args.preset))
+    given = [flag for flag, value in (("--method", args.method),
+                                      ("--gin_file", args.gin_file), ("--gin_param", args.gin_param))
              if value]
     if given:
       raise UserError(f"--from_checkpoint uses the trained tokenizer's own method and settings; "
@@ -109,12 +67,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = encode_new(args.from_checkpoint, args.embeddings, args.output, log=not args.quiet)
   else:
     args.method = args.method or "cost"
-    overrides = gin_overrides(args.gin_file, args.gin_param)
-    overrides.update(tc.parse_set_args(args.set))
-    if args.epochs is not None:
-      overrides["epochs"] = args.epochs
-    if args.preset:
-      overrides["preset"] = args.preset
+    with gin_cli.fresh():
+      gin_cli.parse(args.gin_file, args.gin_param)
+      overrides = gin_cli.bindings(TokenizerConfig)
     # SIGTERM / SIGINT stop training after the current epoch; nothing is written and the
     # temporary output folder is removed (exit 128 + the signal, cost_jax.stop).
     # One writer per output (a lock file beside it, since the folder is swapped in whole).
@@ -127,6 +82,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                                         "wall_time_s")}
   print(json.dumps(summary, default=json_default))
   return 0
+
+
+def _set_spelling(key: str, value: str) -> str | None:
+  if key not in gin_cli.field_names(TokenizerConfig):
+    return None
+  quoted = repr(value) if isinstance(TokenizerConfig.__dataclass_fields__[key].default, str) \
+      else value
+  return f"TokenizerConfig.{key} = {quoted}"
 
 
 if __name__ == "__main__":

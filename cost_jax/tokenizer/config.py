@@ -1,18 +1,17 @@
 """Tokenizer configuration: one frozen dataclass, two paper presets, overrides.
 
-Precedence: dataclass defaults < preset < gin bindings (`tokenizer.<field> = value`) <
---set key=value / `overrides` dict. The preset is chosen by the method unless given
-(`preset` key): cost, rqvae+cost, rqkmeans, random -> "cost"; rqvae, lsh -> "tiger".
+Precedence: dataclass defaults < preset < overrides (the gin bindings of `TokenizerConfig`,
+cost_jax.gin_cli, or a dict). The preset is chosen by the method unless given (`preset` key):
+cost, rqvae+cost, rqkmeans, random -> "cost"; rqvae, lsh -> "tiger".
 """
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import re
-import typing
 from typing import Any, Mapping
 
+from cost_jax import gin_cli
 from cost_jax.io import UserError
 
 # The method registry: every tokenizer method, in the order tables list them.
@@ -160,61 +159,13 @@ def task_name(method: str, dataset: str) -> str:
   return task_prefix(f"{method}_{dataset}")
 
 
-def _field_types() -> dict[str, Any]:
-  return typing.get_type_hints(TokenizerConfig)
-
-
 def coerce(key: str, value: Any) -> Any:
-  """Converts a --set string (or gin value) to the type of field `key`."""
-  types = _field_types()
-  if key not in types:
-    raise UserError(f"config: unknown key {key!r}; known keys: {', '.join(sorted(types))}")
-  t = types[key]
-  try:
-    if isinstance(value, str):
-      if t is bool:
-        low = value.strip().lower()
-        if low in ("1", "true", "yes", "on"):
-          return True
-        if low in ("0", "false", "no", "off"):
-          return False
-        raise ValueError(value)
-      if t is str:
-        return value.strip().strip("'\"")
-      value = ast.literal_eval(value.strip())
-    if t is bool:
-      if not isinstance(value, (bool, int)):
-        raise ValueError(value)
-      return bool(value)
-    if t is int:
-      if isinstance(value, float) and not value.is_integer():
-        raise ValueError(value)
-      return int(value)
-    if t is float:
-      return float(value)
-    if t is str:
-      return str(value)
-    # tuple[int, ...]
-    if isinstance(value, int):
-      value = (value,)
-    return tuple(int(v) for v in value)
-  except (ValueError, SyntaxError, TypeError):
-    raise UserError(f"config: bad value {value!r} for {key} (expected {t})") from None
-
-
-def parse_set_args(items: list[str] | None) -> dict[str, Any]:
-  """["key=value", ...] -> {key: typed value}."""
-  out: dict[str, Any] = {}
-  for item in items or []:
-    if "=" not in item:
-      raise UserError(f"--set {item!r}: expected key=value")
-    k, v = item.split("=", 1)
-    out[k.strip()] = coerce(k.strip(), v)
-  return out
+  """`value` checked against TokenizerConfig field `key` (one line naming it otherwise)."""
+  return gin_cli.check_type(TokenizerConfig, key, value, where="config: ")
 
 
 def make_config(method: str, overrides: Mapping[str, Any] | None = None) -> TokenizerConfig:
-  """Preset for `method` (or overrides['preset']), then overrides (already typed or strings)."""
+  """Preset for `method` (or overrides['preset']), then overrides (typed values)."""
   if method not in METHODS:
     raise UserError(f"--method: unknown method {method!r}; expected one of {', '.join(METHODS)}")
   overrides = dict(overrides or {})
@@ -226,7 +177,7 @@ def make_config(method: str, overrides: Mapping[str, Any] | None = None) -> Toke
   if method in NEURAL_METHODS:
     values["loss"] = method
     if "loss" in overrides and coerce("loss", overrides["loss"]) != method:
-      raise UserError(f"--method {method} and --set loss={overrides['loss']} contradict each "
+      raise UserError(f"--method {method} and TokenizerConfig.loss={overrides['loss']!r} contradict each "
                       f"other (the method is the loss); use --method {overrides['loss']}")
   for k, v in overrides.items():
     values[k] = coerce(k, v)
