@@ -169,7 +169,12 @@ class Fakes:
 def small_profile(**kw):
   kw.setdefault("methods", METHODS)
   kw.setdefault("baselines", ("popularity", "sasrec"))
-  return dataclasses.replace(profiles.CPU, seeds=(0, 1), **kw)
+  return dataclasses.replace(profiles.load("cpu"), seeds=(0, 1), **kw)
+
+
+def gin(prof, *bindings):
+  """`prof` with gin bindings on top (what --gin.X=v does on the command line)."""
+  return profiles.override(prof, gin_params=list(bindings))
 
 
 def test_cove_stages_are_planned_from_the_data_and_reported(tmp_path):
@@ -194,7 +199,7 @@ def test_cove_stages_are_planned_from_the_data_and_reported(tmp_path):
   md = open(os.path.join(out, "results.md")).read()
   assert "COVE_SASRec" in md and "COVE IDs" in md
   # A COVE override changes only the COVE stages' hashes.
-  again = pipeline.Pipeline(profiles.apply_overrides(prof, ["cove.alpha=0.5"]), out,
+  again = pipeline.Pipeline(gin(prof, "CoveConfig.alpha = 0.5"), out,
                             fns=Fakes().fns())
   status = {st.name: again.status_of(st) for st in again.stages}
   assert status["sasrec-s0"] == "cached" and status["train-rqvae-s0"] == "cached"
@@ -233,14 +238,14 @@ def test_changed_train_config_reruns_only_training(tmp_path):
   out = str(tmp_path / "out")
   pipeline.Pipeline(small_profile(), out, fns=fakes.fns()).run()
   fakes.calls.clear()
-  prof = profiles.apply_overrides(small_profile(), ["tiger.num_train_steps=7"])
+  prof = gin(small_profile(), "TrainConfig.num_train_steps = 7")
   results = {r.name: r.status for r in pipeline.Pipeline(prof, out, fns=fakes.fns()).run()}
   assert results["tokenize-cost-s0"] == "cached" and results["train-cost-s0"] == "ran"
   assert results["sasrec-s1"] == "cached" and results["popularity"] == "cached"
   assert sorted(c[0] for c in fakes.calls) == ["train"] * (2 * len(METHODS))
   # a tokenizer change re-runs that method's tokenizer and training only
   fakes.calls.clear()
-  prof2 = profiles.apply_overrides(prof, ["tokenizer.cost.tau=0.5"])
+  prof2 = gin(prof, "cost/TokenizerConfig.tau = 0.5")
   results = {r.name: r.status for r in pipeline.Pipeline(prof2, out, fns=fakes.fns()).run()}
   ran = sorted(n for n, s in results.items() if s == "ran")
   assert ran == ["tokenize-cost-s0", "tokenize-cost-s1", "train-cost-s0", "train-cost-s1"]
@@ -291,26 +296,37 @@ def test_cli_list_and_overrides(tmp_path, capsys):
   err = capsys.readouterr().err
   assert "tokenize-cost-s3" in err and "train-rqvae-s4" in err and "sasrec" not in err
   assert not os.path.exists(os.path.join(out, "stages"))
-  prof = profiles.apply_overrides(profiles.CPU, ["tiger.mlp_dim=32", "sasrec.loss=bce",
-                                                   "tokenizer.epochs=3", "seeds=0,1"])
+  cpu = profiles.load("cpu")
+  prof = gin(cpu, "TransformerConfig.mlp_dim = 32", "SASRecConfig.loss = 'bce'",
+             "TokenizerConfig.epochs = 3", "Profile.seeds = (0, 1)")
   assert prof.tiger["mlp_dim"] == 32 and prof.sasrec["loss"] == "bce" and prof.seeds == (0, 1)
   assert prof.tokenizer_overrides("cost") == {"preset": "cost", "epochs": 3}
-  assert profiles.CPU.tiger["mlp_dim"] == 256  # the preset itself is untouched
-  with pytest.raises(SystemExit) as e:
-    cli.main(["--list", "--set", "bogus.key=1", "--output", out])
-  assert e.value.code == 2
-  assert "unknown key" in capsys.readouterr().err
+  assert cpu.tiger["mlp_dim"] == 256  # the profile itself is untouched
+  # The same from the command line, and the old --set answers with the new spelling.
+  assert cli.main(["--list", "--output", out, "--gin.TransformerConfig.mlp_dim=32",
+                   "--gin_param", "cost/TokenizerConfig.tau = 0.5"], fns=Fakes().fns()) == 0
+  capsys.readouterr()
+  for old, new in (("tiger.num_train_steps=5", "--gin.TrainConfig.num_train_steps=5"),
+                   ("tiger.mlp_dim=32", "--gin.TransformerConfig.mlp_dim=32"),
+                   ("tokenizer.cost.tau=0.5", "--gin.cost/TokenizerConfig.tau=0.5"),
+                   ("seeds=0,1", "--gin.Profile.seeds=(0, 1)"),
+                   ("bogus.key=1", "--gin.TrainConfig.num_train_steps=500")):
+    with pytest.raises(SystemExit) as e:
+      cli.main(["--list", "--set", old, "--output", out])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "--set is gone" in err and new in err, err
   with pytest.raises(UserError):
-    pipeline.Pipeline(dataclasses.replace(profiles.CPU, methods=("nope",)), out)
+    pipeline.Pipeline(dataclasses.replace(cpu, methods=("nope",)), out)
 
 
 def test_tiger_cpu_profile_keeps_tigers_model_and_plans_table3(tmp_path, capsys):
   """The CPU budget of TIGER's own benchmark changes only steps, methods and budgets: the
   seq2seq model is TIGER's (no model field overridden), the RQ-VAE is TIGER's preset."""
-  prof = profiles.PROFILES["tiger-cpu"]
+  prof = profiles.load("tiger-cpu")
   model_fields = {f.name for f in dataclasses.fields(network.TransformerConfig)}
   assert not model_fields & set(prof.tiger) and "max_history" not in prof.tiger
-  assert prof.embed == profiles.PAPER.embed
+  assert prof.embed == profiles.load("paper").embed
   assert prof.tokenizer_overrides("rqvae") == {"preset": "tiger"}  # TIGER's preset as it is
   # Trained to the best validation checkpoint, with a time budget per run.
   assert prof.tiger["patience"] >= 1 and prof.tiger["eval_every"] > 0
@@ -324,16 +340,42 @@ def test_tiger_cpu_profile_keeps_tigers_model_and_plans_table3(tmp_path, capsys)
   assert "-s1" not in err and "cove" not in err
 
 
-def test_set_values_are_typed_at_the_door():
-  with pytest.raises(UserError, match=r"tiger\.num_train_steps expects int, got 'abc'"):
-    profiles.apply_overrides(profiles.CPU, ["tiger.num_train_steps=abc"])
-  with pytest.raises(UserError, match=r"tiger has no field 'num_steps'"):
-    profiles.apply_overrides(profiles.CPU, ["tiger.num_train_steps=5", "tiger.num_steps=5"])
-  p = profiles.apply_overrides(profiles.CPU, ["tiger.learning_rate=1", "sasrec.patience=3"])
+def test_gin_values_are_typed_at_the_door():
+  cpu = profiles.load("cpu")
+  with pytest.raises(UserError, match=r"TrainConfig\.num_train_steps expects int, got 'abc'"):
+    gin(cpu, "TrainConfig.num_train_steps = 'abc'")
+  with pytest.raises(UserError, match=r"num_steps"):
+    gin(cpu, "TrainConfig.num_train_steps = 5", "TrainConfig.num_steps = 5")
+  p = gin(cpu, "TrainConfig.learning_rate = 1", "SASRecConfig.patience = 3")
   assert p.tiger["learning_rate"] == 1  # kept as written: existing stages keep their hash
-  with pytest.raises(UserError, match=r"tiger\.learning_rate expects float, got 'fast'"):
-    profiles.apply_overrides(profiles.CPU, ["tiger.learning_rate=fast"])
+  with pytest.raises(UserError, match=r"TrainConfig\.learning_rate expects float, got 'fast'"):
+    gin(cpu, "TrainConfig.learning_rate = 'fast'")
   assert p.sasrec["patience"] == 3
+  with pytest.raises(UserError, match=r"Profile.tiger: set TrainConfig.X"):
+    gin(cpu, "Profile.tiger = {'num_train_steps': 3}")
+
+
+def test_profiles_are_gin_files_that_state_only_what_they_change():
+  """The stage configs (and their cache hashes) hold exactly the profile's changes: pinned here
+  for the profiles' sections as they were written in Python before they became gin files."""
+  cpu = profiles.load("cpu")
+  assert cpu.tiger == {"emb_dim": 64, "num_heads": 4, "head_dim": 16, "num_encoder_layers": 2,
+                       "num_decoder_layers": 2, "mlp_dim": 256, "max_history": 10,
+                       "lr_constant_steps": 300, "num_train_steps": 1200, "num_beams": 40,
+                       "topk": 40, "eval_every": 0, "eval_at_end": False,
+                       "checkpoint_every": 300}
+  assert cpu.tokenizer == {"*": {"epochs": 50}, "rqvae": {"preset": "cost"},
+                           "cost": {"preset": "cost"}, "rqvae+cost": {"preset": "cost"},
+                           "random": {"preset": "cost"}, "lsh": {"dedup": "cost_reassign"}}
+  paper = profiles.load("paper")
+  assert paper.tiger == {} and paper.sasrec == {"num_epochs": 200}
+  tc = profiles.load("tiger-cpu")
+  assert tc.tokenizer_overrides("cost") == {"preset": "cost", "epochs": 400}
+  assert tc.tokenizer_overrides("rqkmeans") == {"preset": "tiger"}
+  assert tc.seeds == (0,) and tc.sasrec == {"num_epochs": 200, "patience": 10}
+  assert set(profiles.names()) == {"cpu", "paper", "tiger-cpu"}
+  with pytest.raises(UserError, match="unknown"):
+    profiles.load("gpu")
 
 
 def test_a_signal_during_a_stage_stops_the_reproduction_before_the_next(tmp_path, capsys):
@@ -386,7 +428,7 @@ def test_cli_end_to_end_with_fakes_and_report_only(tmp_path):
   assert cli.main(["--output", out, "--seeds", "0", "--report_only"], fns=fakes.fns()) == 0
   assert os.path.isfile(os.path.join(out, "results.md"))
   assert cli.main(["--output", out, "--seeds", "0", "--methods", "cost",
-                         "--set", "tiger.num_train_steps=1"], fns=Fakes(
+                         "--gin.TrainConfig.num_train_steps=1"], fns=Fakes(
                              fail_train=("cost", 0)).fns()) == 1
 
 
@@ -426,17 +468,19 @@ def _synthetic_dataset(path, num_users=24, num_items=30, seed=0):
 def test_reproduce_smoke_real_stages(tmp_path):
   ds = _synthetic_dataset(tmp_path / "ds")
   out = str(tmp_path / "out")
-  sets = ["tiger.num_train_steps=4", "tiger.batch_size=16", "tiger.emb_dim=16",
-          "tiger.num_heads=2", "tiger.head_dim=8", "tiger.mlp_dim=32",
-          "tiger.num_encoder_layers=1", "tiger.num_decoder_layers=1", "tiger.num_beams=4",
-          "tiger.topk=4", "tiger.eval_num_users=4", "tiger.eval_batch_size=8",
-          "tokenizer.epochs=2", "tokenizer.codebook_size=4", "tokenizer.latent_dim=8",
-          "tokenizer.hidden_dims=(16,)", "tokenizer.batch_size=16", "tokenizer.kmeans_iters=5",
-          "tokenizer.lsh.lsh_bits=2", "sasrec.num_epochs=2", "sasrec.max_len=8",
-          "sasrec.emb_dim=8", "cove.codebook_sizes=(4,2)"]
+  sets = ["TrainConfig.num_train_steps=4", "TrainConfig.batch_size=16",
+          "TransformerConfig.emb_dim=16", "TransformerConfig.num_heads=2",
+          "TransformerConfig.head_dim=8", "TransformerConfig.mlp_dim=32",
+          "TransformerConfig.num_encoder_layers=1", "TransformerConfig.num_decoder_layers=1",
+          "TrainConfig.num_beams=4", "TrainConfig.topk=4", "TrainConfig.eval_num_users=4",
+          "TrainConfig.eval_batch_size=8", "TokenizerConfig.epochs=2",
+          "TokenizerConfig.codebook_size=4", "TokenizerConfig.latent_dim=8",
+          "TokenizerConfig.hidden_dims=(16,)", "TokenizerConfig.batch_size=16",
+          "TokenizerConfig.kmeans_iters=5", "lsh/TokenizerConfig.lsh_bits=2",
+          "SASRecConfig.num_epochs=2", "SASRecConfig.max_len=8", "SASRecConfig.emb_dim=8",
+          "CoveConfig.codebook_sizes=(4,2)"]
   args = ["--output", out, "--dataset_dir", ds, "--seeds", "0"]
-  for s in sets:
-    args += ["--set", s]
+  args += [f"--gin.{s}" for s in sets]
   assert cli.main(args) == 0
   rows = list(csv.DictReader(open(os.path.join(out, "results.csv"))))
   assert {r["method"] for r in rows} == set(METHODS) | {"cove", "popularity", "sasrec",
@@ -472,7 +516,7 @@ def test_time_budget_stops_starting_stages(tmp_path):
   out = str(tmp_path / "out")
   pipeline.Pipeline(small_profile(), out, fns=Fakes().fns()).run()
   fakes = Fakes()
-  prof = profiles.apply_overrides(small_profile(), ["tiger.num_train_steps=3"])
+  prof = gin(small_profile(), "TrainConfig.num_train_steps = 3")
   results = pipeline.Pipeline(prof, out, fns=fakes.fns()).run(time_budget_s=0.0)
   assert fakes.calls == [] and {r.status for r in results} == {"cached"}
   md = open(os.path.join(out, "results.md")).read()
@@ -480,16 +524,16 @@ def test_time_budget_stops_starting_stages(tmp_path):
 
 
 @pytest.mark.parametrize("bad, message", [
-    ("tiger.foo=1", "tiger has no field 'foo'"),
-    ("tiger.batch_size=0", "batch_size must be >= 1"),
-    ("sasrec.bogus=2", "sasrec"),
-    ("cove.codebook_sizes=(5,50)", "fine to coarse"),
-    ("tokenizer.hidden_dims=(0,)", "tokenizer"),
-    ("embed.modle=x", "unknown key"),
+    ("TrainConfig.foo=1", "foo"),
+    ("TrainConfig.batch_size=0", "batch_size must be >= 1"),
+    ("SASRecConfig.bogus=2", "bogus"),
+    ("CoveConfig.codebook_sizes=(5,50)", "fine to coarse"),
+    ("TokenizerConfig.hidden_dims=(0,)", "tokenizer"),
+    ("Profile.embed={'modle': 'x'}", "unknown key"),
 ])
 def test_bad_overrides_fail_before_any_stage_even_with_list(tmp_path, capsys, bad, message):
   with pytest.raises(SystemExit) as e:
-    cli.main(["--output", str(tmp_path / "o"), "--list", "--set", bad])
+    cli.main(["--output", str(tmp_path / "o"), "--list", f"--gin.{bad}"])
   assert e.value.code == 2
   err = capsys.readouterr().err
   assert message in err and "Traceback" not in err

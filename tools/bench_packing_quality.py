@@ -1,11 +1,11 @@
 """Does packing change what the model learns? Padded, packed and bucketed training, side by side.
 
   python tools/bench_packing_quality.py --dataset_dir DIR --tokenizer_dir TOK \\
-      [--modes off,encoder,bucket] [--seed 0] [--set num_train_steps=1200]
+      [--modes off,encoder,bucket] [--seed 0] [--gin.TrainConfig.num_train_steps=1200]
 
 Trains the TIGER model once per TrainConfig.packing mode with the same seed, the same settings
-(the reproduction's cpu profile, cost_jax.experiments.profiles.CPU.tiger, unless --set changes
-them) and the same number of examples (steps x batch size), then scores the validation split
+(the reproduction's cpu profile, gin/profiles/cpu.gin, then any --gin.X=v / --gin_param binding
+of TrainConfig or TransformerConfig) and the same number of examples (steps x batch size), then scores the validation split
 with trie-constrained beam search. Prints per mode the validation Recall@10 and NDCG@10 with
 95% bootstrap intervals over users, the paired permutation p against "off", and the training
 throughput; the last line is the summary. "encoder" packing trains on the padded batch's
@@ -25,7 +25,8 @@ import numpy as np
 
 def main(argv=None) -> dict:
   from cost_jax import significance  # pylint: disable=g-import-not-at-top
-  from cost_jax.experiments.profiles import CPU, parse_value  # pylint: disable=g-import-not-at-top
+  from cost_jax import gin_cli  # pylint: disable=g-import-not-at-top
+  from cost_jax.experiments import profiles  # pylint: disable=g-import-not-at-top
   from cost_jax.seq2seq import evaluator, trainer  # pylint: disable=g-import-not-at-top
   ap = argparse.ArgumentParser(description=__doc__,
                                formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -33,14 +34,11 @@ def main(argv=None) -> dict:
   ap.add_argument("--tokenizer_dir", required=True)
   ap.add_argument("--modes", default="off,encoder,bucket")
   ap.add_argument("--seed", type=int, default=0)
-  ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                  help="a TrainConfig or TransformerConfig field, e.g. num_train_steps=600")
   ap.add_argument("--output", default="", help="keep the model dirs here (default: a temp dir)")
-  args = ap.parse_args(argv)
-  settings = dict(CPU.tiger, eval_test=False, eval_at_end=False, eval_every=0)
-  for item in args.set:
-    key, value = item.split("=", 1)
-    settings[key.strip()] = parse_value(value.strip())
+  gin_cli.add_flags(ap, old_set_example="TrainConfig.num_train_steps=600")
+  args = gin_cli.parse_args(ap, argv)
+  tiger = profiles.load("cpu", args.gin_file, args.gin_param).tiger
+  settings = dict(tiger, eval_test=False, eval_at_end=False, eval_every=0)
   root = args.output or tempfile.mkdtemp(prefix="packing_quality_")
   per_user, out = {}, {"settings": settings, "seed": args.seed, "modes": {}}
   for mode in [m.strip() for m in args.modes.split(",") if m.strip()]:

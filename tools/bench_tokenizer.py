@@ -31,6 +31,7 @@ import jax  # pylint: disable=g-import-not-at-top
 import jax.numpy as jnp
 import numpy as np
 
+from cost_jax import gin_cli
 from cost_jax.tokenizer import rqvae
 from cost_jax.tokenizer import fit
 from cost_jax.tokenizer import config as tc
@@ -204,14 +205,17 @@ def main(argv=None) -> int:
   p.add_argument("--noise", type=float, default=0.02)
   p.add_argument("--method", default="cost")
   p.add_argument("--seed", type=int, default=0)
-  p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-  args = p.parse_args(argv)
+  gin_cli.add_flags(p, old_set_example="TokenizerConfig.codebook_size=128")
+  args = gin_cli.parse_args(p, argv)
   if args.mode == "speed":
     items = args.items or 100_000
     for preset in args.presets.split(","):
       print(json.dumps(bench_speed(preset, items, args.steps, args.dim)), flush=True)
     return 0
-  overrides = tc.parse_set_args(args.set)
+  gin_cli.register(tc.TokenizerConfig)
+  with gin_cli.fresh():
+    gin_cli.parse(args.gin_file, args.gin_param)
+    overrides = gin_cli.bindings(tc.TokenizerConfig)
   if args.mode == "catalogue":
     args.items = args.items or 2_000_000
     run_catalogue(args, overrides)

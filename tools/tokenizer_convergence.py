@@ -1,7 +1,7 @@
 """How long must the tokenizer train? Its codes measured against epochs (not a test).
 
-  python tools/tokenizer_convergence.py --embeddings E.npy --method rqvae [--preset tiger] \
-      --epochs 400 --at 1,5,10,25,50,100,200,400 [--set key=value] [--output DIR]
+  python tools/tokenizer_convergence.py --embeddings E.npy --method rqvae \
+      --epochs 400 --at 1,5,10,25,50,100,200,400 [--gin.TokenizerConfig.preset="'tiger'"] [--output DIR]
 
 One training run; after each epoch in --at the current parameters encode every item and the
 codes are measured: per-level codebook usage, items that share their raw ID (collisions before
@@ -23,6 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # pylint: disable=g-import-not-at-top
 
+from cost_jax import gin_cli
 from cost_jax.tokenizer import config as tc
 from cost_jax.tokenizer import dedup as sid
 from cost_jax.tokenizer import fit as fit_lib
@@ -87,17 +88,17 @@ def main(argv=None) -> dict:
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--embeddings", required=True)
   ap.add_argument("--method", default="rqvae", choices=tc.NEURAL_METHODS)
-  ap.add_argument("--preset", default="")
   ap.add_argument("--epochs", type=int, default=400)
   ap.add_argument("--at", default="1,5,10,25,50,100,200,400")
   ap.add_argument("--seed", type=int, default=0)
   ap.add_argument("--tolerance", type=float, default=0.02)
-  ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
   ap.add_argument("--output", default="")
-  args = ap.parse_args(argv)
-  overrides = dict(tc.parse_set_args(args.set), epochs=args.epochs)
-  if args.preset:
-    overrides["preset"] = args.preset
+  gin_cli.add_flags(ap, old_set_example="TokenizerConfig.preset='tiger'")
+  args = gin_cli.parse_args(ap, argv)
+  gin_cli.register(tc.TokenizerConfig)
+  with gin_cli.fresh():
+    gin_cli.parse(args.gin_file, args.gin_param)
+    overrides = dict(gin_cli.bindings(tc.TokenizerConfig), epochs=args.epochs)
   cfg = tc.make_config(args.method, overrides)
   x = load_embeddings(args.embeddings)
   at = sorted({int(a) for a in args.at.split(",") if 0 < int(a) <= args.epochs} | {args.epochs})

@@ -2,10 +2,12 @@
 
   python -m cost_jax.reproduce --profile cpu --output results/ml100k
 
-Profiles (--profile): "cpu" (small model, few steps; ~1 h on 2 cores) and "paper" (TIGER size
-and steps, tokenizer presets as the papers; for a GPU/TPU). `--set section.key=value`
-overrides any profile value (sections: tokenizer, tokenizer.<method>, tiger, sasrec, embed; or
-a top-level key). See cost_jax.experiments.pipeline for the stages.
+Profiles (--profile, gin/profiles/<name>.gin): "cpu" (small model, few steps; ~1 h on 2 cores),
+"tiger-cpu" (TIGER's Table 1 and 3 on 2 cores, each run to its best validation checkpoint) and
+"paper" (TIGER size and steps, tokenizer presets as the papers; for a GPU/TPU). Any value is a gin
+binding on top: --gin.TrainConfig.num_train_steps=500, --gin.TokenizerConfig.epochs=20,
+--gin.cost/TokenizerConfig.tau=0.5, --gin.SASRecConfig.num_epochs=50, --gin.Profile.seeds="(0,1)"
+(or --gin_file F, --gin_param "X.f = v"). See cost_jax.experiments.pipeline for the stages.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ import os
 import sys
 from typing import Any, Sequence
 
-from cost_jax import stop
+from cost_jax import gin_cli, stop
+from cost_jax.experiments import profiles
 from cost_jax.experiments.pipeline import Pipeline
-from cost_jax.experiments.profiles import PROFILES, Profile, apply_overrides
+from cost_jax.experiments.profiles import Profile
 from cost_jax.experiments.stage_cache import StageResult, config_hash
 from cost_jax.experiments.stages import REAL_FNS, StageFns
 from cost_jax.data import recbole_dataset_name
@@ -31,8 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
       prog="python -m cost_jax.reproduce",
       description="Reproduce the CoST ablation (random / LSH / L_re / L_co / L_re+L_co) with "
                   "TIGER on MovieLens-100K, plus MostPop and SASRec baselines.")
-  ap.add_argument("--profile", choices=sorted(PROFILES), default="cpu",
-                  help="cpu: small model, ~1 h on 2 cores; paper: TIGER size/steps (GPU/TPU)")
+  ap.add_argument("--profile", default="cpu",
+                  help=f"gin/profiles/<name>.gin, one of {', '.join(profiles.names())}")
   ap.add_argument("--output", default="results/ml100k", help="output dir (report + stage cache)")
   ap.add_argument("--seeds", help="comma-separated seeds (default: the profile's, cpu: 0,1,2)")
   ap.add_argument("--methods", help=f"comma-separated subset of {','.join(ABLATION_METHODS)}")
@@ -41,15 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
                   "--recbole_dir (e.g. beauty for ../shared/data/amazon2014-beauty)")
   ap.add_argument("--recbole_dir", "--recbole-dir", dest="recbole_dir",
                   help="prepare the data from RecBole atomic files in this folder "
-                       "(cost_jax.data.recbole); --set data.text_fields=title,brand")
+                       "(cost_jax.data.recbole); text fields: --gin.Profile.data=\"{'text_fields': 'title,brand'}\"")
   ap.add_argument("--dataset_dir", "--dataset-dir", dest="dataset_dir",
-                  help="use this processed dataset dir instead of preparing --set dataset")
+                  help="use this processed dataset dir instead of preparing Profile.dataset")
   ap.add_argument("--capabilities", help="TIGER's capability studies, comma-separated: "
                   "cold_start (§4.4.1), diversity (§4.4.2), invalid_ids (§5); settings with "
-                  "--set capabilities.KEY=VALUE (epsilons, temperatures, category_field, method)")
-  ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                  help="override a profile value, e.g. tiger.num_train_steps=500, "
-                       "tokenizer.epochs=20, tokenizer.cost.tau=0.5, sasrec.num_epochs=50")
+                  "--gin.CapabilityConfig.X=V (epsilons, temperatures, category_field, method)")
+  gin_cli.add_flags(ap, old_set_example="TrainConfig.num_train_steps=500")
   ap.add_argument("--list", action="store_true", help="print the stage plan and exit")
   ap.add_argument("--report_only", "--report-only", dest="report_only", action="store_true",
                   help="rewrite the report from finished stages; run nothing")
@@ -61,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def profile_from_args(args: argparse.Namespace) -> Profile:
-  profile = apply_overrides(PROFILES[args.profile], list(args.set))
+  profile = profiles.load(args.profile, args.gin_file, args.gin_param)
   changes: dict[str, Any] = {}
   try:
     if args.seeds is not None:
@@ -99,7 +100,7 @@ def processed_dataset_name(dataset_dir: str) -> str:
 
 @exits_cleanly
 def main(argv: Sequence[str] | None = None, fns: StageFns = REAL_FNS) -> int:
-  args = build_parser().parse_args(argv)
+  args = gin_cli.parse_args(build_parser(), argv, set_spelling=profiles.set_spelling)
   profile = profile_from_args(args)
   pipe = Pipeline(profile, args.output, fns=fns, dataset_dir=args.dataset_dir)
   if args.list:

@@ -91,15 +91,15 @@ class Pipeline:
     self._by_name: dict[str, PlannedStage] = {}
     for m in p.methods:
       if m not in METHODS:
-        raise UserError(f"--set methods: unknown method {m!r}; expected some of "
+        raise UserError(f"methods: unknown method {m!r}; expected some of "
                         f"{', '.join(METHODS)}")
     for b in p.baselines:
       if b not in BASELINES:
-        raise UserError(f"--set baselines: unknown baseline {b!r}; expected some of "
+        raise UserError(f"baselines: unknown baseline {b!r}; expected some of "
                         f"{', '.join(BASELINES)}")
     if not p.seeds:
       raise UserError("--seeds: at least one seed is needed")
-    validate_profile(p)  # a bad --set fails here, --list included, before any stage runs
+    validate_profile(p)  # a bad binding fails here, --list included, before any stage runs
 
     if self.external_dataset:
       ext = self.external_dataset
@@ -176,13 +176,13 @@ class Pipeline:
       return
     seed, m = p.seeds[0], cap["method"]
     if m not in METHODS:
-      raise UserError(f"--set capabilities.method: unknown method {m!r}")
+      raise UserError(f"CapabilityConfig.method: unknown method {m!r}")
     deps: list[str] = []
     if capabilities_lib.studies_need_main_model(cap["studies"]):
       if m not in p.methods:
         raise UserError(f"--capabilities {','.join(cap['studies'])}: the diversity and invalid-ID"
                         f" studies read the TIGER model of method {m!r}; add it to --methods or "
-                        "--set capabilities.method=<one of the methods>")
+                        "--gin.CapabilityConfig.method=\"'<one of the methods>'\"")
       deps.append(f"train-{m}-s{seed}")
     if "cold_start" in cap["studies"]:
       data_cfg = {"embed": self._hash("embed"), "fraction": cap["cold_start_fraction"],

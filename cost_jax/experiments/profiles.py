@@ -1,27 +1,33 @@
-"""Profiles of the reproduction: what runs, with which settings (one frozen dataclass each).
+"""Profiles of the reproduction: what runs, with which settings.
 
-A profile states only what it changes: the seq2seq model and schedule default to TIGER's
-(cost_jax.seq2seq TrainConfig / TransformerConfig defaults, §4.1.3), the tokenizers to their
-presets (cost_jax.tokenizer.config). `--set section.key=value` overrides any value.
+A profile is a gin file, gin/profiles/<name>.gin, that states only what it changes: the seq2seq
+model and schedule default to TIGER's (the TrainConfig / TransformerConfig defaults, §4.1.3), the
+tokenizers to their presets (cost_jax.tokenizer.config), SASRec and COVE to theirs. The bindings
+of each class fill the `Profile` section that its stage reads (`override`), so the stage configs
+(and their cache hashes) hold exactly what was changed. More gin files and `--gin.X=v` bindings
+on the command line change any value the same way.
 """
 
 from __future__ import annotations
 
-import ast
 import copy
 import dataclasses
 import json
-import typing
+import os
 from typing import Any, Mapping, Sequence
 
+from cost_jax import gin_cli
 from cost_jax.baselines.sasrec import SASRecConfig
+from cost_jax.experiments.capabilities import CapabilityConfig
 from cost_jax.io import UserError
+from cost_jax.results import KS
 from cost_jax.seq2seq.config import TrainConfig
 from cost_jax.seq2seq.network import TransformerConfig
-from cost_jax.tokenizer.config import ABLATION_METHODS
+from cost_jax.tokenizer.config import ABLATION_METHODS, METHODS, TokenizerConfig, task_prefix
 from cost_jax.tokenizer.cove import CoveConfig
 
 BASELINES = ("popularity", "sasrec", "cove_sasrec")
+PROFILE_DIR = os.path.join("gin", "profiles")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,9 +43,10 @@ class Profile:
   methods: tuple[str, ...] = ABLATION_METHODS + ("cove",)  # + TIGER on COVE's learned IDs
   seeds: tuple[int, ...] = (0, 1, 2)
   baselines: tuple[str, ...] = BASELINES
-  ks: tuple[int, ...] = (5, 10, 20, 40)  # CoST Table 2 columns
+  ks: tuple[int, ...] = KS  # CoST Table 2 columns
   # cost_jax.data.embed.embed_dataset kwargs. Papers: Sentence-T5 (768-d), CoST §4.1, TIGER §4.1.3.
   embed: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  # The sections below are filled from other classes' gin bindings (see `override`).
   # cost_jax.tokenizer.fit.fit overrides for every method ("*") and per method.
   tokenizer: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
   # cost_jax.seq2seq.trainer.train_and_evaluate keyword arguments (model size, steps, decoding).
@@ -62,157 +69,82 @@ class Profile:
     return json.loads(json.dumps(dataclasses.asdict(self), default=list))
 
 
-# The CoST ablation compares losses with one architecture: every neural tokenizer (L_re, L_co,
-# L_re + L_co) and the random IDs use CoST's preset (§4.1: latent 96, 3 levels x 64 codes; one
-# codebook per level, a deviation from §4.1's shared one (cost_jax.tokenizer.config),
-# Adam 1e-4, batch 256, unique IDs by re-assignment). LSH keeps TIGER §4.3.2's hashing (8 bits x
-# 4 levels) but resolves collisions the same way as the others (no extra token).
-_ABLATION_TOKENIZER = {
-    "rqvae": {"preset": "cost"},
-    "cost": {"preset": "cost"},
-    "rqvae+cost": {"preset": "cost"},
-    "random": {"preset": "cost"},
-    "lsh": {"dedup": "cost_reassign"},
-}
-
-PAPER = Profile(
-    name="paper",
-    description=("TIGER-size seq2seq model and schedule (TIGER §4.1.3: 4+4 layers, d_model 128, "
-                 "6 heads x 64, MLP 1024, ReLU, dropout 0.1, batch 256, lr 0.01 for 10k steps then "
-                 "inverse sqrt, 200k steps); tokenizer presets as the papers (CoST §4.1); "
-                 "for a GPU/TPU."),
-    embed={"model": "all-mpnet-base-v2"},
-    tokenizer={**_ABLATION_TOKENIZER, "*": {"epochs": 100}},  # CoST Fig. 3: up to 100 epochs
-    # The seq2seq model and schedule are TIGER's: the TrainConfig / TransformerConfig defaults.
-    tiger={},
-    sasrec={"num_epochs": 200},                                  # SASRec §4
-)
-
-CPU = Profile(
-    name="cpu",
-    description=("small seq2seq model and short schedules so that every method x 3 seeds plus the "
-                 "baselines finish in about an hour on 2 CPU cores"),
-    embed={"model": "all-MiniLM-L6-v2"},
-    tokenizer={**_ABLATION_TOKENIZER, "*": {"epochs": 50}},     # CoST Fig. 3 lowest: 20-50
-    tiger={
-        "emb_dim": 64, "num_heads": 4, "head_dim": 16,
-        "num_encoder_layers": 2, "num_decoder_layers": 2,
-        "mlp_dim": 256,
-        "max_history": 10,  # TIGER §4.1.1: 20; halves the encoder cost on CPU
-        "lr_constant_steps": 300, "num_train_steps": 1200,  # ~3 epochs of ML-100K prefixes
-        "num_beams": 40, "topk": 40,
-        # no validation runs (the test split is always scored on all users)
-        "eval_every": 0, "eval_at_end": False, "checkpoint_every": 300,
-    },
-    sasrec={"num_epochs": 100},
-)
-
-# TIGER's Table 1 / Table 3 on 2 CPU cores (Amazon Beauty-sized data: ~12k items, ~22k users,
-# ~131k training prefixes): TIGER at its size (the paper profile's model and optimizer, history
-# 20, packed batches) trained to its best validation checkpoint, as public reproductions do:
-# validation Recall@10 on a fixed sample of 4,000 validation users every 500 steps (128k
-# examples, ~1 epoch of Beauty), stop after 4 validations without a better one or at the time
-# budget, test scored from the best checkpoint. Each single run (tokenizer, training, test
-# decode) is sized to fit 2.5 hours on 2 idle cores from the measured rates (Beauty: ~0.85
-# packed steps of 256 per second; 4 min per beam-50 decode of 22k users, ~45 s for 4,000).
-# Table 3's ID methods plus residual k-means (the IDs public reproductions use), one seed;
-# SASRec to its best epoch (full softmax) and MostPop as context.
-TIGER_CPU = dataclasses.replace(
-    PAPER,
-    name="tiger-cpu",
-    description=("TIGER at its size on 2 CPU cores, each run trained to its best validation "
-                 "checkpoint in at most ~2 hours (Table 1 and Table 3's ID methods: random, LSH, "
-                 "RQ-VAE with TIGER's preset, residual k-means, CoST), one seed, MostPop and "
-                 "SASRec to its best epoch"),
-    methods=("random", "lsh", "rqvae", "rqkmeans", "cost"),
-    seeds=(0,),
-    baselines=("popularity", "sasrec"),
-    tokenizer={**_ABLATION_TOKENIZER, "rqvae": {"preset": "tiger"},
-               "rqkmeans": {"preset": "tiger"},
-               "cost": {"preset": "cost", "epochs": 400}},  # RQ-VAE: the preset's epochs
-    tiger={"num_train_steps": 20_000, "eval_every": 500, "eval_num_users": 4000,
-           "patience": 4, "time_budget_min": 110.0, "checkpoint_every": 500},
-    sasrec={"num_epochs": 200, "patience": 10},
-)
-
-PROFILES = {"cpu": CPU, "paper": PAPER, "tiger-cpu": TIGER_CPU}
+# Profile fields filled from the bindings of other classes, never bound on Profile itself.
+DERIVED = {"tiger": "TrainConfig.X / TransformerConfig.X", "sasrec": "SASRecConfig.X",
+           "cove": "CoveConfig.X", "tokenizer": "TokenizerConfig.X or <method>/TokenizerConfig.X",
+           "capabilities": "CapabilityConfig.X"}
 
 
-def parse_value(text: str) -> Any:
-  try:
-    return ast.literal_eval(text)
-  except (ValueError, SyntaxError):
-    return text
+def register() -> None:
+  gin_cli.register(Profile, TrainConfig, TransformerConfig, TokenizerConfig, SASRecConfig,
+                   CoveConfig, CapabilityConfig)
 
 
-def _section_fields(section: str) -> dict[str, Any] | None:
-  """{field: type} of the dataclasses a section's values go to (None: untyped section)."""
-  classes = {"tiger": (TrainConfig, TransformerConfig), "sasrec": (SASRecConfig,),
-             "cove": (CoveConfig,)}.get(section)
-  if classes is None:
-    return None
-  out: dict[str, Any] = {}
-  for cls in classes:
-    out.update(typing.get_type_hints(cls))
-  return out
+def names() -> list[str]:
+  """The profiles: gin/profiles/<name>.gin (files starting with _ are pieces they include)."""
+  d = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                   PROFILE_DIR)
+  return sorted(f[:-4] for f in os.listdir(d) if f.endswith(".gin") and not f.startswith("_"))
 
 
-def _typed(item: str, section: str, key: str, value: Any) -> Any:
-  """A --set value checked against its field's type here, not deep inside a stage."""
-  fields = _section_fields(section)
-  if fields is None:
-    return value
-  if key not in fields:
-    raise UserError(f"--set {item!r}: {section} has no field {key!r} (known: "
-                    f"{', '.join(sorted(fields))})")
-  t = fields[key]
-  origin = typing.get_origin(t)
-  ok = True
-  if t is bool:
-    ok = isinstance(value, bool)
-  elif t is int:
-    ok = isinstance(value, int) and not isinstance(value, bool)
-  elif t is float:  # an int stays an int: the stage's config (and its hash) is as written
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-  elif t is str:
-    value = str(value)
-  elif origin is tuple:
-    ok = isinstance(value, (tuple, list))
-    value = tuple(value) if ok else value
-  if not ok:
-    name = getattr(t, "__name__", str(t))
-    raise UserError(f"--set {item!r}: {section}.{key} expects {name}, got {value!r}")
-  return value
+def override(base: Profile, gin_files: Sequence[str] = (),
+             gin_params: Sequence[str] = ()) -> Profile:
+  """`base` updated by the bindings of gin files + params (each class's bindings update the
+  section it feeds: TrainConfig/TransformerConfig -> tiger, SASRecConfig -> sasrec, ...)."""
+  register()
+  with gin_cli.fresh():
+    gin_cli.parse(gin_files, gin_params)
+    top = gin_cli.bindings(Profile)
+    wrong = sorted(set(top) & set(DERIVED))
+    if wrong:
+      raise UserError(f"Profile.{wrong[0]}: set {DERIVED[wrong[0]]} instead")
+    tiger = {**gin_cli.bindings(TrainConfig), **gin_cli.bindings(TransformerConfig)}
+    sasrec = gin_cli.bindings(SASRecConfig)
+    cove = gin_cli.bindings(CoveConfig)
+    caps = gin_cli.bindings(CapabilityConfig)
+    every = gin_cli.bindings(TokenizerConfig)
+    tokenizer = copy.deepcopy({k: dict(v) for k, v in base.tokenizer.items()})
+    if every:
+      tokenizer.setdefault("*", {}).update(every)
+    for m in METHODS:
+      scoped = {k: v for k, v in gin_cli.bindings(TokenizerConfig, task_prefix(m)).items()
+                if k not in every or every[k] != v}
+      if scoped:
+        tokenizer.setdefault(m, {}).update(scoped)
+  return dataclasses.replace(
+      base, **top, tiger={**base.tiger, **tiger}, sasrec={**base.sasrec, **sasrec},
+      cove={**base.cove, **cove}, capabilities={**base.capabilities, **caps},
+      tokenizer=tokenizer)
 
 
-def apply_overrides(profile: Profile, items: Sequence[str]) -> Profile:
-  """--set key=value: methods/seeds/baselines/ks/dataset, tiger.X, sasrec.X, embed.X,
-  tokenizer.X (every method) or tokenizer.<method>.X."""
-  changes: dict[str, Any] = {}
-  sections = {f: copy.deepcopy(dict(getattr(profile, f)))
-              for f in ("data", "embed", "tokenizer", "tiger", "sasrec", "cove", "capabilities")}
-  for item in items:
-    if "=" not in item:
-      raise UserError(f"--set {item!r}: expected key=value")
-    key, raw = (s.strip() for s in item.split("=", 1))
-    value = parse_value(raw)
-    parts = key.split(".")
-    if parts[0] in ("methods", "seeds", "baselines", "ks") and len(parts) == 1:
-      vals = value if isinstance(value, (list, tuple)) else [value] if not isinstance(
-          value, str) else [v.strip() for v in value.split(",") if v.strip()]
-      if parts[0] in ("seeds", "ks"):
-        vals = [int(v) for v in vals]
-      changes[parts[0]] = tuple(vals)
-    elif parts[0] in ("dataset", "description") and len(parts) == 1:
-      changes[parts[0]] = str(value)
-    elif parts[0] in ("data", "tiger", "sasrec", "embed", "cove", "capabilities") and \
-        len(parts) == 2:
-      sections[parts[0]][parts[1]] = _typed(item, parts[0], parts[1], value)
-    elif parts[0] == "tokenizer" and len(parts) in (2, 3):
-      method, field = ("*", parts[1]) if len(parts) == 2 else (parts[1], parts[2])
-      sections["tokenizer"].setdefault(method, {})[field] = value
-    else:
-      raise UserError(f"--set {item!r}: unknown key {key!r} (expected methods, seeds, baselines, "
-                      "ks, dataset, tiger.X, sasrec.X, cove.X, embed.X, capabilities.X, tokenizer.X or "
-                      "tokenizer.M.X)")
-  return dataclasses.replace(profile, **changes, **sections)
+def load(name: str, gin_files: Sequence[str] = (), gin_params: Sequence[str] = ()) -> Profile:
+  """Profile `name` (gin/profiles/<name>.gin), then more gin files and bindings."""
+  if name not in names():
+    raise UserError(f"--profile {name!r}: unknown (known: {', '.join(names())})")
+  return override(Profile(name=name, description=""),
+                  [os.path.join(PROFILE_DIR, f"{name}.gin"), *gin_files], gin_params)
+
+
+def set_spelling(key: str, value: str) -> str | None:
+  """The gin binding that replaces the old `--set key=value` of the reproduction."""
+  parts = key.split(".")
+  if len(parts) == 1 and parts[0] in ("seeds", "ks", "methods", "baselines"):
+    items = [v.strip() for v in value.strip("()[]").split(",") if v.strip()]
+    shown = ", ".join(v if v.lstrip("-").isdigit() else repr(v) for v in items)
+    return f"Profile.{parts[0]} = ({shown},)" if len(items) == 1 else \
+        f"Profile.{parts[0]} = ({shown})"
+  if len(parts) == 1 and parts[0] in {f.name for f in dataclasses.fields(Profile)}:
+    return f"Profile.{parts[0]} = {value!r}"
+  if len(parts) == 2 and parts[0] == "tiger":
+    for cls in (TrainConfig, TransformerConfig):
+      if parts[1] in gin_cli.field_names(cls):
+        return f"{cls.__name__}.{parts[1]} = {value}"
+  classes = {"sasrec": SASRecConfig, "cove": CoveConfig, "tokenizer": TokenizerConfig,
+             "capabilities": CapabilityConfig}
+  if len(parts) == 2 and parts[0] in classes:
+    return f"{classes[parts[0]].__name__}.{parts[1]} = {value}"
+  if len(parts) == 3 and parts[0] == "tokenizer":
+    return f"{task_prefix(parts[1])}/TokenizerConfig.{parts[2]} = {value}"
+  if len(parts) == 2 and parts[0] in ("embed", "data"):
+    return f"Profile.{parts[0]} = {{'{parts[1]}': {value!r}}}"
+  return None

@@ -122,24 +122,24 @@ def validate_profile(profile) -> None:
     try:
       build()
     except UserError as e:
-      raise UserError(f"--set {section}: {e}") from None
+      raise UserError(f"{section}: {e}") from None
     except (TypeError, ValueError) as e:
-      raise UserError(f"--set {section}: {str(e).splitlines()[0]}") from None
+      raise UserError(f"{section}: {str(e).splitlines()[0]}") from None
 
   train_kw, model_kw = trainer.split_overrides(profile.tiger)
-  check("tiger", lambda: dataclasses.replace(
+  check("TrainConfig", lambda: dataclasses.replace(
       TrainConfig(dataset_dir="-", tokenizer_dir="-"), **train_kw).validate())
-  check("tiger", lambda: TransformerConfig(**model_kw))
-  check("sasrec", lambda: sasrec.SASRecConfig(num_items=1, **profile.sasrec))
-  check("cove", lambda: CoveConfig(**profile.cove))
+  check("TransformerConfig", lambda: TransformerConfig(**model_kw))
+  check("SASRecConfig", lambda: sasrec.SASRecConfig(num_items=1, **profile.sasrec))
+  check("CoveConfig", lambda: CoveConfig(**profile.cove))
   for m in profile.methods:
     if m not in tc.INTERACTION_METHODS and m in tc.METHODS:
-      check(f"tokenizer ({m})", lambda m=m: tc.make_config(m, profile.tokenizer_overrides(m)))
-  check("capabilities", lambda: capabilities_lib.settings(profile.capabilities))
+      check(f"TokenizerConfig (tokenizer {m})", lambda m=m: tc.make_config(m, profile.tokenizer_overrides(m)))
+  check("CapabilityConfig", lambda: capabilities_lib.settings(profile.capabilities))
   allowed = set(inspect.signature(embed.embed_dataset).parameters) - {"path"}
   unknown = sorted(set(profile.embed) - allowed)
   if unknown:
-    raise UserError(f"--set embed: unknown key(s) {', '.join(unknown)} (expected some of "
+    raise UserError(f"Profile.embed: unknown key(s) {', '.join(unknown)} (expected some of "
                     f"{', '.join(sorted(allowed))})")
 
 

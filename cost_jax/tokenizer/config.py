@@ -138,7 +138,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # per-element loss .005 (.023 after 1,000 epochs), with the summed loss at lr 0.1 / 0.05
     # .062 / .097 (at 0.4 it diverges); Adam at lr 1e-3 with the summed loss (the papers'
     # formula) .453, above residual k-means' .412. The preset takes Adam 1e-3 and the sum;
-    # `--set optimizer=adagrad --set learning_rate=0.4 --set loss_reduction=mean` is §4.1.3.
+    # TokenizerConfig.optimizer='adagrad', learning_rate=0.4, loss_reduction='mean' is §4.1.3.
     "tiger": dict(latent_dim=32, codebook_size=256, num_levels=3, shared_codebook=False,
                   optimizer="adam", learning_rate=1e-3, batch_size=1024, epochs=300,
                   loss_reduction="sum",

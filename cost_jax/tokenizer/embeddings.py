@@ -52,7 +52,7 @@ def validate_embeddings(x: Any, source: str = "embeddings", min_items: int = 1,
                     f"{' and '.join(kinds)} values")
   if x.shape[0] < min_items:
     raise UserError(f"{source}: {x.shape[0]} items but each codebook level has {min_items} codes; "
-                    f"need at least {min_items} items (or lower codebook_size with --set)")
+                    f"need at least {min_items} items (or lower TokenizerConfig.codebook_size)")
   return x
 
 

@@ -219,7 +219,7 @@ def fit(embeddings: np.ndarray | str, method: str, output: str, seed: int = 0,
   if needs_k and len(x) < cfg.codebook_size:
     raise UserError(f"{source}: {len(x)} items but each codebook level has {cfg.codebook_size} "
                     f"codes; need at least {cfg.codebook_size} items (or lower codebook_size "
-                    "with --set codebook_size=...)")
+                    "with --gin.TokenizerConfig.codebook_size=...)")
   n, dim = x.shape
   desc = f"tokenize {method}"
   staged = StagedDir(output, kind=artifact.OUTPUT_KIND, legacy=artifact.FILES)
@@ -243,7 +243,7 @@ def fit(embeddings: np.ndarray | str, method: str, output: str, seed: int = 0,
           "enabled": cfg.dead_code_remedy, "window_steps": cfg.dead_code_window,
           "reseeded_codes": res.reseeded_codes,
           "usage_after_kmeans_init_first_batch": res.init_usage,
-          "ablation": "usage without the remedy: rerun with --set dead_code_remedy=false "
+          "ablation": "usage without the remedy: rerun with --gin.TokenizerConfig.dead_code_remedy=False "
                       "(or tools/bench_tokenizer.py remedy)"}
     else:
       _log(f"[{desc}] fitting {method} baseline on {n} items", log)
