@@ -1,4 +1,4 @@
-"""One training run of the toy task on simulated devices, for tests/test_sharding.py (not a test).
+"""One training run of the toy task on simulated devices, for tests/seq2seq/test_partitioning.py (not a test).
 
   XLA_FLAGS=--xla_force_host_platform_device_count=8 python tests/_sharded_worker.py \
       MODEL_DIR DATASET_DIR TOKENIZER_DIR --num_partitions 2 --steps 5 [--decode]

@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import _trainer_toy as toy  # noqa: E402  pylint: disable=wrong-import-position
 
 from cost_jax.seq2seq import input_pipeline  # noqa: E402
@@ -22,7 +22,7 @@ from cost_jax.seq2seq import trainer as train  # noqa: E402
 from cost_jax.seq2seq.config import TrainConfig  # noqa: E402
 from cost_jax.io import UserError  # noqa: E402
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture(scope="module")
@@ -309,7 +309,7 @@ def test_two_devices_match_one(toy_dirs, tmp_path):
   ds, tok = toy_dirs
   script = textwrap.dedent(f"""
       import json, sys
-      sys.path.insert(0, {os.path.dirname(__file__)!r})
+      sys.path.insert(0, {os.path.dirname(os.path.dirname(os.path.abspath(__file__)))!r})
       import jax, _trainer_toy as toy
       from cost_jax.seq2seq import trainer as train
       kw = dict(toy.tiny_model_overrides(), **toy.fast_train_overrides(num_train_steps=20))

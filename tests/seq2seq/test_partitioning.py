@@ -20,13 +20,13 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import _trainer_toy as toy  # noqa: E402  pylint: disable=wrong-import-position
 
 from cost_jax.seq2seq import partitioning, run_dir  # noqa: E402
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_sharded_worker.py")
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+WORKER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "_sharded_worker.py")
 # Parameters of a sharded run vs one device: the same math with sums in another order.
 PARAM_ATOL = 1e-5
 

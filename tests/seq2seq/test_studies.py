@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import _trainer_toy as toy  # noqa: E402  pylint: disable=wrong-import-position
 
 from cost_jax.baselines.semantic_knn import semantic_knn_topk  # noqa: E402

@@ -161,7 +161,7 @@ def test_cli_one_line_error_and_exit_code(tmp_path):
   assert "not a folder" in proc.stderr.strip().splitlines()[-1]
 
 
-BEAUTY = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "amazon2014-beauty")
+BEAUTY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "..", "shared", "data", "amazon2014-beauty")
 
 
 @pytest.mark.skipif(not os.path.isdir(BEAUTY), reason="../shared/data/amazon2014-beauty absent")

@@ -19,10 +19,10 @@ from cost_jax.tokenizer import artifact
 t5x = pytest.importorskip("t5x")
 
 # Both tests take 1-3 min of wall time on 2 shared cores: run them with
-#   pytest -m t5x tests/test_t5x_integration.py
+#   pytest -m t5x tests/seq2seq/test_t5x_compat.py
 pytestmark = [pytest.mark.t5x, pytest.mark.slow]
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Tiny model for CPU: overrides of gin/models/tiger.gin.
 TINY = {
     "TransformerConfig.num_encoder_layers": 1,
