@@ -29,16 +29,7 @@ from cost_jax.seq2seq.trie import ItemTrie
 from cost_jax.tokenizer import dedup as sid
 from cost_jax.tokenizer.layout import TokenLayout
 
-try:  # tools/ is not a package: import the sibling by path
-  from bench_train_step import matmul_gflops
-except ImportError:  # pragma: no cover
-  import importlib.util
-  import os
-  _spec = importlib.util.spec_from_file_location(
-      "bench_train_step", os.path.join(os.path.dirname(__file__), "bench_train_step.py"))
-  _mod = importlib.util.module_from_spec(_spec)
-  _spec.loader.exec_module(_mod)
-  matmul_gflops = _mod.matmul_gflops
+from benchlib import matmul_gflops
 
 CORNAC_MS_PER_USER = 61.0  # beam 50, history 20
 

@@ -15,11 +15,12 @@ our own step (tools/bench_train_step.py, run in the same process).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 
 import numpy as np
+
+from benchlib import synthetic_batch
 
 REFERENCE_T5X_S_PER_STEP = 8.4  # reference T5X TIGER step at batch 256 (tools/bench_train_step.py)
 
@@ -54,22 +55,11 @@ def build_trainer(batch: int, input_len: int, target_len: int, optimizer_name: s
   return trainer, cfg
 
 
-def random_batch(batch: int, input_len: int, target_len: int, vocab_size: int) -> dict:
-  rng = np.random.default_rng(0)
-  targets = rng.integers(3, 1027, size=(batch, target_len)).astype(np.int32)
-  return {
-      "encoder_input_tokens": rng.integers(3, vocab_size, size=(batch, input_len)).astype(np.int32),
-      "decoder_target_tokens": targets,
-      "decoder_input_tokens": np.concatenate([np.zeros((batch, 1), np.int32), targets[:, :-1]], 1),
-      "decoder_loss_weights": np.ones((batch, target_len), np.int32),
-  }
-
-
 def time_t5x_step(batch: int, input_len: int, target_len: int, steps: int,
                   optimizer_name: str) -> dict:
   import jax
   trainer, cfg = build_trainer(batch, input_len, target_len, optimizer_name)
-  data = random_batch(batch, input_len, target_len, cfg.vocab_size)
+  data = synthetic_batch(batch, input_len, target_len, cfg.vocab_size)
   step = trainer._partitioned_train_step  # pylint: disable=protected-access
   state = trainer.train_state
   t0 = time.perf_counter()
@@ -104,8 +94,7 @@ def main(argv=None) -> dict:
   res["batch"] = args.batch
   res["ratio_to_reference_8.4s"] = res["s_per_step"] / REFERENCE_T5X_S_PER_STEP
   if args.ours:
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import bench_train_step  # pylint: disable=g-import-not-at-top
+    import bench_train_step  # pylint: disable=g-import-not-at-top  (a sibling script)
     ours = bench_train_step.main([f"--batch={args.batch}", f"--input_len={args.input_len}",
                                   f"--target_len={args.target_len}", f"--steps={args.steps}"])
     res["ours_s_per_step"] = ours["s_per_step_median"]

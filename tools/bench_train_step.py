@@ -18,12 +18,12 @@ import os
 import re
 import subprocess
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchlib import matmul_gflops, synthetic_batch, time_steps
 from cost_jax.seq2seq import model as models
 from cost_jax.seq2seq import optim
 from cost_jax.seq2seq.config import TrainConfig
@@ -32,20 +32,6 @@ from cost_jax.seq2seq import network
 CORNAC_S_PER_STEP, CORNAC_BATCH = 0.77, 64
 T5X_S_PER_STEP, T5X_BATCH = 8.4, 256
 PEAK_GFLOPS = 320.0
-
-
-def matmul_gflops(m: int = 20736, k: int = 128, n: int = 1024, reps: int = 5) -> float:
-  """What a plain fp32 [m,k]x[k,n] matmul achieves right now (the machine is shared)."""
-  x = jnp.ones((m, k), jnp.float32)
-  w = jnp.ones((k, n), jnp.float32)
-  f = jax.jit(lambda a, b: a @ b)
-  jax.block_until_ready(f(x, w))
-  best = float("inf")
-  for _ in range(reps):
-    t0 = time.perf_counter()
-    jax.block_until_ready(f(x, w))
-    best = min(best, time.perf_counter() - t0)
-  return 2.0 * m * k * n / best / 1e9
 
 
 def main(argv=None) -> dict:
@@ -71,27 +57,9 @@ def main(argv=None) -> dict:
                             seed=0)
   params = state["params"]
   step = models.make_train_step(module, tx, optim.schedule_of(train_config))
-  rng = np.random.default_rng(0)
   b, ti, tt = args.batch, args.input_len, args.target_len
-  targets = rng.integers(3, 1027, size=(b, tt)).astype(np.int32)
-  batch = {
-      "encoder_input_tokens": jnp.asarray(rng.integers(3, cfg.vocab_size, size=(b, ti)),
-                                          jnp.int32),
-      "decoder_target_tokens": jnp.asarray(targets),
-      "decoder_input_tokens": jnp.asarray(np.concatenate(
-          [np.zeros((b, 1), np.int32), targets[:, :-1]], 1)),
-      "decoder_loss_weights": jnp.ones((b, tt), jnp.float32),
-  }
-  t0 = time.perf_counter()
-  state, m = step(state, batch)
-  jax.block_until_ready(m)
-  compile_s = time.perf_counter() - t0
-  times = []
-  for _ in range(args.steps):
-    t0 = time.perf_counter()
-    state, m = step(state, batch)
-    jax.block_until_ready(m)
-    times.append(time.perf_counter() - t0)
+  batch = jax.tree.map(jnp.asarray, synthetic_batch(b, ti, tt, cfg.vocab_size))
+  state, m, compile_s, times = time_steps(step, state, batch, args.steps)
   s = float(np.median(times))
   mm = matmul_gflops()
   square = matmul_gflops(4096, 4096, 4096, reps=3)

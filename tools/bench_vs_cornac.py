@@ -25,7 +25,6 @@ The cornac side runs in cornac's interpreter as tools/cornac_worker.py IN.npz OU
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import subprocess
@@ -43,19 +42,6 @@ NUM_BEAMS = 50  # CoST §4.1 evaluates with beam >= 40; the project's decode tar
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cornac_worker.py")
 
 
-def _import_tool(name: str):
-  """tools/ is not a package: load a sibling tool module by path."""
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py")
-  spec = importlib.util.spec_from_file_location(name, path)
-  mod = importlib.util.module_from_spec(spec)
-  sys.path.insert(0, os.path.dirname(path))
-  try:
-    spec.loader.exec_module(mod)
-  finally:
-    sys.path.pop(0)
-  return mod
-
-
 def _quiet(fn, *args, **kwargs):
   """Runs fn with its stdout sent to stderr (the tools print tables of their own)."""
   import contextlib  # pylint: disable=g-import-not-at-top
@@ -64,8 +50,8 @@ def _quiet(fn, *args, **kwargs):
 
 
 def ours_speed(decode_users: int) -> dict[str, float]:
-  bts = _import_tool("bench_train_step")
-  bd = _import_tool("bench_decode")
+  import bench_decode as bd  # pylint: disable=g-import-not-at-top  (sibling scripts)
+  import bench_train_step as bts  # pylint: disable=g-import-not-at-top
   out: dict[str, float] = {}
   for b in (256, 64):
     r = _quiet(bts.main, ["--batch", str(b), "--steps", "5"])

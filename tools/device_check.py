@@ -20,7 +20,6 @@ import argparse
 import dataclasses
 import json
 import os
-import sys
 import tempfile
 import time
 
@@ -28,9 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import bench_trainer  # noqa: E402  (tools/: the random-ID tokenizer writer)
-import bench_train_step  # noqa: E402
+import bench_trainer  # noqa: E402  (a sibling script: the random-ID tokenizer writer)
+import benchlib  # noqa: E402
 
 from cost_jax import data  # noqa: E402
 from cost_jax.data.processed import ProcessedDataset  # noqa: E402
@@ -51,7 +49,7 @@ def peak_tflops(override: float | None) -> tuple[float, str]:
   for name, peak in PEAK_BF16_TFLOPS.items():
     if name.lower() in kind.lower():
       return peak, f"{kind} dense bf16"
-  return bench_train_step.matmul_gflops(4096, 4096, 4096, reps=3) / 1e3, f"{kind}: square matmul"
+  return benchlib.matmul_gflops(4096, 4096, 4096, reps=3) / 1e3, f"{kind}: square matmul"
 
 
 def step_bench(batch: int, cfg: network.TransformerConfig, steps: int) -> dict:
@@ -60,22 +58,8 @@ def step_bench(batch: int, cfg: network.TransformerConfig, steps: int) -> dict:
   tx = optim.make_optimizer(tc)
   state = models.init_state(module, tx, {"inputs": 81, "targets": 4}, seed=0)
   step = models.make_train_step(module, tx, optim.schedule_of(tc))
-  rng = np.random.default_rng(0)
-  targets = rng.integers(3, cfg.vocab_size, size=(batch, 4)).astype(np.int32)
-  b = {"encoder_input_tokens": jnp.asarray(rng.integers(3, cfg.vocab_size, size=(batch, 81)),
-                                           jnp.int32),
-       "decoder_target_tokens": jnp.asarray(targets),
-       "decoder_input_tokens": jnp.asarray(np.concatenate(
-           [np.zeros((batch, 1), np.int32), targets[:, :-1]], 1)),
-       "decoder_loss_weights": jnp.ones((batch, 4), jnp.float32)}
-  state, m = step(state, b)
-  jax.block_until_ready(m)
-  times = []
-  for _ in range(steps):
-    t0 = time.perf_counter()
-    state, m = step(state, b)
-    jax.block_until_ready(m)
-    times.append(time.perf_counter() - t0)
+  b = jax.tree.map(jnp.asarray, benchlib.synthetic_batch(batch, 81, 4, cfg.vocab_size))
+  state, m, _, times = benchlib.time_steps(step, state, b, steps)
   s = float(np.median(times))
   flops = 3.0 * batch * models.matmul_flops_per_example(cfg, 81, 4)
   return {"batch": batch, "s_per_step": s, "tokens_per_s": batch * 85 / s,
