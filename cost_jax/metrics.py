@@ -12,7 +12,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-DEFAULT_KS = (5, 10, 20, 40)  # CoST / TIGER report K in {5, 10} (+20, 40 here)
+DEFAULT_KS = (5, 10, 20, 40)  # CoST §4.1: Recall/NDCG@{5,10,20,40}; TIGER §4.1.2: @{5,10}
 
 
 def target_ranks(topk_items: np.ndarray, target_items: np.ndarray) -> np.ndarray:

@@ -23,7 +23,7 @@ import numpy as np
 from cost_jax import metrics as metrics_lib
 from cost_jax.io import atomic_write_json, atomic_write_npy
 
-KS = (5, 10, 20, 40)  # CoST §4.1: Recall/NDCG@{5,10,20,40}; TIGER §4.1.2: @{5,10}
+KS = metrics_lib.DEFAULT_KS  # the K list, written once in cost_jax.metrics
 METRIC_KEYS = tuple(f"{m}@{k}" for m in ("recall", "ndcg") for k in KS) + (
     "invalid_id_rate", "num_users")
 

@@ -28,6 +28,7 @@ from cost_jax.experiments import plots
 from cost_jax.io import UserError, atomic_write_json
 from cost_jax.metrics import category_entropy_at_k
 from cost_jax.seq2seq import studies
+from cost_jax.seq2seq.config import TrainConfig
 
 STUDIES = ("cold_start", "diversity", "invalid_ids")
 RESULT_FILE = "capabilities.json"
@@ -48,7 +49,7 @@ class CapabilityConfig:
   temperatures: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0, 3.0)  # TIGER Table 5: 1.0, 1.5, 2.0
   num_samples: int = 200  # tempered samples per user; the top K is the first K distinct
   category_field: str = ""  # "" = genres/categories/... when the items have one
-  num_beams: int = 50  # TIGER Fig. 6: K up to the beam width
+  num_beams: int = TrainConfig.num_beams  # TIGER Fig. 6: K up to the beam width
   num_users: int = 0  # 0 = every test user
 
 

@@ -24,9 +24,10 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 from cost_jax.io import atomic_write_text
+from cost_jax.results import KS
 from cost_jax.experiments import plots
 
-DEFAULT_KS = (5, 10, 20, 40)  # CoST Table 2 columns
+DEFAULT_KS = KS  # CoST Table 2 columns
 METRIC_KEYS = tuple(f"recall@{k}" for k in DEFAULT_KS) + tuple(f"ndcg@{k}" for k in DEFAULT_KS) + (
     "invalid_id_rate", "num_users")
 

@@ -58,7 +58,7 @@ def invalid_share_by_k(lists: np.ndarray) -> np.ndarray:
   return np.cumsum(bad.mean(axis=0)) / np.arange(1, bad.shape[1] + 1)
 
 
-def invalid_id_curve(run: Any, encoder_tokens: np.ndarray, num_beams: int = 50,
+def invalid_id_curve(run: Any, encoder_tokens: np.ndarray, num_beams: int,
                      batch_size: int = 64) -> dict[str, list[float]]:
   """{"k": 1..W, "unconstrained": share of invalid IDs in the top K, "constrained": same}."""
   free = beam_lists(run, encoder_tokens, num_beams, constrained=False, batch_size=batch_size,
@@ -118,7 +118,7 @@ def sampled_lists(run: Any, encoder_tokens: np.ndarray, temperature: float, k: i
 
 
 def cold_start_lists(run: Any, encoder_tokens: np.ndarray, unseen: np.ndarray,
-                     epsilons: Sequence[float], ks: Sequence[int], num_beams: int = 50,
+                     epsilons: Sequence[float], ks: Sequence[int], num_beams: int,
                      batch_size: int = 64, prefix_lens: Sequence[int] = (0,)
                      ) -> dict[tuple[int, float], dict[int, np.ndarray]]:
   """{(prefix length, epsilon): {K: int [U, K]}}: beams over the trie of every item's ID (seen

@@ -92,7 +92,7 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
   p.add_argument("--model_dir", required=True)
   p.add_argument("--split", default="test", choices=("test", "validation", "train"))
   p.add_argument("--num_beams", type=int, default=None,
-                 help=f"beam size (default: the run's TrainConfig.num_beams, {evaluator.DEFAULT_NUM_BEAMS})")
+                 help=f"beam size (default: the run's TrainConfig.num_beams, {TrainConfig.num_beams})")
   p.add_argument("--topk", type=int, default=None, help="items kept per user (default 40)")
   p.add_argument("--batch_size", type=int, default=None)
   p.add_argument("--num_users", type=int, default=None, help="random user subsample (default all)")

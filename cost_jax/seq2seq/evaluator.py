@@ -18,11 +18,17 @@ import numpy as np
 from cost_jax import stop
 from cost_jax.io import UserError
 from cost_jax.progress import Progress
-from cost_jax.results import KS, score_topk, write_results
+from cost_jax.results import score_topk, write_results
 from cost_jax.seq2seq import decoding, devices, input_pipeline, run_dir
+from cost_jax.seq2seq.config import TrainConfig
 from cost_jax.seq2seq.trie import ItemTrie
 
-DEFAULT_NUM_BEAMS = 50  # >= max(KS) = 40: the top-40 list needs at least 40 beams
+
+
+def check_beams(num_beams: int, topk: int) -> None:
+  if num_beams < topk:
+    raise UserError(f"num_beams ({num_beams}) must be >= topk ({topk}): beam search returns "
+                    "at most num_beams items")
 
 
 def physical_memory_bytes() -> int | None:
@@ -67,9 +73,7 @@ def make_predict_fn(module: Any, item_tokens: np.ndarray, num_beams: int, topk: 
   Trie-constrained beam search (cost_jax.seq2seq.decoding.predict_topk, jitted there with
   the trie as an argument, compiled once per batch shape).
   """
-  if num_beams < topk:
-    raise UserError(f"num_beams ({num_beams}) must be >= topk ({topk}): beam search returns "
-                    "at most num_beams items")
+  check_beams(num_beams, topk)
   trie = ItemTrie.from_tokens(np.asarray(item_tokens, np.int32), level_offsets, level_sizes)
 
   def predict(params, encoder_input_tokens):
@@ -104,7 +108,7 @@ def predict_arrays(predict_fn: Callable, params: Any, encoder_input_tokens: np.n
 
 
 def evaluate_arrays(module: Any, params: Any, arrays: Any, item_tokens: np.ndarray, *,
-                    num_beams: int = DEFAULT_NUM_BEAMS, topk: int = max(KS), batch_size: int = 64,
+                    num_beams: int = TrainConfig.num_beams, topk: int = TrainConfig.topk, batch_size: int = 64,
                     sharding: Any = None, predict_fn: Callable | None = None,
                     desc: str = "decode", show_progress: bool = True,
                     level_offsets: Sequence[int] | None = None,
@@ -132,9 +136,7 @@ def evaluate(model_dir: str, split: str = "test", *, num_beams: int | None = Non
   rule = score_over or cfg.score_over
   num_beams = num_beams or cfg.num_beams
   topk = topk or cfg.topk
-  if num_beams < topk:
-    raise UserError(f"num_beams ({num_beams}) must be >= topk ({topk}): beam search returns "
-                    "at most num_beams items")
+  check_beams(num_beams, topk)
   # More beams or list slots than items buy nothing: capped at the catalogue.
   num_items = len(run.item_tokens)
   num_beams, topk = min(num_beams, num_items), min(topk, num_items)

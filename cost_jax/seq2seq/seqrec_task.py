@@ -300,7 +300,7 @@ class ShardedDataSource(seqio.DataSource):
 
 
 def retrieval_metric_fn(targets: Sequence[int], predictions: Sequence[Sequence[int]],
-                        ks: Sequence[int] = (5, 10, 20, 40)) -> dict[str, float]:
+                        ks: Sequence[int] = metrics.DEFAULT_KS) -> dict[str, float]:
   """seqio metric fn: Recall@k / NDCG@k (CoST §4.1 k = 5..40) and invalid-ID rates.
 
   `predictions[i]` are item indices best first (-1 = invalid ID), as the task's

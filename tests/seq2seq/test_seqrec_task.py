@@ -199,3 +199,26 @@ def test_bad_semantic_ids(tmp_path):
   t = seqrec_task.register_task("test_bad", ds, write_tokenizer(root, SEMANTIC_IDS[:5]))
   with pytest.raises(UserError, match="5 rows but the dataset has 6 items"):
     t.get_dataset(None, split="train")
+
+
+def test_t5x_task_gins_agree_with_the_task_and_tokenizer_defaults():
+  """gin/tasks/*.gin state T5X's TASK_FEATURE_LENGTHS as literals (T5X reads a dict): each must
+  be 1 + max_history * L and L, with max_history the task's and L the ID length of the
+  method's tokenizer preset (TIGER's extra token adds one level)."""
+  import ast  # pylint: disable=import-outside-toplevel
+  import glob  # pylint: disable=import-outside-toplevel
+  import re  # pylint: disable=import-outside-toplevel
+  from cost_jax.tokenizer import config as tc  # pylint: disable=import-outside-toplevel
+  repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  files = sorted(glob.glob(os.path.join(repo, "gin", "tasks", "*.gin")))
+  assert len(files) >= 7
+  for path in files:
+    text = open(path).read()
+    name = re.search(r"MIXTURE_OR_TASK_NAME = '([^']+)'", text).group(1)
+    method, dataset = name.rsplit("_", 1)
+    assert os.path.basename(path) == f"{name}.gin"
+    preset = tc.PRESETS[tc.METHOD_PRESET[method]]
+    id_len = preset["num_levels"] + (preset["dedup"] == "tiger_extra_token")
+    lengths = ast.literal_eval(re.search(r"TASK_FEATURE_LENGTHS = (\{[^}]*\})", text).group(1))
+    assert lengths == {"inputs": 1 + seqrec_task.max_history_of(dataset) * id_len,
+                       "targets": id_len}, path
