@@ -139,23 +139,24 @@ class Run:
   def batch_sharding(self):
     return self.layout.batch
 
-  def check_inputs(self, info: Any = None) -> None:
+  def check_inputs(self, info: Any = None) -> dict[str, str]:
     """The dataset and tokenizer the run was trained on must be the ones on disk now (their
-    sha256 in config.json "fingerprints"); a changed one is refused with one line naming it."""
+    sha256 in config.json "fingerprints"); a changed one is refused with one line naming it.
+    Returns the fingerprints now."""
     if info is None:
       _, info = resolve_task(self.train_config)
     recorded = self.record.get("fingerprints") or {}
     now = input_fingerprints(info)
     changed = [k for k, old in recorded.items() if k in now and now[k] != old]
     if not changed:
-      return
+      return now
     what = "; ".join(
         f"{k} {self.record.get('task', {}).get(f'{k}_dir') or ''} has other contents than when "
         f"this model was trained (sha256 {recorded[k][:12]} -> {now[k][:12]})" for k in changed)
     if self.allow_changed_inputs:
       print(f"warning: {self.model_dir}: {what}; scoring anyway (--allow_changed_inputs)",
             file=sys.stderr, flush=True)
-      return
+      return now
     raise UserError(f"{os.path.join(self.model_dir, CONFIG_FILE)}: {what}. Scores would mix "
                     "them; restore the original files, or pass --allow_changed_inputs")
 
@@ -165,10 +166,10 @@ class Run:
   def split_arrays(self, split: str) -> input_pipeline.ExampleArrays:
     config = self.train_config
     task, info = resolve_task(config)
-    self.check_inputs(info)
+    now = self.check_inputs(info)
     lengths = self.record["feature_lengths"]
     return input_pipeline.cached_split(task, split, cache_dir(config, self.model_dir),
-                                       data_fingerprint(info), lengths)
+                                       data_fingerprint(info, now), lengths)
 
 
 def cache_dir(config: TrainConfig, model_dir: str) -> str:

@@ -7,6 +7,8 @@ dataset_dir/tokenizer_dir, named by cost_jax.tokenizer.config.task_name) and its
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
 
 import seqio
@@ -90,11 +92,8 @@ def input_fingerprints(info: TaskInfo) -> dict[str, str]:
   return out
 
 
-def data_fingerprint(info: TaskInfo) -> str:
-  files = []
-  if info.dataset_dir:
-    files.append(os.path.join(info.dataset_dir, "sequences.parquet"))
-  if info.tokenizer_dir:
-    files += [artifact.ids_path(info.tokenizer_dir),
-              os.path.join(info.tokenizer_dir, artifact.VOCABULARY_FILE)]
-  return files_fingerprint(files)
+def data_fingerprint(info: TaskInfo, fingerprints: dict[str, str] | None = None) -> str:
+  """One key for the materialized-split cache: the sha256 of the input fingerprints (computed
+  here unless the caller has them already, so each file is hashed once)."""
+  fps = input_fingerprints(info) if fingerprints is None else fingerprints
+  return hashlib.sha256(json.dumps(fps, sort_keys=True).encode()).hexdigest()

@@ -123,7 +123,8 @@ def _train(config: TrainConfig, model_dir: str, model_config=None, *,
   task, info = task_lib.resolve_task(config)
   token_layout, item_tokens = artifact.load_item_tokens(info.tokenizer_dir)
   cache = run_dir.cache_dir(config, model_dir)
-  fingerprint = task_lib.data_fingerprint(info)
+  inputs = task_lib.input_fingerprints(info)  # each input file hashed once per run
+  fingerprint = task_lib.data_fingerprint(info, inputs)
   t0 = time.perf_counter()
   train_arrays = input_pipeline.cached_split(task, "train", cache, fingerprint,
                                              info.feature_lengths(item_tokens.shape[1]))
@@ -145,7 +146,7 @@ def _train(config: TrainConfig, model_dir: str, model_config=None, *,
   resume_step = ckpt.latest_step()
   record = {"format": run_dir.CONFIG_FORMAT, "train": plain(config), "model": plain(model_config),
             "task": dataclasses.asdict(info), "feature_lengths": lengths,
-            "fingerprints": task_lib.input_fingerprints(info),
+            "fingerprints": inputs,
             "num_items": int(len(item_tokens)), "num_devices": layout.num_devices,
             "mesh": {"data": layout.data_size, "model": layout.model_size},
             "layout": {"level_offsets": list(token_layout.level_offsets),
