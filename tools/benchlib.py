@@ -17,7 +17,7 @@ TARGET_TOKEN_HIGH = 1027  # target tokens drawn from [3, 1027): the first level 
 
 def synthetic_batch(batch: int, input_len: int, target_len: int, vocab_size: int,
                     seed: int = 0) -> dict[str, np.ndarray]:
-  """Random tokens in the encoder-decoder feature layout (cost_jax.seq2seq.input_pipeline):
+  """Random tokens in the encoder-decoder feature layout (cost_jax.seq2seq.splits):
   every position real, decoder inputs = targets shifted right, loss weights 1."""
   rng = np.random.default_rng(seed)
   targets = rng.integers(3, min(TARGET_TOKEN_HIGH, vocab_size), size=(batch, target_len)

@@ -2,6 +2,6 @@
 trie-constrained beam search.
 
 vocabulary (SeqIO) | layers -> network (Flax, T5X's contract) -> model (loss, state, the one
-train step) | optim | input_pipeline | checkpoints | trie -> decoding (pure) | t5x_compat (gin)
+train step) | optim | splits, batching | checkpoints | trie -> decoding (pure) | t5x_compat (gin)
 | config -> task -> run_dir -> trainer, evaluator -> cli.
 """

@@ -71,7 +71,7 @@ class TrainConfig:
   # Training batches (not part of any paper; a speed-up, see cost_jax.seq2seq.packing).
   # "encoder": the step's batch_size examples (the padded batch's) are packed several per
   # encoder row (loss identical to padded rows); "bucket": length-bucketed batches
-  # (input_pipeline.BucketBatcher: each batch holds examples of similar length, padded to its
+  # (batching.BucketBatcher: each batch holds examples of similar length, padded to its
   # bucket's width; fewer tokens, but batches are length-homogeneous); "off": one example per
   # row, padded to the full input length.
   packing: str = "encoder"
@@ -85,7 +85,7 @@ class TrainConfig:
   # packing.auto_widths), whose self-attention costs width^2 instead of T^2; every distinct
   # (rows per width) compiles, so "" means "none" there. "bucket": the bucket widths ("auto" =
   # "" = the example lengths at the 30/50/65/80/90% quantiles:
-  # input_pipeline.auto_bucket_widths). Or widths in tokens such as "21,41".
+  # batching.auto_bucket_widths). Or widths in tokens such as "21,41".
   pack_widths: str = ""
   # Devices along the mesh's 'model' axis (T5X's PjitPartitioner.num_partitions): parameters
   # and optimizer state are split over them by their logical axis names

@@ -19,7 +19,7 @@ from cost_jax import stop
 from cost_jax.io import UserError
 from cost_jax.progress import Progress
 from cost_jax.results import score_topk, write_results
-from cost_jax.seq2seq import decoding, devices, input_pipeline, run_dir
+from cost_jax.seq2seq import decoding, devices, run_dir, splits
 from cost_jax.seq2seq.config import TrainConfig
 from cost_jax.seq2seq.trie import ItemTrie
 
@@ -114,7 +114,7 @@ def evaluate_arrays(module: Any, params: Any, arrays: Any, item_tokens: np.ndarr
                     level_offsets: Sequence[int] | None = None,
                     level_sizes: Sequence[int] | None = None,
                     ) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
-  """Decodes and scores an `input_pipeline.ExampleArrays` split: (metrics, topk, scores)."""
+  """Decodes and scores an `splits.ExampleArrays` split: (metrics, topk, scores)."""
   if predict_fn is None:
     predict_fn = make_predict_fn(module, item_tokens, num_beams, topk, level_offsets, level_sizes)
   items, scores = predict_arrays(predict_fn, params, arrays.encoder_input_tokens, batch_size,
@@ -145,7 +145,7 @@ def evaluate(model_dir: str, split: str = "test", *, num_beams: int | None = Non
                     int(run.record["feature_lengths"]["inputs"]), run.item_tokens.shape[1],
                     f"evaluate {model_dir}")
   arrays = run.split_arrays(split)
-  arrays = input_pipeline.eval_subset(arrays, num_users, cfg.seed)
+  arrays = splits.eval_subset(arrays, num_users, cfg.seed)
   batch_size = run.round_batch(batch_size)
   layout = run.record.get("layout", {})
   predict_fn = make_predict_fn(run.module, run.item_tokens, num_beams, topk,

@@ -20,7 +20,7 @@ import jax
 import numpy as np
 
 from cost_jax.io import LOCK_NAME, DirLock, StagedDir, UserError, atomic_write_json, read_json
-from cost_jax.seq2seq import checkpoints, input_pipeline, model, network, optim
+from cost_jax.seq2seq import checkpoints, model, network, optim, splits
 from cost_jax.seq2seq.config import TrainConfig, model_config_from_dict
 from cost_jax.seq2seq.devices import DeviceLayout
 from cost_jax.tokenizer import artifact
@@ -163,12 +163,12 @@ class Run:
   def round_batch(self, batch_size: int) -> int:
     return self.layout.round_batch(batch_size)
 
-  def split_arrays(self, split: str) -> input_pipeline.ExampleArrays:
+  def split_arrays(self, split: str) -> splits.ExampleArrays:
     config = self.train_config
     task, info = resolve_task(config)
     now = self.check_inputs(info)
     lengths = self.record["feature_lengths"]
-    return input_pipeline.cached_split(task, split, cache_dir(config, self.model_dir),
+    return splits.cached_split(task, split, cache_dir(config, self.model_dir),
                                        data_fingerprint(info, now), lengths)
 
 

@@ -28,7 +28,7 @@ from cost_jax.data import cold_start as cold_start_data
 from cost_jax.data.processed import ProcessedDataset
 from cost_jax.io import UserError
 from cost_jax.results import KS
-from cost_jax.seq2seq import capabilities, cold_start, input_pipeline, run_dir
+from cost_jax.seq2seq import capabilities, cold_start, run_dir, splits
 
 COLD_START_KS = tuple(range(1, 11))  # TIGER Figure 5: Recall@K, K = 1..10
 DIVERSITY_KS = (10, 20, 50)  # TIGER Table 5: Entropy@10/20/50
@@ -37,7 +37,7 @@ DIVERSITY_KS = (10, 20, 50)  # TIGER Table 5: Entropy@10/20/50
 def load(model_dir: str, split: str, num_users: int | None):
   """(run, arrays of `split`, subsampled to `num_users` with the run's seed; None = all)."""
   run = run_dir.load_run(model_dir)
-  arrays = input_pipeline.eval_subset(run.split_arrays(split), num_users or None,
+  arrays = splits.eval_subset(run.split_arrays(split), num_users or None,
                                       run.train_config.seed)
   return run, arrays
 

@@ -14,7 +14,7 @@ import os
 import seqio
 
 from cost_jax.io import UserError, files_fingerprint
-from cost_jax.seq2seq import input_pipeline, seqrec_task
+from cost_jax.seq2seq import seqrec_task, splits
 from cost_jax.seq2seq.config import TrainConfig
 from cost_jax.tokenizer import artifact
 from cost_jax.tokenizer.config import task_name
@@ -58,7 +58,7 @@ def resolve_task(config: TrainConfig):
     task = seqrec_task.register_task(name, os.path.abspath(config.dataset_dir),
                                      os.path.abspath(config.tokenizer_dir), max_history)
   else:
-    task = input_pipeline.get_task(config.task)
+    task = splits.get_task(config.task)
   source = _task_source(task)
   ds = getattr(source, "dataset_dir", None)
   tok = getattr(source, "tokenizer_dir", None) or getattr(

@@ -42,7 +42,7 @@ from clu import metric_writers
 from cost_jax import results, stop
 from cost_jax.io import UserError, atomic_write_json, atomic_write_npy, atomic_write_text, read_json
 from cost_jax.progress import Progress
-from cost_jax.seq2seq import checkpoints, devices, gin_config, input_pipeline, model, network, optim
+from cost_jax.seq2seq import batching, checkpoints, devices, gin_config, model, network, optim, splits
 from cost_jax.seq2seq import partitioning
 from cost_jax.seq2seq import packing as packing_lib
 from cost_jax.seq2seq import evaluator as eval_lib
@@ -126,10 +126,10 @@ def _train(config: TrainConfig, model_dir: str, model_config=None, *,
   inputs = task_lib.input_fingerprints(info)  # each input file hashed once per run
   fingerprint = task_lib.data_fingerprint(info, inputs)
   t0 = time.perf_counter()
-  train_arrays = input_pipeline.cached_split(task, "train", cache, fingerprint,
+  train_arrays = splits.cached_split(task, "train", cache, fingerprint,
                                              info.feature_lengths(item_tokens.shape[1]))
   lengths = train_arrays.feature_lengths
-  valid_arrays = input_pipeline.cached_split(task, "validation", cache, fingerprint, lengths)
+  valid_arrays = splits.cached_split(task, "validation", cache, fingerprint, lengths)
   log(f"[train] task {info.name}: {len(train_arrays):,} train examples, {len(valid_arrays):,} "
       f"validation users, {len(item_tokens):,} items, feature lengths {lengths} "
       f"({time.perf_counter() - t0:.1f}s to load)")
@@ -181,7 +181,7 @@ def _train(config: TrainConfig, model_dir: str, model_config=None, *,
   train_step = model.make_train_step(module, tx, optim.schedule_of(config),
                                      state_sharding=state_sharding,
                                      batch_sharding=layout.batch)
-  batcher = input_pipeline.make_batcher(
+  batcher = batching.make_batcher(
       train_arrays, config.batch_size, config.seed, config.packing,
       pack_row_multiple=int(np.lcm(config.pack_row_multiple, layout.data_size)),
       pack_widths=config.pack_widths, pack_max_segments=config.pack_max_segments)
@@ -205,7 +205,7 @@ def _train(config: TrainConfig, model_dir: str, model_config=None, *,
   writer = metric_writers.create_default_writer(model_dir, just_logging=jax.process_index() > 0,
                                                 asynchronous=True)
   eval_batch = layout.round_batch(config.eval_batch_size)
-  eval_users = input_pipeline.eval_subset(valid_arrays, config.eval_num_users or None, config.seed)
+  eval_users = splits.eval_subset(valid_arrays, config.eval_num_users or None, config.seed)
   predict_fn = None
   curve_file = os.path.join(model_dir, VALIDATION_CURVE_FILE)
   curve = [c for c in (read_json(curve_file).get("curve", []) if os.path.isfile(curve_file)
@@ -261,7 +261,7 @@ def _train(config: TrainConfig, model_dir: str, model_config=None, *,
   step = start
   t_train = time.perf_counter()
   try:
-    for step_, batch in input_pipeline.device_batches(batcher, start, config.num_train_steps,
+    for step_, batch in batching.device_batches(batcher, start, config.num_train_steps,
                                                       put=layout.put):
       state, metrics = train_step(state, batch)
       history.append(metrics)
@@ -353,7 +353,7 @@ def _train(config: TrainConfig, model_dir: str, model_config=None, *,
   if best_ckpt is not None:
     best_ckpt.close()
   if config.eval_test:
-    test_arrays = input_pipeline.cached_split(task, "test", cache, fingerprint, lengths)
+    test_arrays = splits.cached_split(task, "test", cache, fingerprint, lengths)
     m, items, scores = eval_lib.evaluate_arrays(
         module, state["params"], test_arrays, item_tokens, batch_size=eval_batch,
         sharding=layout.batch, predict_fn=predict_fn or eval_lib.make_predict_fn(

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from cost_jax.io import UserError
-from cost_jax.seq2seq import input_pipeline, model, network, packing
+from cost_jax.seq2seq import batching, model, network, packing, splits
 
 VOCAB = 40
 
@@ -28,7 +28,7 @@ def _padded_batch(rng, n, t_in=16, t_out=4, lengths=None):
   for i, length in enumerate(lengths):
     enc[i, :length] = rng.integers(3, VOCAB, size=length)
   targets = rng.integers(3, VOCAB, size=(n, t_out)).astype(np.int32)
-  return input_pipeline.encdec_features(enc, targets)
+  return splits.encdec_features(enc, targets)
 
 
 def _per_example_nll(module, params, batch):
@@ -52,7 +52,7 @@ def test_first_fit_decreasing_by_hand():
 
 def test_pack_batch_layout_by_hand():
   enc = np.array([[5, 6, 7, 0], [8, 0, 0, 0], [9, 9, 0, 0]], np.int32)
-  batch = input_pipeline.encdec_features(enc, np.array([[3, 4], [5, 6], [7, 8]], np.int32))
+  batch = splits.encdec_features(enc, np.array([[3, 4], [5, 6], [7, 8]], np.int32))
   out = packing.pack_batch(batch, row_multiple=2)
   # 3 (ex 0) -> row 0 @0; 2 (ex 2) -> row 1 @0; 1 (ex 1) -> row 0 @3.
   assert out["encoder_input_tokens"].tolist() == [[5, 6, 7, 8], [9, 9, 0, 0]]
@@ -91,7 +91,7 @@ def test_pack_batch_with_narrow_rows_by_hand():
   enc = np.zeros((4, 8), np.int32)
   for i, n in enumerate([7, 2, 1, 3]):
     enc[i, :n] = np.arange(3, 3 + n) + 10 * i
-  batch = input_pipeline.encdec_features(enc, np.full((4, 2), 5, np.int32))
+  batch = splits.encdec_features(enc, np.full((4, 2), 5, np.int32))
   out = packing.pack_batch(batch, row_multiple=1, widths=(4,))
   # 7 -> full row 0 @0; 3 -> new 4-row; 2 -> 4-row? no (1 free) -> new 4-row; 1 -> full @7.
   narrow = out[packing.bucket_key(4) + "encoder_input_tokens"]
@@ -181,10 +181,10 @@ def test_t5x_style_packing_of_both_sides_matches_padded():
 def test_batcher_packs_the_same_examples_per_step():
   rng = np.random.default_rng(3)
   feats = _padded_batch(rng, 50, lengths=rng.integers(1, 12, size=50))
-  arrays = input_pipeline.ExampleArrays(**feats, item_index=np.arange(50, dtype=np.int32),
+  arrays = splits.ExampleArrays(**feats, item_index=np.arange(50, dtype=np.int32),
                                         user_index=np.arange(50, dtype=np.int32))
-  off = input_pipeline.EpochBatcher(arrays, 16, seed=7, packing="off")
-  on = input_pipeline.EpochBatcher(arrays, 16, seed=7, packing="encoder", pack_row_multiple=4)
+  off = batching.EpochBatcher(arrays, 16, seed=7, packing="off")
+  on = batching.EpochBatcher(arrays, 16, seed=7, packing="encoder", pack_row_multiple=4)
   for step in (0, 3, 11):
     a, b = off.batch(step), on.batch(step)
     np.testing.assert_array_equal(a["decoder_target_tokens"], b["decoder_target_tokens"])
@@ -193,7 +193,7 @@ def test_batcher_packs_the_same_examples_per_step():
     assert b["encoder_input_tokens"].shape[0] % 4 == 0
     assert on.real_tokens(step) == sum(packing.real_tokens(a))
   # A pure function of (seed, step): a fresh batcher gives the same packed batch.
-  again = input_pipeline.EpochBatcher(arrays, 16, seed=7, packing="encoder", pack_row_multiple=4)
+  again = batching.EpochBatcher(arrays, 16, seed=7, packing="encoder", pack_row_multiple=4)
   for k, v in on.batch(5).items():
     np.testing.assert_array_equal(v, again.batch(5)[k])
   # The shapes to compile ahead of time: exactly the distinct packed shapes of those steps.
@@ -208,9 +208,9 @@ def test_bucket_batcher_covers_each_epoch_once_with_few_shapes():
   rng = np.random.default_rng(4)
   lengths = rng.choice([2, 3, 5, 9, 16], size=203, p=[.3, .2, .2, .1, .2])
   feats = _padded_batch(rng, 203, lengths=lengths)
-  arrays = input_pipeline.ExampleArrays(**feats, item_index=np.arange(203, dtype=np.int32),
+  arrays = splits.ExampleArrays(**feats, item_index=np.arange(203, dtype=np.int32),
                                         user_index=np.arange(203, dtype=np.int32))
-  b = input_pipeline.make_batcher(arrays, 16, seed=5, packing="bucket", pack_widths="3,9")
+  b = batching.make_batcher(arrays, 16, seed=5, packing="bucket", pack_widths="3,9")
   assert b.widths == (3, 9, 16)
   spe = b.steps_per_epoch
   for epoch in (0, 1):
@@ -229,7 +229,7 @@ def test_bucket_batcher_covers_each_epoch_once_with_few_shapes():
     assert sorted(rows) == list(range(203))  # each example exactly once per epoch
     assert shapes <= {(16, 3), (16, 9), (16, 16)}
   # A pure function of (seed, step): a fresh batcher gives the same batches.
-  again = input_pipeline.make_batcher(arrays, 16, seed=5, packing="bucket", pack_widths="3,9")
+  again = batching.make_batcher(arrays, 16, seed=5, packing="bucket", pack_widths="3,9")
   for s in (0, spe - 1, spe + 2):
     np.testing.assert_array_equal(again.indices(s), b.indices(s))
   assert [x["encoder_input_tokens"].shape for x in b.shape_batches()] == [(16, 3), (16, 9),

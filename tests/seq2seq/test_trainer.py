@@ -16,7 +16,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import _trainer_toy as toy  # noqa: E402  pylint: disable=wrong-import-position
 
-from cost_jax.seq2seq import input_pipeline  # noqa: E402
+from cost_jax.seq2seq import batching, splits# noqa: E402
 from cost_jax.seq2seq import cli, evaluator, gin_config, optim, run_dir, selection  # noqa: E402
 from cost_jax.seq2seq import trainer as train  # noqa: E402
 from cost_jax.seq2seq.config import TrainConfig  # noqa: E402
@@ -61,21 +61,21 @@ def test_tiger_learning_rate_schedule():
 
 def test_batcher_is_a_function_of_seed_and_step():
   n = 10
-  arrays = input_pipeline.ExampleArrays(
-      **input_pipeline.encdec_features(np.arange(n)[:, None] + 3, np.arange(n)[:, None] + 3),
+  arrays = splits.ExampleArrays(
+      **splits.encdec_features(np.arange(n)[:, None] + 3, np.arange(n)[:, None] + 3),
       item_index=np.arange(n, dtype=np.int32), user_index=np.arange(n, dtype=np.int32))
-  b = input_pipeline.EpochBatcher(arrays, batch_size=4, seed=7)
+  b = batching.EpochBatcher(arrays, batch_size=4, seed=7)
   stream = np.concatenate([b.indices(s) for s in range(5)])  # 20 positions = 2 epochs
   assert sorted(stream[:10]) == list(range(10)) and sorted(stream[10:]) == list(range(10))
   assert not np.array_equal(stream[:10], stream[10:])  # a new permutation per epoch
   # Step 3 straddles epochs 1 and 2; asking out of order or from a fresh batcher agrees.
-  fresh = input_pipeline.EpochBatcher(arrays, batch_size=4, seed=7)
+  fresh = batching.EpochBatcher(arrays, batch_size=4, seed=7)
   np.testing.assert_array_equal(fresh.indices(3), stream[12:16])
-  assert not np.array_equal(input_pipeline.EpochBatcher(arrays, 4, seed=8).indices(0), b.indices(0))
+  assert not np.array_equal(batching.EpochBatcher(arrays, 4, seed=8).indices(0), b.indices(0))
   batch = b.batch(1)
   np.testing.assert_array_equal(batch["encoder_input_tokens"][:, 0], b.indices(1) + 3)
   # Batch larger than the data: wraps over several epochs, still a pure function.
-  big = input_pipeline.EpochBatcher(arrays, batch_size=25, seed=1)
+  big = batching.EpochBatcher(arrays, batch_size=25, seed=1)
   assert np.bincount(big.indices(0), minlength=n).min() >= 2
 
 
@@ -85,13 +85,13 @@ def test_features_match_seqio_converter(toy_dirs):
   ds, tok = toy_dirs
   task = seqrec_task.register_task("toy_features_test", ds, tok, max_history=20)
   lengths = {"inputs": 41, "targets": 2}
-  arrays = input_pipeline.materialize_split(task, "train", lengths)
+  arrays = splits.materialize_split(task, "train", lengths)
   # 60 users with 5..9 items -> sum(len - 3) train examples (prefixes t >= 1 of items[:-2]).
   assert len(arrays) == 244 and arrays.feature_lengths == lengths
   converted = seqio.EncDecFeatureConverter(pack=False)(
       task.get_dataset(lengths, split="train", shuffle=False), lengths)
   ref = list(converted.take(7).as_numpy_iterator())
-  for k in input_pipeline.TOKEN_FEATURES:
+  for k in splits.TOKEN_FEATURES:
     np.testing.assert_array_equal(np.stack([r[k] for r in ref]), getattr(arrays, k)[:7], err_msg=k)
   # Target = the successor of the last history item (the toy rule), in token space.
   np.testing.assert_array_equal(arrays.decoder_target_tokens[0],
@@ -102,9 +102,9 @@ def test_split_cache_is_reused_and_keyed(toy_dirs, tmp_path):
   from cost_jax.seq2seq import seqrec_task  # pylint: disable=g-import-not-at-top
   ds, tok = toy_dirs
   task = seqrec_task.register_task("toy_cache_test", ds, tok, max_history=20)
-  a = input_pipeline.cached_split(task, "validation", str(tmp_path), "fp1")
-  b = input_pipeline.cached_split(task, "validation", str(tmp_path), "fp1")
-  input_pipeline.cached_split(task, "validation", str(tmp_path), "fp2")
+  a = splits.cached_split(task, "validation", str(tmp_path), "fp1")
+  b = splits.cached_split(task, "validation", str(tmp_path), "fp1")
+  splits.cached_split(task, "validation", str(tmp_path), "fp2")
   assert len(os.listdir(tmp_path)) == 2
   np.testing.assert_array_equal(a.encoder_input_tokens, b.encoder_input_tokens)
   assert len(a) == 60
