@@ -40,22 +40,54 @@ import numpy as np
 from clu import metric_writers
 
 from cost_jax import results, stop
-from cost_jax.io import UserError, atomic_write_json, atomic_write_npy, atomic_write_text, read_json
+from cost_jax.io import UserError, atomic_write_json, atomic_write_npy, atomic_write_text
 from cost_jax.progress import Progress
 from cost_jax.seq2seq import batching, checkpoints, devices, gin_config, model, network, optim, splits
 from cost_jax.seq2seq import partitioning
 from cost_jax.seq2seq import packing as packing_lib
 from cost_jax.seq2seq import evaluator as eval_lib
 from cost_jax.seq2seq import run_dir
-from cost_jax.seq2seq.selection import best_of_curve, evals_since_best
+from cost_jax.seq2seq.validation import Validator
 from cost_jax.seq2seq import task as task_lib
 from cost_jax.seq2seq.config import TrainConfig, finalize_model_config, plain
 from cost_jax.seq2seq.network import TransformerConfig
 from cost_jax.tokenizer import artifact
 
 
-# Validation Recall/NDCG@10 at every validation step (the learning curve), in model_dir.
-VALIDATION_CURVE_FILE = "validation_curve.json"
+
+class _Throughput:
+  """Steps, examples and real tokens per second between log points; the first interval (which
+  includes compilation) is left out of the run's totals."""
+
+  def __init__(self, start_step: int, batch_size: int):
+    self.start, self.batch_size = start_step, batch_size
+    self.steps, self.secs, self.cpu, self.tokens, self.pending_tokens = 0, 0.0, 0.0, 0, 0
+    self.t, self.cpu_t, self.step = time.perf_counter(), time.process_time(), start_step
+
+  def add_tokens(self, n: int) -> None:
+    self.pending_tokens += n
+
+  def interval(self, step: int) -> dict[str, float]:
+    """Rates since the last call (or the start); counted in the totals unless it is the first."""
+    now, cpu_now = time.perf_counter(), time.process_time()
+    dt, ds = now - self.t, step - self.step
+    if self.step > self.start:
+      self.steps += ds
+      self.secs += dt
+      self.cpu += cpu_now - self.cpu_t
+      self.tokens += self.pending_tokens
+    rates = {"steps_per_sec": ds / dt, "examples_per_sec": ds * self.batch_size / dt,
+             "real_tokens_per_sec": self.pending_tokens / dt}
+    self.t, self.cpu_t, self.step, self.pending_tokens = now, cpu_now, step, 0
+    return rates
+
+  def totals(self) -> dict[str, float]:
+    if not self.steps:
+      return {}
+    # Process CPU seconds per step (all threads): robust to other load on a shared machine.
+    return {"steps_per_sec": self.steps / self.secs,
+            "examples_per_sec": self.steps * self.batch_size / self.secs,
+            "real_tokens_per_sec": self.tokens / self.secs, "cpu_sec_per_step": self.cpu / self.steps}
 
 
 def _mean_metrics(history: list[dict]) -> dict[str, float]:
@@ -205,50 +237,11 @@ def _train(config: TrainConfig, model_dir: str, model_config=None, *,
   writer = metric_writers.create_default_writer(model_dir, just_logging=jax.process_index() > 0,
                                                 asynchronous=True)
   eval_batch = layout.round_batch(config.eval_batch_size)
-  eval_users = splits.eval_subset(valid_arrays, config.eval_num_users or None, config.seed)
-  predict_fn = None
-  curve_file = os.path.join(model_dir, VALIDATION_CURVE_FILE)
-  curve = [c for c in (read_json(curve_file).get("curve", []) if os.path.isfile(curve_file)
-                       else []) if c.get("step", 0) <= start]  # kept across a resume
-  selects = bool(config.eval_every or config.eval_at_end)
-  best_ckpt = (checkpoints.Checkpointer(model_dir, keep=1, subdir=checkpoints.BEST_SUBDIR)
-               if selects else None)
-  best = best_of_curve(curve, config.select_metric, config.select_min_delta)
-  if best is not None and best_ckpt is not None and best["step"] not in best_ckpt.all_steps():
-    best = None  # its state is gone (e.g. a run started before best checkpoints existed)
+  validator = Validator(config, model_dir, module, item_tokens, token_layout,
+                        splits.eval_subset(valid_arrays, config.eval_num_users or None,
+                                           config.seed),
+                        eval_batch, layout.batch, writer, start, log, show_progress)
   stop_reason = "num_train_steps"
-
-  def run_validation(step: int) -> dict[str, float]:
-    nonlocal predict_fn, best
-    if predict_fn is None:
-      predict_fn = eval_lib.make_predict_fn(module, item_tokens, config.num_beams, config.topk,
-                                            token_layout.level_offsets,
-                                            token_layout.codebook_sizes, config.score_over)
-    t = time.perf_counter()
-    m, _, _ = eval_lib.evaluate_arrays(
-        module, state["params"], eval_users, item_tokens, batch_size=eval_batch,
-        sharding=layout.batch, predict_fn=predict_fn, desc=f"validate@{step}",
-        show_progress=show_progress)
-    writer.write_scalars(step, {f"valid/{k}": v for k, v in m.items()})
-    if curve and curve[-1]["step"] == int(step):  # the end-of-run validation of that step
-      curve.pop()
-    curve.append({"step": int(step), **{k: float(m[k]) for k in results.METRIC_KEYS[:-1]},
-                  "num_users": int(len(eval_users))})
-    improved = best is None or curve[-1][config.select_metric] > (
-        best[config.select_metric] + config.select_min_delta)
-    if improved:
-      if best_ckpt is not None:
-        best_ckpt.save(int(step), state)
-      best = dict(curve[-1])
-    atomic_write_json(os.path.join(model_dir, VALIDATION_CURVE_FILE),
-                      {"curve": curve, "select_metric": config.select_metric, "best": best})
-    log(f"[train] step {step} validation ({len(eval_users)} users, "
-        f"{time.perf_counter() - t:.1f}s): "
-        + " ".join(f"{k}={m[k]:.4f}" for k in ("recall@5", "recall@10", "ndcg@10", "recall@40"))
-        + (" (best so far)" if improved else
-           f" (best {best[config.select_metric]:.4f} at step {best['step']}; "
-           f"{evals_since_best(curve, best)} without improvement)"))
-    return m
 
   progress = Progress(config.num_train_steps, desc="train", unit="steps",
                       items_per_step=config.batch_size, start_step=start,
@@ -256,8 +249,7 @@ def _train(config: TrainConfig, model_dir: str, model_config=None, *,
   history: list[dict] = []
   last_train: dict[str, float] = {}
   last_valid: dict[str, float] = {}
-  timed_steps, timed_secs, timed_cpu, timed_tokens, tokens_log = 0, 0.0, 0.0, 0, 0
-  t_log, cpu_log, step_log = time.perf_counter(), time.process_time(), start
+  meter = _Throughput(start, config.batch_size)
   step = start
   t_train = time.perf_counter()
   try:
@@ -265,24 +257,14 @@ def _train(config: TrainConfig, model_dir: str, model_config=None, *,
                                                       put=layout.put):
       state, metrics = train_step(state, batch)
       history.append(metrics)
-      tokens_log += batcher.real_tokens(step_)
+      meter.add_tokens(batcher.real_tokens(step_))
       step = step_ + 1
       if step % config.checkpoint_every == 0 or step % config.log_every == 0:
         _check_finite(metrics, step, ckpt)  # before any NaN state is logged or saved
       if step % config.log_every == 0 or step == config.num_train_steps:
         last_train = _mean_metrics(history)
         history = []
-        now, cpu_now = time.perf_counter(), time.process_time()
-        dt, ds = now - t_log, step - step_log
-        if step_log > start:  # the first interval includes compilation
-          timed_steps += ds
-          timed_secs += dt
-          timed_cpu += cpu_now - cpu_log
-          timed_tokens += tokens_log
-        t_log, cpu_log, step_log = now, cpu_now, step
-        rates = {"steps_per_sec": ds / dt, "examples_per_sec": ds * config.batch_size / dt,
-                 "real_tokens_per_sec": tokens_log / dt, "epoch": batcher.epoch_of(step)}
-        tokens_log = 0
+        rates = {**meter.interval(step), "epoch": batcher.epoch_of(step)}
         writer.write_scalars(step, {**{f"train/{k}": v for k, v in last_train.items()}, **rates})
         progress.update(step, {"loss": last_train["loss"], "lr": last_train["learning_rate"],
                                "tok/s": rates["real_tokens_per_sec"]}, force=True)
@@ -291,8 +273,9 @@ def _train(config: TrainConfig, model_dir: str, model_config=None, *,
       if step % config.checkpoint_every == 0:
         ckpt.save(step, state)
       if config.eval_every and step % config.eval_every == 0 and step < config.num_train_steps:
-        last_valid = run_validation(step)
-        if config.patience and evals_since_best(curve, best) >= config.patience:
+        last_valid = validator.run(step, state)
+        if validator.patience_ran_out():
+          best = validator.best
           log(f"[train] early stop at step {step}: {config.patience} validations without a "
               f"better {config.select_metric} than {best[config.select_metric]:.4f} "
               f"(step {best['step']})")
@@ -313,8 +296,7 @@ def _train(config: TrainConfig, model_dir: str, model_config=None, *,
     except (RuntimeError, ValueError):
       log(f"[train] interrupted: resume from the last checkpoint ({ckpt.latest_step()})")
     ckpt.close()
-    if best_ckpt is not None:
-      best_ckpt.close()
+    validator.close()
     raise
   progress.close()
   if history:
@@ -323,43 +305,36 @@ def _train(config: TrainConfig, model_dir: str, model_config=None, *,
   ckpt.save(final_step, state)
   ckpt.close()
 
-  result: dict[str, Any] = {"step": final_step, "resumed_from": resumed_from, "train": last_train}
-  if timed_steps:
-    result["steps_per_sec"] = timed_steps / timed_secs
-    result["examples_per_sec"] = timed_steps * config.batch_size / timed_secs
-    result["real_tokens_per_sec"] = timed_tokens / timed_secs
-    # Process CPU seconds per step (all threads): robust to other load on a shared machine.
-    result["cpu_sec_per_step"] = timed_cpu / timed_steps
-  if config.eval_at_end and not (curve and curve[-1]["step"] == final_step and last_valid):
-    last_valid = run_validation(final_step)
+  result: dict[str, Any] = {"step": final_step, "resumed_from": resumed_from, "train": last_train,
+                            **meter.totals()}
+  if config.eval_at_end and not (validator.has_point(final_step) and last_valid):
+    last_valid = validator.run(final_step, state)
   scored_step = final_step
+  best = validator.best
   if config.test_from_best and best is not None and best["step"] != final_step:
     scored_step = best["step"]
     last_valid = {k: v for k, v in best.items() if k != "step"}
     if config.eval_test:
-      state = best_ckpt.restore(state, scored_step)
+      state = validator.best_ckpt.restore(state, scored_step)
       log(f"[train] scoring the best checkpoint: step {scored_step} "
           f"({config.select_metric} {best[config.select_metric]:.4f} on validation)")
   selection = {"final_step": final_step, "stop_reason": stop_reason,
                "select_metric": config.select_metric,
                "best_step": None if best is None else best["step"],
-               "num_validations": len(curve)}
+               "num_validations": len(validator.curve)}
   result.update(selection)
   if config.eval_at_end and last_valid:
     atomic_write_json(results.result_file(model_dir, "metrics.json", "validation"),
                       {**last_valid, "split": "validation", "step": scored_step,
                        "num_beams": config.num_beams, "topk": config.topk, **selection})
   result["validation"] = last_valid
-  if best_ckpt is not None:
-    best_ckpt.close()
+  validator.close()
   if config.eval_test:
     test_arrays = splits.cached_split(task, "test", cache, fingerprint, lengths)
     m, items, scores = eval_lib.evaluate_arrays(
         module, state["params"], test_arrays, item_tokens, batch_size=eval_batch,
-        sharding=layout.batch, predict_fn=predict_fn or eval_lib.make_predict_fn(
-            module, item_tokens, config.num_beams, config.topk, token_layout.level_offsets,
-            token_layout.codebook_sizes, config.score_over),
-        desc="test", show_progress=show_progress)
+        sharding=layout.batch, predict_fn=validator.predict_fn(), desc="test",
+        show_progress=show_progress)
     m.update(split="test", step=scored_step, num_beams=config.num_beams, topk=config.topk,
              score_over=config.score_over, **selection)
     results.write_results(model_dir, "test", m, items, test_arrays.item_index,

@@ -17,7 +17,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import _trainer_toy as toy  # noqa: E402  pylint: disable=wrong-import-position
 
 from cost_jax.seq2seq import batching, splits# noqa: E402
-from cost_jax.seq2seq import cli, evaluator, gin_config, optim, run_dir, selection  # noqa: E402
+from cost_jax.seq2seq import cli, evaluator, gin_config, optim, run_dir, selection, validation  # noqa: E402
 from cost_jax.seq2seq import trainer as train  # noqa: E402
 from cost_jax.seq2seq.config import TrainConfig  # noqa: E402
 from cost_jax.io import UserError  # noqa: E402
@@ -162,7 +162,7 @@ def test_tiny_model_learns_the_toy_rule(toy_dirs, tmp_path):
   after = _run(toy_dirs, tmp_path / "m", **{**kw, "num_train_steps": 150, "eval_every": 50})
   # The learning curve: one point per validation step, the end of run not counted twice, and
   # the resumed run keeps the point of step 0.
-  curve = json.load(open(tmp_path / "m" / train.VALIDATION_CURVE_FILE))["curve"]
+  curve = json.load(open(tmp_path / "m" / validation.VALIDATION_CURVE_FILE))["curve"]
   assert [c["step"] for c in curve] == [0, 50, 100, 150]
   assert curve[-1]["recall@10"] == pytest.approx(after["summary"]["validation"]["recall@10"])
   s = after["summary"]
@@ -193,7 +193,7 @@ def test_early_stop_scores_the_best_checkpoint(toy_dirs, tmp_path):
   s = out["summary"]
   assert (s["best_step"], s["final_step"], s["stop_reason"]) == (10, 20, "patience")
   assert out["step"] == 10 and out["stop_reason"] == "patience"
-  curve = json.load(open(tmp_path / "early" / train.VALIDATION_CURVE_FILE))
+  curve = json.load(open(tmp_path / "early" / validation.VALIDATION_CURVE_FILE))
   assert [c["step"] for c in curve["curve"]] == [10, 20] and curve["best"]["step"] == 10
   valid = json.load(open(tmp_path / "early" / "metrics_validation.json"))
   assert valid["step"] == 10 and valid["recall@10"] == curve["curve"][0]["recall@10"]
