@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -130,6 +131,24 @@ def test_repo_gins_give_the_paper_settings():
   assert cfg.num_beams >= cfg.topk
   cfg, _, _ = gin_config.configs_from_gin(["gin/train/cost_ml100k.gin"], [])
   assert (cfg.batch_size, cfg.learning_rate) == (512, 1e-3)  # CoST §4.1
+
+
+def test_t5x_setup_macros_are_the_trainconfig_defaults():
+  """gin/setups/tiger.gin hands T5X TIGER's schedule as macros: each must equal the TrainConfig
+  default it names (the one place the value is written)."""
+  import gin  # pylint: disable=import-outside-toplevel
+  from cost_jax import gin_cli  # pylint: disable=import-outside-toplevel
+  macros = {"BATCH_SIZE": "batch_size", "OPTIMIZER_NAME": "optimizer",
+            "LEARNING_RATE": "learning_rate", "LR_SCHEDULE": "lr_schedule",
+            "LR_CONSTANT_STEPS": "lr_constant_steps", "LR_DECAY_STEPS": "lr_decay_steps",
+            "WEIGHT_DECAY": "weight_decay", "NUM_BEAMS": "num_beams"}
+  default = TrainConfig()
+  with gin_cli.fresh():
+    gin_cli.parse(["gin/setups/tiger.gin"])
+    for macro, field in macros.items():
+      assert gin.query_parameter(f"%{macro}") == getattr(default, field), macro
+  text = open(os.path.join(REPO, "gin", "setups", "tiger.gin")).read()
+  assert set(macros) <= set(re.findall(r"^([A-Z_]+) =", text, re.M))
 
 
 # --- training ------------------------------------------------------------------------
