@@ -146,7 +146,10 @@ def test_t5x_setup_macros_are_the_trainconfig_defaults():
   with gin_cli.fresh():
     gin_cli.parse(["gin/setups/tiger.gin"])
     for macro, field in macros.items():
-      assert gin.query_parameter(f"%{macro}") == getattr(default, field), macro
+      value = gin.query_parameter(f"%{macro}")
+      if isinstance(value, gin.config.ConfigurableReference):  # names a TrainConfig constant
+        value = value.scoped_configurable_fn()
+      assert value == getattr(default, field), macro
   text = open(os.path.join(REPO, "gin", "setups", "tiger.gin")).read()
   assert set(macros) <= set(re.findall(r"^([A-Z_]+) =", text, re.M))
 
