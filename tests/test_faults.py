@@ -139,7 +139,7 @@ def test_decode_too_big_for_memory_is_refused_up_front():
   assert evaluator.decode_memory_bytes(cfg, 64, 50, 81, 4) == 4 * 64 * 50 * per_beam
   evaluator.check_decode_fits(cfg, 64, 50, 81, 4, "here")  # ~3.5 GB: fits
   with pytest.raises(UserError, match=r"here: a beam search of 100000 beams over batches of 64 "
-                                      r"needs at least [\d.]+ GiB.*lower --num_beams"):
+                                      r"needs at least [\d.]+ GiB.*lower TrainConfig.num_beams"):
     evaluator.check_decode_fits(cfg, 64, 100_000, 81, 4, "here")
 
 

@@ -28,30 +28,12 @@ from cost_jax.experiments import plots
 from cost_jax.io import UserError, atomic_write_json
 from cost_jax.metrics import category_entropy_at_k
 from cost_jax.seq2seq import studies
-from cost_jax.seq2seq.config import TrainConfig
+from cost_jax.seq2seq.studies import CapabilityConfig
 
-STUDIES = ("cold_start", "diversity", "invalid_ids")
+STUDIES = studies.STUDIES
 RESULT_FILE = "capabilities.json"
 PLOTS = {"invalid_ids": "capabilities_invalid_ids.png", "diversity": "capabilities_diversity.png",
          "cold_start": "capabilities_cold_start.png"}
-
-@dataclasses.dataclass(frozen=True)
-class CapabilityConfig:
-  """The capability studies' settings (gin: `CapabilityConfig.<field> = value`)."""
-
-  studies: tuple[str, ...] = ()  # some of STUDIES; none by default
-  method: str = "rqvae"  # whose TIGER model the invalid-ID and diversity studies read
-  cold_start_fraction: float = 0.05  # TIGER §4.4.1
-  epsilons: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.5, 1.0)  # TIGER Fig. 5b; 5a uses 0.1
-  # Tokens an unseen item must share with a decoded ID: 0 = L-1 (TIGER §4.4.1); 2 = the
-  # first two codes, a wider neighbourhood (ours, to show how the rule depends on it).
-  cold_start_prefixes: tuple[int, ...] = (0, 2)
-  temperatures: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0, 3.0)  # TIGER Table 5: 1.0, 1.5, 2.0
-  num_samples: int = 200  # tempered samples per user; the top K is the first K distinct
-  category_field: str = ""  # "" = genres/categories/... when the items have one
-  num_beams: int = TrainConfig.num_beams  # TIGER Fig. 6: K up to the beam width
-  num_users: int = 0  # 0 = every test user
-
 
 DEFAULTS: dict[str, Any] = dataclasses.asdict(CapabilityConfig())
 

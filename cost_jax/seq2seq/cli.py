@@ -15,6 +15,7 @@ from cost_jax.seq2seq import evaluator, gin_config, studies, trainer
 from cost_jax.seq2seq import registry  # noqa: F401  registers the built-in SeqIO tasks
 from cost_jax.seq2seq.config import TrainConfig
 from cost_jax.seq2seq.network import TransformerConfig
+from cost_jax.seq2seq.studies import CapabilityConfig
 
 TRAIN_DOC = """Trains the TIGER encoder-decoder on a SeqIO task (the built-in trainer, no T5X needed).
 
@@ -28,14 +29,19 @@ the latest checkpoint in DIR and scores the test split at the end (DIR/metrics.j
 
 EVALUATE_DOC = """Scores a trained model_dir with trie-constrained beam search.
 
-  python -m cost_jax.evaluate --model_dir=DIR [--split=test] [--num_beams=50] [--num_users=N]
+  python -m cost_jax.evaluate --model_dir=DIR [--split=test] [--num_users=N]
+      [--gin.TrainConfig.num_beams=100] [--gin.TrainConfig.score_over="'level'"]
+
+The run is scored as it was trained (its config.json); gin bindings may change only the decoding:
+TrainConfig.num_beams, .topk, .score_over, .eval_batch_size, and for the studies
+CapabilityConfig.num_samples and .category_field.
 
 Writes beside the checkpoints (split "test"; other splits get a `_{split}` suffix): metrics.json
 (Recall/NDCG@{5,10,20,40}, invalid_id_rate, num_users, split, step, num_beams, topk), topk.npy,
 targets.npy, user_ids.npy, scores.npy.
 
 TIGER's capabilities (§4.4, §5), each instead of the plain beam search:
-  --temperature 1.5 [--num_samples 200] [--category_field genres]
+  --temperature 1.5 [--gin.CapabilityConfig.num_samples=200] [--gin.CapabilityConfig.category_field="'genres'"]
       top K = the first K distinct items of tempered samples; Recall@K and Entropy@K of the
       items' categories -> capabilities_temperature_<T>.json
   --cold_start_epsilon 0.1[,0.2,...]   (a model trained on a cold-start dataset dir,
@@ -86,15 +92,27 @@ def train_main(argv: Sequence[str] | None = None) -> int:
   return _train(argv)
 
 
+# What `evaluate` may change of a trained run (gin bindings; the rest is the run's own record).
+EVAL_FIELDS = {TrainConfig: ("num_beams", "topk", "score_over", "eval_batch_size"),
+               CapabilityConfig: ("num_samples", "category_field")}
+# The flags these bindings replaced -> their gin spelling.
+_OLD_EVAL_FLAGS = {"num_beams": "TrainConfig.num_beams", "topk": "TrainConfig.topk",
+                   "score_over": "TrainConfig.score_over",
+                   "batch_size": "TrainConfig.eval_batch_size",
+                   "num_samples": "CapabilityConfig.num_samples",
+                   "category_field": "CapabilityConfig.category_field"}
+
+
 def evaluate_main(argv: Sequence[str] | None = None) -> int:
+  return _evaluate_main(argv)
+
+
+@exits_cleanly
+def _evaluate_main(argv: Sequence[str] | None) -> int:
   p = argparse.ArgumentParser(prog="python -m cost_jax.evaluate", description=EVALUATE_DOC,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--model_dir", required=True)
   p.add_argument("--split", default="test", choices=("test", "validation", "train"))
-  p.add_argument("--num_beams", type=int, default=None,
-                 help=f"beam size (default: the run's TrainConfig.num_beams, {TrainConfig.num_beams})")
-  p.add_argument("--topk", type=int, default=None, help="items kept per user (default 40)")
-  p.add_argument("--batch_size", type=int, default=None)
   p.add_argument("--num_users", type=int, default=None, help="random user subsample (default all)")
   p.add_argument("--step", type=int, default=None,
                  help="checkpoint step (default: the one the run scored on test, i.e. its best "
@@ -102,21 +120,43 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
   p.add_argument("--allow_changed_inputs", action="store_true",
                  help="score although the dataset or tokenizer the run was trained on changed "
                       "on disk since (said in the output); by default such a run is refused")
-  p.add_argument("--score_over", choices=("level", "vocab"), default=None,
-                 help="beam scores: log-softmax over each level's codes or over the whole "
-                      "vocabulary (default: the run's TrainConfig.score_over)")
   p.add_argument("--temperature", type=float, default=None,
                  help="TIGER §4.4.2: temperature sampling instead of beam search")
-  p.add_argument("--num_samples", type=int, default=200, help="samples per user (--temperature)")
-  p.add_argument("--category_field", default="",
-                 help="item field of the ground-truth categories for Entropy@K "
-                      "(default: genres/categories/... when present)")
   p.add_argument("--cold_start_epsilon", default=None,
                  help="TIGER §4.4.1: comma-separated epsilons (max share of unseen items in "
                       "the top K)")
   p.add_argument("--invalid_ids", action="store_true",
                  help="TIGER §5: invalid-ID share of unconstrained beam search against K")
-  args = p.parse_args(argv)
+  gin_cli.add_flags(p, old_set_example="TrainConfig.num_beams=100")
+  for flag in _OLD_EVAL_FLAGS:
+    p.add_argument(f"--{flag}", default=None, help=argparse.SUPPRESS)
+  args = gin_cli.parse_args(p, argv)
+  for flag, field in _OLD_EVAL_FLAGS.items():
+    value = getattr(args, flag)
+    if value is not None:
+      cls, name = field.split(".")
+      shown = repr(value) if name in ("score_over", "category_field") else value
+      raise UserError(f"--{flag} {value}: the flag is gone; evaluation settings are gin bindings "
+                      f"now: --gin.{field}={shown}")
+  gin_cli.register(CapabilityConfig)
+  with gin_cli.fresh():
+    gin_cli.parse(args.gin_file, args.gin_param)
+    bound = {cls: gin_cli.bindings(cls) for cls in (TrainConfig, TransformerConfig,
+                                                    CapabilityConfig)}
+  for cls, values in bound.items():
+    extra = sorted(set(values) - set(EVAL_FIELDS.get(cls, ())))
+    if extra:
+      allowed = ", ".join(f"{c.__name__}.{f}" for c, fs in EVAL_FIELDS.items() for f in fs)
+      raise UserError(f"{cls.__name__}.{extra[0]}: evaluate scores the run as it was trained; "
+                      f"it takes only {allowed}")
+  run_values = bound[TrainConfig]
+  args.num_beams = run_values.get("num_beams")
+  args.topk = run_values.get("topk")
+  args.score_over = run_values.get("score_over")
+  args.batch_size = run_values.get("eval_batch_size")
+  caps = bound[CapabilityConfig]
+  args.num_samples = caps.get("num_samples", CapabilityConfig.num_samples)
+  args.category_field = caps.get("category_field", CapabilityConfig.category_field)
   if sum(x is not None and x is not False for x in (args.temperature, args.cold_start_epsilon,
                                                     args.invalid_ids or None)) > 1:
     p.error("use one of --temperature, --cold_start_epsilon, --invalid_ids at a time")
@@ -125,10 +165,9 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
   return _evaluate(args)
 
 
-@exits_cleanly
 def _capability(args: argparse.Namespace) -> int:
   if args.num_samples < 1:
-    raise UserError(f"--num_samples: must be >= 1, got {args.num_samples}")
+    raise UserError(f"CapabilityConfig.num_samples: must be >= 1, got {args.num_samples}")
   if args.temperature is not None and args.temperature < 0:
     raise UserError(f"--temperature: must be >= 0, got {args.temperature}")
   eps = None
@@ -173,12 +212,12 @@ def _capability(args: argparse.Namespace) -> int:
   return 0
 
 
-@exits_cleanly
 def _evaluate(args: argparse.Namespace) -> int:
-  for flag in ("num_beams", "topk", "batch_size", "num_users"):
+  for flag, name in (("num_beams", "TrainConfig.num_beams"), ("topk", "TrainConfig.topk"),
+                     ("batch_size", "TrainConfig.eval_batch_size"), ("num_users", "--num_users")):
     value = getattr(args, flag)
     if value is not None and value < 1:
-      raise UserError(f"--{flag}: must be >= 1, got {value}")
+      raise UserError(f"{name}: must be >= 1, got {value}")
   if args.step is not None and args.step < 0:
     raise UserError(f"--step: must be >= 0, got {args.step}")
   metrics = evaluator.evaluate(args.model_dir, args.split, num_beams=args.num_beams, topk=args.topk,

@@ -60,8 +60,8 @@ def check_decode_fits(model_config: Any, batch_size: int, num_beams: int, input_
     fit_batch = max(1, int(0.8 * have // max(need // max(batch_size, 1), 1)))
     raise UserError(f"{where}: a beam search of {num_beams} beams over batches of {batch_size} "
                     f"needs at least {need / 2**30:.1f} GiB, more than this machine's "
-                    f"{have / 2**30:.1f} GiB; lower --num_beams or --batch_size (e.g. "
-                    f"--batch_size {fit_batch})")
+                    f"{have / 2**30:.1f} GiB; lower TrainConfig.num_beams or TrainConfig.eval_batch_size "
+                    f"(e.g. --gin.TrainConfig.eval_batch_size={fit_batch})")
 
 
 def make_predict_fn(module: Any, item_tokens: np.ndarray, num_beams: int, topk: int,

@@ -16,6 +16,7 @@ dataset's stats.json (cost_jax.data.cold_start.unseen_items).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any, Sequence
 
@@ -29,9 +30,29 @@ from cost_jax.data.processed import ProcessedDataset
 from cost_jax.io import UserError
 from cost_jax.results import KS
 from cost_jax.seq2seq import capabilities, cold_start, run_dir, splits
+from cost_jax.seq2seq.config import TrainConfig
 
 COLD_START_KS = tuple(range(1, 11))  # TIGER Figure 5: Recall@K, K = 1..10
 DIVERSITY_KS = (10, 20, 50)  # TIGER Table 5: Entropy@10/20/50
+STUDIES = ("cold_start", "diversity", "invalid_ids")
+
+
+@dataclasses.dataclass(frozen=True)
+class CapabilityConfig:
+  """The capability studies' settings (gin: `CapabilityConfig.<field> = value`)."""
+
+  studies: tuple[str, ...] = ()  # some of STUDIES; none by default
+  method: str = "rqvae"  # whose TIGER model the invalid-ID and diversity studies read
+  cold_start_fraction: float = 0.05  # TIGER §4.4.1
+  epsilons: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.5, 1.0)  # TIGER Fig. 5b; 5a uses 0.1
+  # Tokens an unseen item must share with a decoded ID: 0 = L-1 (TIGER §4.4.1); 2 = the
+  # first two codes, a wider neighbourhood (ours, to show how the rule depends on it).
+  cold_start_prefixes: tuple[int, ...] = (0, 2)
+  temperatures: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0, 3.0)  # TIGER Table 5: 1.0, 1.5, 2.0
+  num_samples: int = 200  # tempered samples per user; the top K is the first K distinct
+  category_field: str = ""  # "" = genres/categories/... when the items have one
+  num_beams: int = TrainConfig.num_beams  # TIGER Fig. 6: K up to the beam width
+  num_users: int = 0  # 0 = every test user
 
 
 def load(model_dir: str, split: str, num_users: int | None):

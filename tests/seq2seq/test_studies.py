@@ -186,8 +186,9 @@ def test_evaluate_cli_capability_flags(cold_run, capsys):
   assert out["k"] == list(range(1, 11))
   assert out["constrained"] == [0.0] * 10  # the trie never yields an invalid ID
   assert all(0.0 <= x <= 1.0 for x in out["unconstrained"])
-  assert cli.evaluate_main(["--model_dir", model_dir, "--temperature", "2.0", "--num_samples",
-                            "30", "--topk", "10"]) == 0
+  assert cli.evaluate_main(["--model_dir", model_dir, "--temperature", "2.0",
+                            "--gin.CapabilityConfig.num_samples=30",
+                            "--gin.TrainConfig.topk=10"]) == 0
   out = json.loads(capsys.readouterr().out)
   assert out["category_field"] == "genres" and out["temperature"] == 2.0
   assert 0.0 <= out["recall@10"] <= 1.0 and out["entropy@10"] > 0.0
@@ -251,7 +252,7 @@ def test_studies_write_tables_and_plots(cold_run, tmp_path):
 
 def test_evaluate_with_the_other_scoring_rule_writes_beside(cold_run, capsys):
   model_dir, _ = cold_run
-  assert cli.evaluate_main(["--model_dir", model_dir, "--score_over", "level"]) == 0
+  assert cli.evaluate_main(["--model_dir", model_dir, "--gin.TrainConfig.score_over='level'"]) == 0
   out = json.loads(capsys.readouterr().out)
   assert out["score_over"] == "level"
   saved = json.load(open(os.path.join(model_dir, "metrics_test_level.json")))

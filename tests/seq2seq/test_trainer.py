@@ -237,10 +237,17 @@ def test_evaluate_refuses_changed_inputs_and_needs_no_tokenizer_folder(tmp_path,
   _run((ds, tok), model_dir, num_train_steps=5, eval_test=True,
        cache_dir=str(tmp_path / "cache"))
   # Beams and list slots beyond the catalogue (24 items) are capped, not allocated.
-  assert cli.evaluate_main(["--model_dir", model_dir, "--num_beams", "100000", "--topk",
-                            "100000", "--split", "validation"]) == 0
+  assert cli.evaluate_main(["--model_dir", model_dir, "--gin.TrainConfig.num_beams=100000",
+                            "--gin.TrainConfig.topk=100000", "--split", "validation"]) == 0
   out = json.loads(capsys.readouterr().out)
   assert (out["num_beams"], out["topk"]) == (24, 24)
+  # Only the decoding can change at evaluation; the old flags answer with the new spelling.
+  for argv, msg in ((["--gin.TrainConfig.learning_rate=0.1"], "only TrainConfig.num_beams"),
+                    (["--num_beams", "20"], "--gin.TrainConfig.num_beams=20"),
+                    (["--score_over", "level"], "--gin.TrainConfig.score_over='level'")):
+    with pytest.raises(SystemExit) as e:
+      cli.evaluate_main(["--model_dir", model_dir] + argv)
+    assert e.value.code == 2 and msg in capsys.readouterr().err
   assert cli.evaluate_main(["--model_dir", model_dir]) == 0
   capsys.readouterr()
   before = json.load(open(os.path.join(model_dir, "metrics.json")))
