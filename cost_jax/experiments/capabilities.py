@@ -17,7 +17,6 @@ plots read its capabilities.json.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import Any, Mapping, Sequence
 
@@ -25,7 +24,7 @@ import numpy as np
 
 from cost_jax.data import categories as categories_lib
 from cost_jax.experiments import plots
-from cost_jax.io import UserError, atomic_write_json
+from cost_jax.io import UserError, atomic_write_json, copy_file, read_json
 from cost_jax.metrics import category_entropy_at_k
 from cost_jax.seq2seq import studies
 from cost_jax.seq2seq.studies import CapabilityConfig
@@ -239,16 +238,14 @@ def read_results(stage_dir: str) -> dict | None:
   path = os.path.join(stage_dir, RESULT_FILE)
   if not os.path.isfile(path):
     return None
-  with open(path) as f:
-    return json.load(f)
+  return read_json(path)
 
 
 def copy_plots(stage_dir: str, output: str) -> None:
-  import shutil  # pylint: disable=g-import-not-at-top
   for name in PLOTS.values():
     src = os.path.join(stage_dir, name)
     if os.path.isfile(src):
-      shutil.copy2(src, os.path.join(output, name))
+      copy_file(src, os.path.join(output, name))
 
 
 def studies_need_main_model(studies: Sequence[str]) -> bool:

@@ -34,7 +34,7 @@ from cost_jax.experiments.profiles import BASELINES, Profile
 from cost_jax.experiments.stage_cache import StageCache, StageResult, config_hash
 from cost_jax.experiments.stages import (REAL_FNS, StageFns, _is_number, checked_embeddings,
                                          tokenizer_stats, validate_profile)
-from cost_jax.io import UserError, link_or_copy
+from cost_jax.io import UserError, link_or_copy, read_json, read_json_or
 from cost_jax.progress import Progress, format_duration
 from cost_jax.tokenizer.config import INTERACTION_METHODS, METHODS, task_name
 
@@ -279,8 +279,7 @@ class Pipeline:
     info = {}
     meta = os.path.join(dst, "embeddings.json")
     if os.path.isfile(meta):
-      with open(meta) as f:
-        info = json.load(f)
+      info = read_json(meta)
     return {"embeddings": info}
 
   def _tokenize_fn(self, method: str, seed: int) -> Callable[[str], Any]:
@@ -407,10 +406,8 @@ class Pipeline:
 
 
 def _read_stats(dataset_dir: str) -> dict:
-  try:
-    with open(os.path.join(dataset_dir, "stats.json")) as f:
-      s = json.load(f)
-  except (OSError, ValueError):
+  s = read_json_or(os.path.join(dataset_dir, "stats.json"), {})
+  if not isinstance(s, dict):
     return {}
   return {k: s.get(k) for k in ("users", "items", "interactions", "seq_len_mean",
                                 "seq_len_median")}

@@ -18,7 +18,7 @@ import sys
 import time
 from typing import Any, Callable, Mapping
 
-from cost_jax.io import sha256_file
+from cost_jax.io import atomic_write_json, atomic_write_text, read_json_or, sha256_file
 
 DONE_FILE = "DONE"
 STAGES_SUBDIR = "stages"
@@ -55,10 +55,8 @@ class StageCache:
   def done_marker(self, name: str, config: Mapping[str, Any]) -> dict | None:
     """The DONE marker of a finished stage with this exact config, else None."""
     file = os.path.join(self.path(name, config), DONE_FILE)
-    try:
-      with open(file) as f:
-        marker = json.load(f)
-    except (OSError, ValueError):
+    marker = read_json_or(file)
+    if not isinstance(marker, dict):
       return None
     canonical = json.loads(json.dumps(config, sort_keys=True, default=str))
     if marker.get("config") != canonical:
@@ -111,8 +109,7 @@ class StageCache:
         "result": json.loads(json.dumps(value, default=str)) if value is not None else None,
         "manifest": manifest(tmp),
     }
-    with open(os.path.join(tmp, DONE_FILE), "w") as f:
-      json.dump(marker, f, indent=2, sort_keys=True)
+    atomic_write_json(os.path.join(tmp, DONE_FILE), marker, sort_keys=True)
     if os.path.exists(path):  # an unfinished (no DONE) or foreign dir in the way
       shutil.rmtree(path)
     os.replace(tmp, path)
@@ -134,8 +131,7 @@ def _read_spent(tmp: str) -> tuple[float, float]:
 
 
 def _write_spent(tmp: str, seconds: float, cpu_seconds: float) -> None:
-  with open(os.path.join(tmp, SPENT_FILE), "w") as f:
-    f.write(f"{seconds:.3f} {cpu_seconds:.3f}\n")
+  atomic_write_text(os.path.join(tmp, SPENT_FILE), f"{seconds:.3f} {cpu_seconds:.3f}\n")
 
 
 def safe_name(name: str) -> str:

@@ -15,7 +15,6 @@ when the files are intact but their shapes do not fit).
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
 from typing import Any, Callable
@@ -23,7 +22,7 @@ from typing import Any, Callable
 import jax
 import orbax.checkpoint as ocp
 
-from cost_jax.io import UserError, atomic_write_json, sha256_tree
+from cost_jax.io import UserError, atomic_write_json, read_json_or, sha256_tree
 
 CHECKPOINT_SUBDIR = "checkpoints"
 SUMS_SUBDIR = "checkpoint_sums"
@@ -135,10 +134,9 @@ class Checkpointer:
     path = self._sums_path(step)
     if not os.path.isfile(path):
       return None
-    try:
-      with open(path) as f:
-        want = json.load(f)["files"]
-    except (OSError, ValueError, KeyError):
+    record = read_json_or(path)
+    want = record.get("files") if isinstance(record, dict) else None
+    if not isinstance(want, dict):
       return f"its checksum file {path} is unreadable"
     d = os.path.join(self.directory, str(step))
     got = sha256_tree(d) if os.path.isdir(d) else {}

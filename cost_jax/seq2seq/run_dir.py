@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 import sys
 from typing import Any
 
 import jax
 import numpy as np
 
-from cost_jax.io import LOCK_NAME, DirLock, StagedDir, UserError, atomic_write_json, read_json
+from cost_jax.io import (DirLock, LOCK_NAME, StagedDir, UserError, atomic_write_json, copy_file,
+                         read_json)
 from cost_jax.seq2seq import checkpoints, model, network, optim, splits
 from cost_jax.seq2seq.config import TrainConfig, model_config_from_dict
 from cost_jax.seq2seq.devices import DeviceLayout
@@ -100,7 +100,7 @@ def snapshot_tokenizer(model_dir: str, tokenizer_dir: str) -> str:
   with StagedDir(dst, kind="tokenizer snapshot") as staged:
     for src in (os.path.join(tokenizer_dir, artifact.VOCABULARY_FILE),
                 artifact.ids_path(tokenizer_dir)):
-      shutil.copy2(src, staged.file(os.path.basename(src)))
+      copy_file(src, staged.file(os.path.basename(src)))
     staged.commit()
   return dst
 
