@@ -67,7 +67,8 @@ def check(where: str) -> None:
 @contextlib.contextmanager
 def handling(signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)) -> Iterator[None]:
   """Installs the flag-setting handlers for the duration (main thread only; elsewhere a no-op).
-  A second signal while a request is pending raises KeyboardInterrupt at once."""
+  A second signal while a request is pending raises `Interrupted` at once (exit 128 + that
+  signal, like the first would)."""
   if threading.current_thread() is not threading.main_thread():
     yield
     return
@@ -75,7 +76,7 @@ def handling(signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)) -> Iter
   def handler(signum, frame):
     del frame
     if _REQUEST.signum is not None:
-      raise KeyboardInterrupt
+      raise Interrupted(f"stopped at once by a second {signal.Signals(signum).name}", signum)
     _REQUEST.signum = int(signum)
     print(f"[stop] {signal.Signals(signum).name}: stopping at the next safe point (send it again "
           "to stop at once)", file=sys.stderr, flush=True)
