@@ -1,24 +1,25 @@
 """A small COVE Table 5 (levels x codebook sizes) for COVE_SASRec, on the VALIDATION split.
 
   python tools/cove_table5.py --dataset_dir DIR [--sizes "50;200;200,20;500,50;200,20,5"]
-                              [--seed 0] [--set num_epochs=100] [--alpha_zero]
+                              [--seed 0] [--gin.SASRecConfig.num_epochs=100]
 
 Trains COVE_SASRec (cost_jax.baselines.cove_sasrec) once per codebook layout on the training
 part of the leave-one-out split, ranks all items from the training history and scores the
 validation target (the test target is never looked at: choose the layout here, then run the
-reproduction with --set "cove.codebook_sizes=(...)"). Prints NDCG/Recall@5/10 and code usage
+reproduction with --gin.CoveConfig.codebook_sizes="(...)"). Prints NDCG/Recall@5/10 and code usage
 per level for each layout, plus plain SASRec (the host alone) as the reference row.
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
 import time
 
 import numpy as np
 
+from cost_jax import gin_cli
 from cost_jax.baselines import cove_sasrec, sasrec
+from cost_jax.experiments import profiles
 from cost_jax.data.processed import ProcessedDataset
 from cost_jax.results import score_topk
 from cost_jax.tokenizer import cove
@@ -30,12 +31,12 @@ def main(argv=None) -> list[dict]:
   ap.add_argument("--sizes", default="50;200;200,20;500,50;200,20,5",
                   help="';'-separated layouts, fine to coarse")
   ap.add_argument("--seed", type=int, default=0)
-  ap.add_argument("--set", action="append", default=[], help="SASRecConfig field=value")
-  args = ap.parse_args(argv)
+  gin_cli.add_flags(ap, old_set_example="SASRecConfig.num_epochs=100")
+  args = gin_cli.parse_args(ap, argv)
   ds = ProcessedDataset.load(args.dataset_dir)
   loo = ds.leave_one_out()
-  host = {k: ast.literal_eval(v) for k, v in (s.split("=", 1) for s in args.set)}
-  host.setdefault("num_epochs", 100)  # the reproduction's cpu profile
+  # The host's settings: the reproduction's cpu profile (gin/profiles/cpu.gin), then bindings.
+  host = profiles.load("cpu", args.gin_file, args.gin_param).sasrec
   layouts = [None] + [tuple(int(x) for x in part.split(",")) for part in args.sizes.split(";")]
   rows = []
   for sizes in layouts:
