@@ -16,11 +16,12 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from cost_jax import stop
-from cost_jax.io import UserError
+from cost_jax.io import UserError, read_json_or
 from cost_jax.progress import Progress
-from cost_jax.results import score_topk, write_results
+from cost_jax.results import result_file, score_topk, write_results
 from cost_jax.seq2seq import decoding, devices, run_dir, splits
 from cost_jax.seq2seq.config import TrainConfig
+from cost_jax.seq2seq.selection import SELECTION_KEYS
 from cost_jax.seq2seq.trie import ItemTrie
 
 
@@ -157,5 +158,9 @@ def evaluate(model_dir: str, split: str = "test", *, num_beams: int | None = Non
   metrics.update(split=split, step=run.step, num_beams=num_beams, topk=topk, score_over=rule)
   if write:
     name = split if rule == cfg.score_over else f"{split}_{rule}"
+    # How the run chose this checkpoint (best step, stop reason, ...) stays with its scores.
+    old = read_json_or(result_file(model_dir, "metrics.json", name), {})
+    if isinstance(old, dict) and old.get("step") == run.step:
+      metrics.update({k: old[k] for k in SELECTION_KEYS if k in old})
     write_results(model_dir, name, metrics, items, arrays.item_index, arrays.user_index, scores)
   return metrics

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
+# What a run records (metrics.json) of how it chose the checkpoint it scored.
+SELECTION_KEYS = ("final_step", "stop_reason", "select_metric", "best_step", "num_validations")
+
 
 def best_of_curve(curve: Sequence[Mapping[str, Any]], metric: str, min_delta: float = 0.0
                   ) -> dict[str, Any] | None:

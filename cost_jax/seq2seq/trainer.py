@@ -47,6 +47,7 @@ from cost_jax.seq2seq import partitioning
 from cost_jax.seq2seq import packing as packing_lib
 from cost_jax.seq2seq import evaluator as eval_lib
 from cost_jax.seq2seq import run_dir
+from cost_jax.seq2seq.selection import SELECTION_KEYS
 from cost_jax.seq2seq.validation import Validator
 from cost_jax.seq2seq import task as task_lib
 from cost_jax.seq2seq.config import TrainConfig, finalize_model_config, plain
@@ -318,10 +319,9 @@ def _train(config: TrainConfig, model_dir: str, model_config=None, *,
       state = validator.best_ckpt.restore(state, scored_step)
       log(f"[train] scoring the best checkpoint: step {scored_step} "
           f"({config.select_metric} {best[config.select_metric]:.4f} on validation)")
-  selection = {"final_step": final_step, "stop_reason": stop_reason,
-               "select_metric": config.select_metric,
-               "best_step": None if best is None else best["step"],
-               "num_validations": len(validator.curve)}
+  selection = dict(zip(SELECTION_KEYS, (final_step, stop_reason, config.select_metric,
+                                        None if best is None else best["step"],
+                                        len(validator.curve))))
   result.update(selection)
   if config.eval_at_end and last_valid:
     atomic_write_json(results.result_file(model_dir, "metrics.json", "validation"),

@@ -225,6 +225,10 @@ def test_early_stop_scores_the_best_checkpoint(toy_dirs, tmp_path):
     assert out[k] == pytest.approx(ref[k], abs=1e-9), k
   steps = sorted(int(d) for d in os.listdir(tmp_path / "early" / "best_checkpoint") if d.isdigit())
   assert steps == [10]
+  # Re-scoring the run keeps its record of how the checkpoint was chosen.
+  evaluator.evaluate(str(tmp_path / "early"))
+  again = json.load(open(tmp_path / "early" / "metrics.json"))
+  assert (again["step"], again["best_step"], again["stop_reason"]) == (10, 10, "patience")
 
 
 def test_evaluate_refuses_changed_inputs_and_needs_no_tokenizer_folder(tmp_path, capsys):
