@@ -66,7 +66,7 @@ def write_report(pipe, partial: bool) -> dict[str, str] | None:
     pipe.log(f"reproduce: wrote {path}")
     return {"results.md": path}
   seeds_done = sorted({r["seed"] for r in rows if r["method"] in pipe.profile.methods})
-  title = f"CoST ablation on {pipe.profile.dataset} (profile: {pipe.profile.name})"
+  title = f"{pipe.profile.title} on {pipe.profile.dataset} (profile: {pipe.profile.name})"
   if partial:
     title += f" - PARTIAL (seeds finished so far: {seeds_done})"
   order = report_lib.order_methods({r["method"] for r in rows})

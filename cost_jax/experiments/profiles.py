@@ -36,6 +36,7 @@ class Profile:
 
   name: str
   description: str
+  title: str = "CoST ablation"  # the report's title: "<title> on <dataset> (profile: <name>)"
   dataset: str = "ml100k"
   # cost_jax.data.prepare options of the data stage; "loader" picks the loader when the
   # dataset name is not one (e.g. dataset "beauty" with {"loader": "recbole", "recbole_dir": D}).

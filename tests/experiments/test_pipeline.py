@@ -373,6 +373,7 @@ def test_profiles_are_gin_files_that_state_only_what_they_change():
   assert tc.tokenizer_overrides("cost") == {"preset": "cost", "epochs": 400}
   assert tc.tokenizer_overrides("rqkmeans") == {"preset": "tiger"}
   assert tc.seeds == (0,) and tc.sasrec == {"num_epochs": 200, "patience": 10}
+  assert tc.title == "TIGER's Table 1 and Table 3" and profiles.load("cpu").title == "CoST ablation"
   assert set(profiles.names()) == {"cpu", "paper", "tiger-cpu"}
   with pytest.raises(UserError, match="unknown"):
     profiles.load("gpu")
