@@ -91,6 +91,17 @@ class _Throughput:
             "real_tokens_per_sec": self.tokens / self.secs, "cpu_sec_per_step": self.cpu / self.steps}
 
 
+def _write_run_files(model_dir: str, record: dict, resume_step: int | None, item_tokens,
+                     tokenizer_dir: str, operative_gin: str | None) -> None:
+  """config.json (checked against the one there on resume), the item tokens, the run's own copy
+  of the tokenizer and the operative gin config (cost_jax.seq2seq.run_dir)."""
+  run_dir.write_or_check_config(model_dir, record, resume_step)
+  atomic_write_npy(os.path.join(model_dir, run_dir.ITEM_TOKENS_FILE), item_tokens)
+  run_dir.snapshot_tokenizer(model_dir, tokenizer_dir)
+  if operative_gin is not None:
+    atomic_write_text(os.path.join(model_dir, run_dir.OPERATIVE_GIN_FILE), operative_gin)
+
+
 def _mean_metrics(history: list[dict]) -> dict[str, float]:
   host = jax.device_get(history)
   return {k: float(np.mean([h[k] for h in host])) for k in host[0]}
@@ -177,23 +188,20 @@ def _train(config: TrainConfig, model_dir: str, model_config=None, *,
   tx = optim.make_optimizer(config)
   ckpt = checkpoints.Checkpointer(model_dir, keep=config.keep_checkpoints)
   resume_step = ckpt.latest_step()
-  record = {"format": run_dir.CONFIG_FORMAT, "train": plain(config), "model": plain(model_config),
-            "task": dataclasses.asdict(info), "feature_lengths": lengths,
-            "fingerprints": inputs,
-            "num_items": int(len(item_tokens)), "num_devices": layout.num_devices,
-            "mesh": {"data": layout.data_size, "model": layout.model_size},
-            "layout": {"level_offsets": list(token_layout.level_offsets),
-                       "codebook_sizes": list(token_layout.codebook_sizes)}}
   if primary:
+    record = {"format": run_dir.CONFIG_FORMAT, "train": plain(config),
+              "model": plain(model_config), "task": dataclasses.asdict(info),
+              "feature_lengths": lengths, "fingerprints": inputs,
+              "num_items": int(len(item_tokens)), "num_devices": layout.num_devices,
+              "mesh": {"data": layout.data_size, "model": layout.model_size},
+              "layout": {"level_offsets": list(token_layout.level_offsets),
+                         "codebook_sizes": list(token_layout.codebook_sizes)}}
     try:
-      run_dir.write_or_check_config(model_dir, record, resume_step)
+      _write_run_files(model_dir, record, resume_step, item_tokens, info.tokenizer_dir,
+                       operative_gin)
     except UserError:
       ckpt.close()  # an open Orbax manager left to interpreter exit prints event-loop tracebacks
       raise
-    atomic_write_npy(os.path.join(model_dir, run_dir.ITEM_TOKENS_FILE), item_tokens)
-    run_dir.snapshot_tokenizer(model_dir, info.tokenizer_dir)
-  if operative_gin is not None and primary:
-    atomic_write_text(os.path.join(model_dir, run_dir.OPERATIVE_GIN_FILE), operative_gin)
 
   state_sharding = partitioning.state_shardings(
       model.abstract_state(module, tx, lengths), partitioning.logical_param_specs(module, lengths),
