@@ -21,6 +21,7 @@ from cost_jax.experiments import capabilities as cap_lib  # noqa: E402
 from cost_jax.io import UserError  # noqa: E402
 from cost_jax.metrics import category_entropy_at_k  # noqa: E402
 from cost_jax.seq2seq import capabilities, cli, cold_start, run_dir  # noqa: E402
+from cost_jax.seq2seq import studies  # noqa: E402
 from cost_jax.seq2seq.studies import dataset_dir_of as cold_data_dir  # noqa: E402
 from cost_jax.seq2seq import trainer as train  # noqa: E402
 
@@ -97,7 +98,6 @@ def test_entropy_at_k_by_hand():
 
 
 def test_sampled_entropy_reads_exactly_k_draws():
-  from cost_jax.seq2seq import studies  # pylint: disable=import-outside-toplevel
   cats = [[0], [1], [2]]
   draws = np.array([[0, 0, 0, 1], [0, 1, 2, 2]])  # user 0 drew item 0 three times in its top 3
   distinct = capabilities.first_distinct(draws, 3)
@@ -224,6 +224,24 @@ def test_evaluate_cli_capability_flags(cold_run, capsys):
     cli.evaluate_main(["--model_dir", model_dir, "--cold_start_epsilon", "2"])
   assert e.value.code == 2
   assert "epsilon" in capsys.readouterr().err
+
+
+def test_diversity_study_entropy_reads_the_draws_and_recall_the_distinct_items(cold_run):
+  # The study's Entropy@K is over the first K draws (repeats kept), its Recall@K over the first
+  # K distinct items: recomputed here from the same seeded samples.
+  model_dir, _ = cold_run
+  run = run_dir.load_run(model_dir)
+  arrays = run.split_arrays("test")
+  cats = [[i % 3] for i in range(len(run.item_tokens))]
+  rows = studies.diversity_study(run, arrays, cats, [0.3], 30, seed=0, ks=(5,))
+  lists, draws = capabilities.sampled_lists(run, arrays.encoder_input_tokens, 0.3, 5, 30, seed=0)
+  assert rows[0]["entropy@5"] == pytest.approx(category_entropy_at_k(draws, cats, 5).mean())
+  assert rows[0]["recall@5"] == pytest.approx(
+      np.mean((lists == arrays.item_index[:, None]).any(1)))
+  # At T = 0.3 the sampler repeats itself, so the padded distinct lists would give another
+  # entropy: the check above can tell the two apart.
+  assert (lists < 0).any()
+  assert category_entropy_at_k(lists, cats, 5).mean() != pytest.approx(rows[0]["entropy@5"])
 
 
 def test_studies_write_tables_and_plots(cold_run, tmp_path):
