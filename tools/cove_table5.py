@@ -17,6 +17,10 @@ from __future__ import annotations
 import argparse
 import time
 
+from cost_jax import io as cost_io
+
+cost_io.quiet_tensorflow_logs()  # before TensorFlow loads
+
 import numpy as np
 
 from cost_jax import gin_cli

@@ -21,6 +21,10 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from cost_jax import io as cost_io
+
+cost_io.quiet_tensorflow_logs()  # before TensorFlow loads
+
 import numpy as np  # pylint: disable=g-import-not-at-top
 
 from cost_jax import gin_cli
