@@ -13,7 +13,12 @@ import platform
 import sys
 from typing import Any, Mapping, Sequence
 
+import pandas as pd
+
 from cost_jax.baselines import sasrec
+from cost_jax.data import processed
+from cost_jax.data.recbole import TITLE_NAMES
+from cost_jax.experiments import published
 from cost_jax.experiments.stages import _fmt_kv
 from cost_jax.io import UserError, read_json, sha256_file
 from cost_jax.seq2seq.config import TrainConfig, plain
@@ -110,20 +115,23 @@ def deviation_notes(pipe, rows: Sequence[Mapping]) -> list[str]:
   emb_model = (emb.value or {}).get("embeddings", {}).get("model") if emb and isinstance(
       emb.value, dict) else None
   emb_model = emb_model or p.embed.get("model", "?")
+  tiger_cut = p.dataset.lower() in published.datasets()
   dataset = ("MovieLens-100K (item text: the CoST prompt with genres as category, title and "
              "release year)" if p.dataset == "ml100k" else p.dataset)
   if pipe.external_dataset:
     dataset += f", from {pipe.external_dataset}"
+  coverage = _text_coverage(pipe)
   notes = [
-      f"Dataset: {dataset} instead of MIND / Amazon Office (CoST §4.1) or Amazon "
-      "Beauty/Sports/Toys (TIGER §4.1.1).",
+      (f"Dataset: {dataset}, one of TIGER's Amazon-2014 cuts (TIGER §4.1.1, Table 2)." if tiger_cut
+       else f"Dataset: {dataset} instead of MIND / Amazon Office (CoST §4.1) or Amazon "
+       "Beauty/Sports/Toys (TIGER §4.1.1)."),
+  ] + _coverage_notes(coverage, tiger_cut, p.dataset) + [
       f"Text encoder: {emb_model} instead of Sentence-T5 (768-d; CoST §4.1, TIGER §4.1.3).",
       f"Seq2seq model: {t.get('num_encoder_layers')}+{t.get('num_decoder_layers')} layers, "
       f"d_model {t.get('emb_dim')}, {t.get('num_heads')} heads x {t.get('head_dim')}, MLP "
       f"{t.get('mlp_dim')} (TIGER §4.1.3: 4+4, 128, 6 x 64, 1024).",
       f"Training: {t.get('num_train_steps')} steps, batch {t.get('batch_size')}, lr "
-      f"{t.get('learning_rate')} ({t.get('lr_constant_steps')} constant steps, then inverse sqrt; "
-      f"{t.get('optimizer', 'adafactor')}) "
+      f"{t.get('learning_rate')} ({_schedule_desc(t)}; {t.get('optimizer', 'adafactor')}) "
       "(TIGER §4.1.3: 200k steps, batch 256, lr 0.01 for 10k steps; CoST §4.1: batch 512, "
       "lr 0.001).",
       f"Tokenizer epochs: {_tok_epochs(pipe)} (CoST Fig. 3: 20/50/100 epochs; TIGER §4.1.3: "
@@ -142,8 +150,9 @@ def deviation_notes(pipe, rows: Sequence[Mapping]) -> list[str]:
       f"(history = train + validation item, the last {t.get('max_history') or 20} items; "
       "TIGER §4.1.1: 20).",
       "Baselines: MostPop counts training + validation interactions; SASRec-style model "
-      f"({_sasrec_desc(pipe)}) ranks all items, same split and metric function. TIGER "
-      "Table 1's SASRec numbers are on Amazon, not comparable in value.",
+      f"({_sasrec_desc(pipe)}) ranks all items, same split and metric function."
+      + ("" if tiger_cut else " TIGER Table 1's SASRec numbers are on Amazon, not comparable "
+         "in value."),
   ]
   if len(p.seeds) < 3:
     notes.append(f"Only {len(p.seeds)} seed(s): spreads are not meaningful.")
@@ -161,6 +170,54 @@ def deviation_notes(pipe, rows: Sequence[Mapping]) -> list[str]:
     notes.append(f"Stages not run yet: {len(pending)} ({', '.join(pending[:8])}"
                  f"{', ...' if len(pending) > 8 else ''}).")
   return notes
+
+def _schedule_desc(t: Mapping[str, Any]) -> str:
+  """The learning-rate schedule as run (cost_jax.seq2seq.optim)."""
+  kind = t.get("lr_schedule", "rsqrt")
+  if kind == "constant":
+    return "constant"
+  if kind == "wsd":
+    return (f"constant for {t.get('lr_constant_steps')} steps, then linear to 0 over "
+            f"{t.get('lr_decay_steps')} (wsd)")
+  return f"{t.get('lr_constant_steps')} constant steps, then inverse sqrt"
+
+
+def text_coverage(dataset_dir: str) -> tuple[int, dict[str, int]]:
+  """(items, {raw text field: items with a non-empty value}) of a processed dataset dir."""
+  items = pd.read_parquet(os.path.join(dataset_dir, processed.ITEMS_FILE))
+  fields = [c for c in items.columns if c not in ("item_index", "item_id", "text")]
+  return len(items), {c: int(items[c].fillna("").astype(str).str.strip().str.len().gt(0).sum())
+                      for c in fields}
+
+
+def _text_coverage(pipe) -> tuple[int, dict[str, int]] | None:
+  res = pipe.results.get("data")
+  if res is None or res.status not in ("ran", "cached"):
+    return None
+  try:
+    return text_coverage(pipe.dataset_path("data"))
+  except (OSError, ValueError, KeyError):
+    return None
+
+
+def _coverage_notes(coverage, tiger_cut: bool, name: str) -> list[str]:
+  """Which item-text fields the embeddings read and how many items have each; on one of
+  TIGER's cuts, a warning when fewer than 90% of the items have a title (TIGER embedded every
+  item's title, price, brand and category, §4.1.3), e.g. the Sports files with titles for 26%."""
+  if not coverage:
+    return []
+  n, fields = coverage
+  if not fields:
+    return []
+  out = ["Item text fields (items with a value): " + ", ".join(
+      f"{f} {c:,} of {n:,} ({c / max(n, 1):.0%})" for f, c in fields.items()) + "."]
+  titles = [c for f, c in fields.items() if f.lower() in TITLE_NAMES]
+  if tiger_cut and (not titles or max(titles) < 0.9 * n):
+    share = f"{max(titles) / max(n, 1):.0%} of the items" if titles else "no item"
+    out.append(f"NOT COMPARABLE with TIGER's {name} row: a title for {share} (TIGER embedded "
+               "title, price, brand and category of every item, §4.1.3).")
+  return out
+
 
 def _tok_epochs(pipe) -> str:
   vals = {m: pipe.profile.tokenizer_overrides(m).get("epochs") for m in pipe.profile.methods

@@ -1,0 +1,41 @@
+"""cost_jax/experiments/notes.py: the report's setup and deviation lines say what ran."""
+
+import os
+
+import pandas as pd
+
+from cost_jax.data import processed
+from cost_jax.experiments import notes
+
+
+def test_schedule_is_described_as_run():
+  assert notes._schedule_desc({"lr_schedule": "rsqrt", "lr_constant_steps": 10000}) == (
+      "10000 constant steps, then inverse sqrt")
+  assert notes._schedule_desc({"lr_schedule": "wsd", "lr_constant_steps": 2500,
+                               "lr_decay_steps": 1500}) == (
+      "constant for 2500 steps, then linear to 0 over 1500 (wsd)")
+  assert notes._schedule_desc({"lr_schedule": "constant"}) == "constant"
+
+
+def _items(path, **fields):
+  os.makedirs(path, exist_ok=True)
+  n = len(next(iter(fields.values())))
+  pd.DataFrame({"item_index": range(n), "item_id": [f"i{i}" for i in range(n)],
+                "text": ["t"] * n, **fields}).to_parquet(os.path.join(path, processed.ITEMS_FILE))
+  return str(path)
+
+
+def test_text_coverage_counts_non_empty_values(tmp_path):
+  d = _items(tmp_path / "a", title=["x", "", " ", None], keywords=["k", "k", "k", "k"])
+  assert notes.text_coverage(d) == (4, {"title": 1, "keywords": 4})
+
+
+def test_a_tiger_cut_with_few_titles_is_reported_not_comparable(tmp_path):
+  # Sports-like: titles for 1 of 4 items.
+  lines = notes._coverage_notes((4, {"title": 1, "keywords": 4}), True, "sports")
+  assert lines[0] == "Item text fields (items with a value): title 1 of 4 (25%), keywords 4 of 4 (100%)."
+  assert lines[1].startswith("NOT COMPARABLE with TIGER's sports row: a title for 25% of the items")
+  # Beauty-like: 12,094 of 12,101 titles is comparable; another dataset never gets the warning.
+  assert len(notes._coverage_notes((12101, {"title": 12094, "brand": 9979}), True, "beauty")) == 1
+  assert len(notes._coverage_notes((4, {"title": 1}), False, "mine")) == 1
+  assert "a title for no item" in notes._coverage_notes((4, {"keywords": 4}), True, "toys")[1]
