@@ -333,7 +333,7 @@ def write_report(output_dir: str, rows: Sequence[Mapping], *,
          "Computed from the means above, per metric (NDCG and Recall @5/@10/@20/@40). The last "
          "column counts the metrics where the gap between the two means is larger than their "
          "combined std over seeds (sqrt(std_a^2 + std_b^2)), in the claimed direction / reversed."
-         + (f" One test user moves a Recall by 1/{int(num_users)} = {1 / num_users:.4f}."
+         + (f" One test user moves a Recall by 1/{int(num_users)} = {1 / num_users:.2g}."
             if num_users else ""), "", orderings_markdown(checks), ""]
   md += list(sections)
   md += ["## Semantic IDs", "", tokenizer_table_markdown(tokenizer_stats), ""]
