@@ -4,7 +4,6 @@ paired test against the host on the same users."""
 import os
 import sys
 
-import numpy as np
 import pytest
 
 _TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -14,7 +13,6 @@ import _trainer_toy as toy  # noqa: E402  pylint: disable=wrong-import-position
 import cove_table5  # noqa: E402  pylint: disable=wrong-import-position
 
 from cost_jax.data.processed import ProcessedDataset  # noqa: E402
-from cost_jax.results import score_topk  # noqa: E402
 
 
 def test_table5_rows_intervals_and_paired_tests(tmp_path, capsys):
