@@ -5,13 +5,16 @@ decodes the top-K items of every user of the split with trie-constrained beam se
 (cost_jax.seq2seq.decoding.predict_topk) and writes the split's files with
 cost_jax.results.write_results (metrics.json, topk.npy, targets.npy, user_ids.npy,
 scores.npy = beam log-probabilities). CLI: `python -m cost_jax.evaluate` (cost_jax.seq2seq.cli).
+A scoring that differs from the one already written under the split's name (the trainer's
+validation sample of `eval_num_users` users, another step, beam count or list length) never
+replaces it: it is written under `{split}_step{S}_users{N}_beams{B}_top{K}` instead.
 """
 
 from __future__ import annotations
 
 import os
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -158,9 +161,31 @@ def evaluate(model_dir: str, split: str = "test", *, num_beams: int | None = Non
   metrics.update(split=split, step=run.step, num_beams=num_beams, topk=topk, score_over=rule)
   if write:
     name = split if rule == cfg.score_over else f"{split}_{rule}"
-    # How the run chose this checkpoint (best step, stop reason, ...) stays with its scores.
     old = read_json_or(result_file(model_dir, "metrics.json", name), {})
+    if isinstance(old, dict) and old and not same_scoring(old, metrics):
+      # Another scoring (the trainer's validation sample, another step or beam count) is on
+      # disk under that name: it is the run's record, so these results get their own name.
+      name = f"{name}_{scoring_suffix(metrics)}"
+      old = read_json_or(result_file(model_dir, "metrics.json", name), {})
+    # How the run chose this checkpoint (best step, stop reason, ...) stays with its scores.
     if isinstance(old, dict) and old.get("step") == run.step:
       metrics.update({k: old[k] for k in SELECTION_KEYS if k in old})
-    write_results(model_dir, name, metrics, items, arrays.item_index, arrays.user_index, scores)
+    path = write_results(model_dir, name, metrics, items, arrays.item_index, arrays.user_index,
+                         scores)
+    metrics["written_to"] = path
   return metrics
+
+
+SCORING_KEYS = ("step", "num_users", "num_beams", "topk")
+
+
+def same_scoring(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+  """True when two metrics records scored the same checkpoint on the same users and beams."""
+  return all(old.get(k) == new.get(k) for k in SCORING_KEYS)
+
+
+def scoring_suffix(metrics: Mapping[str, Any]) -> str:
+  """The file-name suffix of a scoring that differs from the record on disk:
+  step4000_users22363_beams50_top40."""
+  return (f"step{metrics['step']}_users{metrics['num_users']}_beams{metrics['num_beams']}"
+          f"_top{metrics['topk']}")
