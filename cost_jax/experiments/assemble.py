@@ -17,7 +17,7 @@ from cost_jax.experiments import report as report_lib
 from cost_jax.experiments.stages import _is_number
 from cost_jax.io import read_json, read_json_or
 
-SCORED_KINDS = ("train", "popularity", "sasrec", "cove_sasrec")
+SCORED_KINDS = ("train", "popularity", "transition", "sasrec", "cove_sasrec")
 
 
 def collect(pipe) -> tuple[list[dict], list[dict], list[dict]]:

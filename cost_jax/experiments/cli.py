@@ -33,13 +33,14 @@ def build_parser() -> argparse.ArgumentParser:
   ap = argparse.ArgumentParser(
       prog="python -m cost_jax.reproduce",
       description="Reproduce the CoST ablation (random / LSH / L_re / L_co / L_re+L_co) with "
-                  "TIGER on MovieLens-100K, plus MostPop and SASRec baselines.")
+                  "TIGER on MovieLens-100K, plus MostPop, item-transition (Markov) and SASRec baselines.")
   ap.add_argument("--profile", default="cpu",
                   help=f"gin/profiles/<name>.gin, one of {', '.join(profiles.names())}")
   ap.add_argument("--output", default="results/ml100k", help="output dir (report + stage cache)")
   ap.add_argument("--seeds", help="comma-separated seeds (default: the profile's, cpu: 0,1,2)")
   ap.add_argument("--methods", help=f"comma-separated subset of {','.join(ABLATION_METHODS)}")
-  ap.add_argument("--baselines", help="comma-separated subset of popularity,sasrec ('' = none)")
+  ap.add_argument("--baselines",
+                  help=f"comma-separated subset of {','.join(profiles.BASELINES)} ('' = none)")
   ap.add_argument("--dataset", help="dataset name: ml100k (default), or any name with "
                   "--recbole_dir (e.g. beauty for ../shared/data/amazon2014-beauty)")
   ap.add_argument("--recbole_dir", "--recbole-dir", dest="recbole_dir",

@@ -3,6 +3,7 @@
   data                      cost_jax.data.prepare(dataset)  (embedded MovieLens-100K)
   embed                     cost_jax.data.embed.embed_dataset(dir, model)   item-text embeddings
   popularity                most-popular baseline (cost_jax.baselines.popularity)
+  transition                item-transition (Markov chain) baseline (cost_jax.baselines.transition)
   tokenize-<method>-s<seed> cost_jax.tokenizer.fit.fit(embeddings, method, seed, overrides)
   train-<method>-s<seed>    cost_jax.seq2seq.trainer.train_and_evaluate: TIGER seq2seq +
                             constrained beam search on the test split -> metrics.json
@@ -127,6 +128,12 @@ class Pipeline:
       self._add(PlannedStage("popularity", "popularity", cfg, ("data",),
                              lambda tmp: self.fns.popularity(self.dataset_path("data"), tmp,
                                                              ks=p.ks), method="popularity",
+                             seed=0))
+    if "transition" in p.baselines:
+      cfg = {"data": self._hash("data"), "ks": list(p.ks)}
+      self._add(PlannedStage("transition", "transition", cfg, ("data",),
+                             lambda tmp: self.fns.transition(self.dataset_path("data"), tmp,
+                                                             ks=p.ks), method="transition",
                              seed=0))
     for seed in p.seeds:
       for m in p.methods:

@@ -26,7 +26,7 @@ from cost_jax.seq2seq.network import TransformerConfig
 from cost_jax.tokenizer.config import ABLATION_METHODS, METHODS, TokenizerConfig, task_prefix
 from cost_jax.tokenizer.cove import CoveConfig
 
-BASELINES = ("popularity", "sasrec", "cove_sasrec")
+BASELINES = ("popularity", "transition", "sasrec", "cove_sasrec")
 PROFILE_DIR = os.path.join("gin", "profiles")
 
 

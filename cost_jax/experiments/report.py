@@ -40,12 +40,13 @@ METHOD_LABELS = {
     "rqvae+cost": "L_re + L_co",
     "rqkmeans": "RQ-KMeans",
     "popularity": "MostPop",
+    "transition": "Markov (item transitions)",
     "sasrec": "SASRec",
     "cove_sasrec": "COVE_SASRec",
     "cove": "COVE IDs",
 }
 ABLATION_ORDER = ("random", "lsh", "rqvae", "cost", "rqvae+cost", "rqkmeans", "cove")
-BASELINE_ORDER = ("popularity", "sasrec", "cove_sasrec")
+BASELINE_ORDER = ("popularity", "transition", "sasrec", "cove_sasrec")
 
 # The papers' claims, as (better, worse, source).
 PAPER_ORDERINGS = (

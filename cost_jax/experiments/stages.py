@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from cost_jax import data
-from cost_jax.baselines import cove_sasrec, popularity, sasrec
+from cost_jax.baselines import cove_sasrec, popularity, sasrec, transition
 from cost_jax.data import cold_start, embed
 from cost_jax.experiments import capabilities as capabilities_lib
 from cost_jax.data.processed import ProcessedDataset
@@ -40,6 +40,11 @@ def _real_cove_tokenize(dataset_dir: str, output: str, seed: int,
   ds = ProcessedDataset.load(dataset_dir)
   return cove_sasrec.fit_tokenizer(ds.leave_one_out(), ds.num_items, output, seed=seed,
                                    cove=cove, **cfg)
+
+
+def _real_transition(dataset_dir: str, output: str, ks: Sequence[int]) -> dict:
+  ds = ProcessedDataset.load(dataset_dir)
+  return transition.evaluate(ds.leave_one_out(), ds.num_items, ks=ks, output_dir=output)
 
 
 def _real_cold_start_data(dataset_dir: str, output: str, fraction: float, seed: int) -> dict:
@@ -70,6 +75,7 @@ class StageFns:
   cold_start_data: Callable[..., dict] = _real_cold_start_data
   cold_start_tokenize: Callable[..., dict] = _real_cold_start_tokenize
   capabilities: Callable[..., dict] = capabilities_lib.run_studies
+  transition: Callable[..., dict] = _real_transition
 
 
 def _real_prepare(dataset: str, output: str, **options: Any) -> str:

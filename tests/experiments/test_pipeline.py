@@ -95,7 +95,8 @@ class Fakes:
     return stages.StageFns(prepare=self.prepare, embed=self.embed, tokenize=self.tokenize,
                               train=self.train, popularity=self.popularity, sasrec=self.sasrec,
                               cove_sasrec=self.cove_sasrec, cove_tokenize=self.cove_tokenize,
-                              cove_tokenize_from=self.cove_tokenize_from)
+                              cove_tokenize_from=self.cove_tokenize_from,
+                              transition=self.transition)
 
   def prepare(self, dataset, output):
     self.calls.append(("prepare", dataset))
@@ -146,6 +147,10 @@ class Fakes:
     self.calls.append(("popularity",))
     return self._metrics(0.005)
 
+  def transition(self, dataset_dir, output, ks):
+    self.calls.append(("transition",))
+    return self._metrics(0.04)
+
   def sasrec(self, dataset_dir, output, seed, ks, **cfg):
     self.calls.append(("sasrec", seed))
     return self._metrics(0.03)
@@ -168,7 +173,7 @@ class Fakes:
 
 def small_profile(**kw):
   kw.setdefault("methods", METHODS)
-  kw.setdefault("baselines", ("popularity", "sasrec"))
+  kw.setdefault("baselines", ("popularity", "transition", "sasrec"))
   return dataclasses.replace(profiles.load("cpu"), seeds=(0, 1), **kw)
 
 
@@ -212,15 +217,17 @@ def test_pipeline_runs_all_stages_then_skips_them(tmp_path, capsys):
   pipe = pipeline.Pipeline(small_profile(), out, fns=fakes.fns())
   results = pipe.run()
   assert {r.status for r in results} == {"ran"}
-  assert len(results) == 2 + 1 + 2 * (2 * len(METHODS) + 1)
-  assert fakes.calls.count(("train", "cost", 1)) == 1
+  # data, embed, popularity, transition; per seed: tokenize + train per method, SASRec
+  assert len(results) == 2 + 2 + 2 * (2 * len(METHODS) + 1)
+  assert fakes.calls.count(("train", "cost", 1)) == 1 and fakes.calls.count(("transition",)) == 1
   # the report
   rows = list(csv.DictReader(open(os.path.join(out, "results.csv"))))
-  assert len(rows) == 2 * len(METHODS) + 1 + 2
+  assert len(rows) == 2 * len(METHODS) + 2 + 2
   assert list(rows[0])[:4] == ["method", "seed", "recall@5", "recall@10"]
   md = open(os.path.join(out, "results.md")).read()
   assert "| Impr. | NDCG | +24.39% |" in md  # (0.0255 - 0.0205) / 0.0205
   assert "L_co (CoST) > L_re (RQ-VAE)" in md and "**held**" in md
+  assert "| Markov (item transitions) (n=1) | NDCG |" in md  # the baseline's row
   for png in ("metrics.png", "codebook_usage.png", "collisions.png"):
     assert os.path.getsize(os.path.join(out, png)) > 0
   err = capsys.readouterr().err
@@ -258,7 +265,7 @@ def test_failed_stage_does_not_stop_the_rest(tmp_path):
   assert results["train-lsh-s0"].status == "failed" and "boom" in results["train-lsh-s0"].error
   assert results["train-cost-s1"].status == "ran"
   rows = list(csv.DictReader(open(os.path.join(out, "results.csv"))))
-  assert len(rows) == 2 * len(METHODS) - 1 + 3
+  assert len(rows) == 2 * len(METHODS) - 1 + 4  # + MostPop, Markov, SASRec x 2 seeds
   assert "train-lsh-s0" in open(os.path.join(out, "results.md")).read()
   # the next run retries only the failed stage
   fakes2 = Fakes()
@@ -484,8 +491,8 @@ def test_reproduce_smoke_real_stages(tmp_path):
   args += [f"--gin.{s}" for s in sets]
   assert cli.main(args) == 0
   rows = list(csv.DictReader(open(os.path.join(out, "results.csv"))))
-  assert {r["method"] for r in rows} == set(METHODS) | {"cove", "popularity", "sasrec",
-                                                         "cove_sasrec"}
+  assert {r["method"] for r in rows} == set(METHODS) | {"cove", "popularity", "transition",
+                                                         "sasrec", "cove_sasrec"}
   for r in rows:
     assert 0.0 <= float(r["ndcg@5"]) <= float(r["recall@5"]) <= float(r["recall@40"]) <= 1.0
     if r["method"] in METHODS:  # TIGER's top-4 lists: recall@5..40 are over the same 4 entries
