@@ -3,14 +3,17 @@
 Context for the generative models on the same leave-one-out split, next to MostPop: for each
 user, the items that followed the user's latest item anywhere in the training sequences, most
 frequent first, then the most popular items to fill the list. On Amazon-2014 data consecutive
-reviews are often items bought together, so this count table alone is a strong baseline (on
-Beauty it ranks above TIGER's published Recall@10; docs/results.md).
+reviews are often items bought together, so this count table alone is a strong baseline
+(docs/results.md).
 
-What a model may see is the same as for MostPop (cost_jax.baselines.popularity): for the
-validation split the training parts only; for the test split the training parts plus each
-user's validation item (the test history is train + [valid], as in
-cost_jax.seq2seq.seqrec_task). Ties: more transitions, then more interactions, then the lower
-item index. No history item is filtered out (TIGER and CoST rank every item).
+The table and the popularity fill are counted on the training parts only, the data TIGER and
+SASRec train on (the validation items are not trained on); the user's latest item is the last
+training item when ranking the validation split and the validation item when ranking the test
+split (the test history is train + [valid], as in cost_jax.seq2seq.seqrec_task). MostPop counts
+the validation items too at test time (cost_jax.baselines.popularity); this baseline does not, so
+that it never knows more than the models it is compared with. Ties: more transitions, then more
+interactions, then the lower item index. No history item is filtered out (TIGER and CoST rank
+every item).
 """
 
 from __future__ import annotations
@@ -25,14 +28,14 @@ from cost_jax.results import KS, score_topk, write_results
 DEFAULT_KS = KS
 
 
-def visible_sequences(train: Sequence[np.ndarray], valid_target: np.ndarray,
-                      split: str) -> list[np.ndarray]:
-  """Each user's items a model may see when it ranks `split` (train, + [valid] for test)."""
-  if split not in ("test", "validation"):
-    raise ValueError(f"split must be 'test' or 'validation', got {split!r}")
+def latest_items(train: Sequence[np.ndarray], valid_target: np.ndarray, split: str
+                 ) -> np.ndarray:
+  """int64 [num_users]: each user's latest item when ranking `split` (-1: none)."""
+  if split == "test":
+    return np.asarray(valid_target, np.int64)
   if split == "validation":
-    return [np.asarray(t, np.int64) for t in train]
-  return [np.append(np.asarray(t, np.int64), np.int64(v)) for t, v in zip(train, valid_target)]
+    return np.asarray([t[-1] if len(t) else -1 for t in train], np.int64)
+  raise ValueError(f"split must be 'test' or 'validation', got {split!r}")
 
 
 def transition_counts(sequences: Sequence[np.ndarray], num_items: int
@@ -47,9 +50,11 @@ def transition_counts(sequences: Sequence[np.ndarray], num_items: int
   return keys // num_items, keys % num_items, count
 
 
-def transition_topk(sequences: Sequence[np.ndarray], num_items: int, k: int) -> np.ndarray:
-  """int32 [num_users, k]: the successors of each user's latest item, then MostPop; -1 pads a
-  catalogue smaller than k. Users without any item get the MostPop list."""
+def transition_topk(sequences: Sequence[np.ndarray], latest: np.ndarray, num_items: int,
+                    k: int) -> np.ndarray:
+  """int32 [len(latest), k]: the successors of each user's `latest` item in `sequences`, then
+  MostPop of `sequences`; -1 pads a catalogue smaller than k. `latest` -1: the MostPop list."""
+  sequences = [np.asarray(q, np.int64) for q in sequences]
   pop = item_counts(sequences, num_items)
   fill = top_items(pop, k)
   src, dst, count = transition_counts(sequences, num_items)
@@ -58,9 +63,8 @@ def transition_topk(sequences: Sequence[np.ndarray], num_items: int, k: int) -> 
   src, dst = src[order], dst[order]
   starts = np.searchsorted(src, np.arange(num_items + 1))
   lists: dict[int, np.ndarray] = {}
-  out = np.full((len(sequences), k), -1, np.int32)
-  for row, seq in enumerate(sequences):
-    last = int(seq[-1]) if len(seq) else -1
+  out = np.full((len(latest), k), -1, np.int32)
+  for row, last in enumerate(np.asarray(latest, np.int64).tolist()):
     if last not in lists:
       nxt = dst[starts[last]:starts[last + 1]][:k] if last >= 0 else dst[:0]
       rest = fill[~np.isin(fill, nxt)]
@@ -74,8 +78,8 @@ def evaluate(loo, num_items: int, ks: Sequence[int] = DEFAULT_KS, split: str = "
              output_dir: str | None = None) -> dict:
   """Scores the baseline on a LeaveOneOut split (cost_jax.results.score_topk); with
   `output_dir`, writes the split's files (cost_jax.results.write_results)."""
-  sequences = visible_sequences(loo.train, np.asarray(loo.valid_target), split)
-  topk = transition_topk(sequences, num_items, max(ks))
+  latest = latest_items(loo.train, np.asarray(loo.valid_target), split)
+  topk = transition_topk(loo.train, latest, num_items, max(ks))
   targets = np.asarray(loo.test_target if split == "test" else loo.valid_target, np.int32)
   result = score_topk(topk, targets, ks=tuple(ks))
   if output_dir is not None:

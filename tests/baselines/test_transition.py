@@ -13,47 +13,56 @@ from cost_jax.data.processed import LeaveOneOut
 
 def hand_split():
   # 5 items, 3 users (train part | validation item | test item):
-  #   a: 0 1 2 | 1 | 3      b: 0 1 | 2 | 0      c: 1 2 | 0 | 1
+  #   a: 0 1 2 1 | 3 | 2      b: 0 1 2 0 | 2 | 4      c: 1 2 | 0 | 1
+  # Training transitions: 0->1 x2, 1->2 x3, 2->1 x1, 2->0 x1. Training popularity: 1 (4),
+  # 0 (3), 2 (3), 3 (0), 4 (0) -> MostPop 1, 0, 2, 3, 4 (ties: lower index).
   return LeaveOneOut(
       user_ids=["a", "b", "c"],
-      train=[np.array([0, 1, 2], np.int32), np.array([0, 1], np.int32),
+      train=[np.array([0, 1, 2, 1], np.int32), np.array([0, 1, 2, 0], np.int32),
              np.array([1, 2], np.int32)],
-      valid_target=np.array([1, 2, 0], np.int32),
-      test_target=np.array([3, 0, 1], np.int32))
+      valid_target=np.array([3, 2, 0], np.int32),
+      test_target=np.array([2, 4, 1], np.int32))
 
 
-def test_validation_ranks_from_the_training_parts_only():
+def test_the_table_counts_consecutive_training_items():
   loo = hand_split()
-  seqs = transition.visible_sequences(loo.train, loo.valid_target, "validation")
-  src, dst, count = transition.transition_counts(seqs, 5)
-  assert list(zip(src, dst, count)) == [(0, 1, 2), (1, 2, 2)]
-  # Popularity over the training parts: 1 (3), 0 (2), 2 (2), 3, 4 (ties: lower index).
-  # a ends with 2, which nothing follows: the MostPop list. b ends with 1: 2, then MostPop.
-  np.testing.assert_array_equal(transition.transition_topk(seqs, 5, 5),
-                                [[1, 0, 2, 3, 4], [2, 1, 0, 3, 4], [1, 0, 2, 3, 4]])
+  src, dst, count = transition.transition_counts(loo.train, 5)
+  assert list(zip(src, dst, count)) == [(0, 1, 2), (1, 2, 3), (2, 0, 1), (2, 1, 1)]
 
 
-def test_test_split_sees_the_validation_items_and_breaks_ties_by_popularity(tmp_path):
+def test_validation_ranks_the_successors_of_the_last_training_item(tmp_path):
   loo = hand_split()
-  m = transition.evaluate(loo, 5, ks=(1, 2, 4), output_dir=str(tmp_path))
-  # Test-time sequences a: 0 1 2 1, b: 0 1 2, c: 1 2 0. Transitions 0->1 x2, 1->2 x3, 2->1,
-  # 2->0; popularity 1 (4), 0 (3), 2 (3). b ends with 2: 2->1 and 2->0 once each, 1 is more
-  # popular -> [1, 0, 2, 3, 4]. a ends with 1 -> [2, 1, 0, 3, 4]; c ends with 0 -> [1, 0, 2, ...].
-  topk = np.load(os.path.join(tmp_path, "topk.npy"))
-  np.testing.assert_array_equal(topk, [[2, 1, 0, 3], [1, 0, 2, 3], [1, 0, 2, 3]])
-  # Targets 3, 0, 1 at ranks 4, 2, 1.
-  assert m["recall@1"] == pytest.approx(1 / 3)
-  assert m["recall@2"] == pytest.approx(2 / 3)
-  assert m["recall@4"] == pytest.approx(1.0)
-  assert m["ndcg@4"] == pytest.approx((1 / math.log2(5) + 1 / math.log2(3) + 1) / 3)
+  m = transition.evaluate(loo, 5, ks=(1, 3, 5), split="validation", output_dir=str(tmp_path))
+  # a ends with 1 -> 2, then MostPop. b ends with 0 -> 1, then MostPop. c ends with 2: 2->1 and
+  # 2->0 once each, 1 is more popular -> 1, 0.
+  np.testing.assert_array_equal(np.load(os.path.join(tmp_path, "topk_validation.npy")),
+                                [[2, 1, 0, 3, 4], [1, 0, 2, 3, 4], [1, 0, 2, 3, 4]])
+  # Targets 3, 2, 0 at ranks 4, 3, 2.
+  assert m["recall@1"] == 0.0 and m["recall@3"] == pytest.approx(2 / 3)
+  assert m["ndcg@5"] == pytest.approx((1 / math.log2(5) + 1 / math.log2(4) + 1 / math.log2(3)) / 3)
+
+
+def test_test_split_starts_from_the_validation_item_and_never_counts_it(tmp_path):
+  loo = hand_split()
+  m = transition.evaluate(loo, 5, ks=(1, 3, 5), output_dir=str(tmp_path))
+  # The latest items are the validation items 3, 2, 0. Nothing follows 3: MostPop. 2: 1 before 0
+  # (had the validation steps 1->3, 0->2 and 2->0 been counted, 0 would lead). 0: 1.
+  np.testing.assert_array_equal(np.load(os.path.join(tmp_path, "topk.npy")),
+                                [[1, 0, 2, 3, 4], [1, 0, 2, 3, 4], [1, 0, 2, 3, 4]])
+  # Targets 2, 4, 1 at ranks 3, 5, 1.
+  assert m["recall@1"] == pytest.approx(1 / 3) and m["recall@3"] == pytest.approx(2 / 3)
+  assert m["recall@5"] == pytest.approx(1.0)
+  assert m["ndcg@5"] == pytest.approx((1 / math.log2(4) + 1 / math.log2(6) + 1) / 3)
   assert json.load(open(os.path.join(tmp_path, "metrics.json")))["num_users"] == 3
-  np.testing.assert_array_equal(np.load(os.path.join(tmp_path, "targets.npy")), [3, 0, 1])
+  np.testing.assert_array_equal(np.load(os.path.join(tmp_path, "targets.npy")), [2, 4, 1])
 
 
-def test_short_catalogue_and_empty_history():
-  seqs = [np.array([0, 1], np.int64), np.array([], np.int64)]
-  top = transition.transition_topk(seqs, 2, k=4)
-  # user 0 ends with 1 (never followed): MostPop 0, 1 (a tie, lower index first); -1 pads.
+def test_short_catalogue_and_no_latest_item():
+  top = transition.transition_topk([np.array([0, 1])], np.array([1, -1]), 2, k=4)
+  # 1 is never followed and -1 has no successors: MostPop 0, 1 (a tie: lower index); -1 pads.
   np.testing.assert_array_equal(top, [[0, 1, -1, -1], [0, 1, -1, -1]])
+  np.testing.assert_array_equal(
+      transition.latest_items([np.array([4, 5]), np.array([], np.int32)], np.array([7, 8]),
+                              "validation"), [5, -1])
   with pytest.raises(ValueError, match="split"):
-    transition.visible_sequences([], np.zeros(0), "train")
+    transition.latest_items([], np.zeros(0), "train")
