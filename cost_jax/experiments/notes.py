@@ -23,6 +23,7 @@ from cost_jax.experiments.stages import _fmt_kv
 from cost_jax.io import UserError, read_json, sha256_file
 from cost_jax.seq2seq.config import TrainConfig, plain
 from cost_jax.seq2seq.network import TransformerConfig
+from cost_jax.tokenizer.config import INTERACTION_METHODS, make_config
 
 
 def operative_tiger(pipe) -> dict[str, Any]:
@@ -134,22 +135,16 @@ def deviation_notes(pipe, rows: Sequence[Mapping]) -> list[str]:
       f"{t.get('learning_rate')} ({_schedule_desc(t)}; {t.get('optimizer', 'adafactor')}) "
       "(TIGER §4.1.3: 200k steps, batch 256, lr 0.01 for 10k steps; CoST §4.1: batch 512, "
       "lr 0.001).",
-      f"Tokenizer epochs: {_tok_epochs(pipe)} (CoST Fig. 3: 20/50/100 epochs; TIGER §4.1.3: "
-      "20k epochs).",
-      "Ablation tokenizers (random, L_re, L_co, L_re + L_co) share CoST's architecture (§4.1: "
-      "latent 96, 3 levels x 64 codes, one codebook per level: a deviation from §4.1's shared "
-      "codebook, see README), so only the loss differs; collisions "
-      "are resolved by re-assigning colliding items to free codes (IDs of length 3; TIGER adds a "
-      "4th token instead). LSH follows TIGER §4.3.2 (8 hyperplanes x 4 levels, IDs of length 4, "
-      "same re-assignment). TIGER's Random ID uses 4 x 255 codes; here random IDs have CoST's "
-      "3 x 64 cardinality.",
+  ] + tokenizer_notes(p) + [
       f"Seeds: {len(p.seeds)} ({', '.join(map(str, p.seeds))}); the papers report single runs "
       "without spread.",
       f"Decoding: trie-constrained beam search, {t.get('num_beams')} beams, top-{max(p.ks)}; "
       "metrics over all items (full ranking), no history filtering; leave-one-out test split "
       f"(history = train + validation item, the last {t.get('max_history') or 20} items; "
       "TIGER §4.1.1: 20).",
-      "Baselines: MostPop counts training + validation interactions; SASRec-style model "
+      "Baselines: MostPop counts training + validation interactions; the Markov chain counts "
+      "the item transitions of the training parts (from the user's last item: the last training "
+      "item for validation, the validation item for test); SASRec-style model "
       f"({_sasrec_desc(pipe)}) ranks all items, same split and metric function."
       + ("" if tiger_cut else " TIGER Table 1's SASRec numbers are on Amazon, not comparable "
          "in value."),
@@ -219,15 +214,44 @@ def _coverage_notes(coverage, tiger_cut: bool, name: str) -> list[str]:
   return out
 
 
-def _tok_epochs(pipe) -> str:
-  vals = {m: pipe.profile.tokenizer_overrides(m).get("epochs") for m in pipe.profile.methods
-          if m in ("rqvae", "cost", "rqvae+cost")}
-  vals = {m: v for m, v in vals.items() if v is not None}
-  if not vals:
-    return "tokenizer defaults"
-  if len(set(vals.values())) == 1:
-    return f"{next(iter(vals.values()))} for the neural tokenizers"
-  return ", ".join(f"{m} {v}" for m, v in vals.items())
+_DEDUP = {"tiger_extra_token": "a 4th token tells apart items that share an ID (TIGER §3.1.3)",
+          "cost_reassign": "colliding items move to free last-level codes (CoST)",
+          "none": "items may share an ID"}
+
+
+def tokenizer_notes(profile) -> list[str]:
+  """One line per ID method of the profile, from the TokenizerConfig it actually ran with
+  (preset + the profile's overrides), then the epochs of the neural ones against the papers'."""
+  lines, epochs, shapes = [], {}, {}
+  for m in profile.methods:
+    if m in INTERACTION_METHODS:
+      continue  # COVE's codes come from SASRec's training (CoveConfig), not a TokenizerConfig
+    c = make_config(m, profile.tokenizer_overrides(m))
+    if m == "lsh":
+      what = (f"{c.lsh_levels} levels x {c.lsh_bits} hyperplanes ({2 ** c.lsh_bits} codes a "
+              "level; TIGER §4.3.2: 4 x 8)")
+    elif m == "random":
+      what = (f"{c.num_levels} levels x {c.codebook_size} codes drawn at random (TIGER "
+              "Table 3: 4 x 255)")
+    elif m == "rqkmeans":
+      what = (f"residual k-means, {c.num_levels} levels x {c.codebook_size} codes, "
+              f"{c.kmeans_iters} iterations")
+    else:
+      shapes[m] = (c.latent_dim, c.num_levels, c.codebook_size, c.shared_codebook)
+      epochs[m] = c.epochs
+      books = "one shared codebook" if c.shared_codebook else "a codebook per level"
+      what = (f"preset `{c.preset}`: latent {c.latent_dim}, {c.num_levels} levels x "
+              f"{c.codebook_size} codes ({books}), {c.optimizer} lr {c.learning_rate:g}, "
+              f"batch {c.batch_size}, {c.epochs} epochs")
+    lines.append(f"IDs of {m}: {what}; {_DEDUP.get(c.dedup, c.dedup)}.")
+  if epochs:
+    lines.append("Tokenizer epochs: " + ", ".join(f"{m} {e}" for m, e in epochs.items())
+                 + " (CoST Fig. 3: 20/50/100 epochs; TIGER §4.1.3: 20k epochs).")
+  if len(shapes) > 1 and len(set(shapes.values())) == 1:
+    lines.append(f"{', '.join(shapes)} share one architecture, so only the loss differs between "
+                 "them.")
+  return lines
+
 
 def _sasrec_desc(pipe) -> str:
   fields = {f.name: f.default for f in dataclasses.fields(sasrec.SASRecConfig)

@@ -227,9 +227,16 @@ def tokenizer_table_markdown(stats: Sequence[Mapping]) -> str:
   for method, st in by_method.items():
     usage = " / ".join(f"{u:.2f}" for u in st["usage_mean"])
     extra = " | ".join("-" if v != v else f"{v:.3f}" for v in (st["nprec_mean"], st["cos_mean"]))
-    lines.append(f"| {label(method)} | {st['n']} | {usage} | {st['collided_mean']:.1f} | "
-                 f"{st['largest_mean']:.1f} | {st['id_length']} | {extra} |")
+    lines.append(f"| {label(method)} | {st['n']} | {usage} | {_count(st['collided_mean'])} | "
+                 f"{_count(st['largest_mean'])} | {st['id_length']} | {extra} |")
   return "\n".join(lines)
+
+
+def _count(v: float) -> str:
+  """A count, or a mean of counts over seeds: 1194, 1194.3, - (none)."""
+  if v != v:
+    return "-"
+  return f"{v:.0f}" if float(v).is_integer() else f"{v:.1f}"
 
 
 def _group_stats(stats: Sequence[Mapping]) -> dict[str, dict]:

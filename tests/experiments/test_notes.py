@@ -39,3 +39,19 @@ def test_a_tiger_cut_with_few_titles_is_reported_not_comparable(tmp_path):
   assert len(notes._coverage_notes((12101, {"title": 12094, "brand": 9979}), True, "beauty")) == 1
   assert len(notes._coverage_notes((4, {"title": 1}), False, "mine")) == 1
   assert "a title for no item" in notes._coverage_notes((4, {"keywords": 4}), True, "toys")[1]
+
+
+def test_tokenizer_notes_describe_each_method_as_it_ran():
+  from cost_jax.experiments import profiles
+  tiger = notes.tokenizer_notes(profiles.load("tiger-cpu"))
+  rqvae = next(line for line in tiger if line.startswith("IDs of rqvae:"))
+  # The tiger preset's shape and budget, not CoST's architecture.
+  assert "preset `tiger`: latent 32, 3 levels x 256 codes" in rqvae and "300 epochs" in rqvae
+  assert "a 4th token" in rqvae
+  assert "Tokenizer epochs: rqvae 300, cost 400 (" in "\n".join(tiger)
+  assert not any("only the loss differs" in line for line in tiger)  # rqvae and cost differ
+  cpu = profiles.load("cpu")
+  lines = notes.tokenizer_notes(cpu)
+  assert lines[-1] == "rqvae, cost, rqvae+cost share one architecture, so only the loss differs " \
+      "between them."
+  assert any(line.startswith("IDs of lsh: 4 levels x 8 hyperplanes") for line in lines)

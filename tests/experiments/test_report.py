@@ -116,7 +116,7 @@ def test_write_report_files(tmp_path):
   assert "| Impr. | NDCG | +25.00%" in md
   assert "dataset: ML-100K" in md
   assert "**held**" in md
-  assert "| L_co (CoST) | 3 | 1.00 / 0.60 / 0.25 | 10.0 | 3.0 | 3 | - | - |" in md
+  assert "| L_co (CoST) | 3 | 1.00 / 0.60 / 0.25 | 10 | 3 | 3 | - | - |" in md
   assert "| train-cost-s0 | cached | 0:01:01 | n/a |" in md
   assert not [f for f in os.listdir(tmp_path) if ".tmp" in f]
 
@@ -161,3 +161,12 @@ def test_learning_curves_table_names_the_scored_point_and_the_stop(tmp_path):
           "`patience` validations |") in md
   assert "| SASRec s0 | 0.0200 at epoch 1 | 0.0100 at epoch 2 | its epoch budget |" in md
   assert os.path.getsize(paths["learning_curves.png"]) > 1000
+
+
+def test_tokenizer_table_prints_counts_as_counts():
+  one = [{"method": "rqvae", "seed": 0, "usage": [1.0, 1.0], "collided_items": 1194,
+          "largest_group": 18, "id_length": 4}]
+  assert "| L_re (RQ-VAE) | 1 | 1.00 / 1.00 | 1194 | 18 | 4 |" in report.tokenizer_table_markdown(one)
+  two = one + [{"method": "rqvae", "seed": 1, "usage": [1.0, 0.5], "collided_items": 1195,
+                "largest_group": 18, "id_length": 4}]
+  assert "| 1.00 / 0.75 | 1194.5 | 18 | 4 |" in report.tokenizer_table_markdown(two)
