@@ -82,6 +82,11 @@ class StageCache:
     if marker is not None:
       return StageResult(name, path, h, "cached", float(marker.get("seconds", 0.0)),
                          cpu_seconds=marker.get("cpu_seconds"), value=marker.get("result"))
+    if os.path.isfile(os.path.join(path, DONE_FILE)):
+      # A finished stage whose files were changed since (e.g. a model re-scored by hand): it is
+      # re-run, but what the user had there is kept, never deleted.
+      kept = keep_aside(path)
+      self.log(f"[stage {name}] the changed outputs are kept in {kept}")
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = f"{path}.tmp"
     if os.path.exists(tmp) and not resume:  # an interrupted earlier attempt
@@ -118,6 +123,15 @@ class StageCache:
 
 
 SPENT_FILE = "SPENT_SECONDS"
+
+
+def keep_aside(path: str) -> str:
+  """Renames `path` to the first free `path.changed-N` (N = 1, 2, ...); returns the new name."""
+  n = 1
+  while os.path.exists(f"{path}.changed-{n}"):
+    n += 1
+  os.replace(path, f"{path}.changed-{n}")
+  return f"{path}.changed-{n}"
 
 
 def _read_spent(tmp: str) -> tuple[float, float]:

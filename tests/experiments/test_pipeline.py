@@ -571,5 +571,12 @@ def test_a_cached_stage_whose_outputs_are_gone_is_rerun(tmp_path, capsys):
   with open(os.path.join(cache.path("s", {"a": 1}), "out.bin"), "wb") as f:
     f.write(b"54321")
   assert cache.run("s", {"a": 1}, work).status == "ran" and len(calls) == 4
-  assert "out.bin has other contents (sha256" in capsys.readouterr().err
+  err = capsys.readouterr().err
+  assert "out.bin has other contents (sha256" in err
   assert cache.run("s", {"a": 1}, work).status == "cached" and len(calls) == 4
+  # Nothing the user had is deleted: each changed version was kept beside the stage.
+  path = cache.path("s", {"a": 1})
+  assert f"kept in {path}.changed-3" in err
+  kept = [open(os.path.join(f"{path}.changed-{n}", "out.bin"), "rb").read() if n > 1 else
+          os.path.exists(os.path.join(f"{path}.changed-{n}", "out.bin")) for n in (1, 2, 3)]
+  assert kept == [False, b"1", b"54321"]
