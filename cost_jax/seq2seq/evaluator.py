@@ -7,12 +7,14 @@ cost_jax.results.write_results (metrics.json, topk.npy, targets.npy, user_ids.np
 scores.npy = beam log-probabilities). CLI: `python -m cost_jax.evaluate` (cost_jax.seq2seq.cli).
 A scoring that differs from the one already written under the split's name (the trainer's
 validation sample of `eval_num_users` users, another step, beam count or list length) never
-replaces it: it is written under `{split}_step{S}_users{N}_beams{B}_top{K}` instead.
+replaces it: it is written under `{split}_step{S}_users{N}_beams{B}_top{K}` instead (the path
+is printed on stderr).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 
 from typing import Any, Callable, Mapping, Sequence
 
@@ -172,7 +174,7 @@ def evaluate(model_dir: str, split: str = "test", *, num_beams: int | None = Non
       metrics.update({k: old[k] for k in SELECTION_KEYS if k in old})
     path = write_results(model_dir, name, metrics, items, arrays.item_index, arrays.user_index,
                          scores)
-    metrics["written_to"] = path
+    print(f"[evaluate] wrote {path}", file=sys.stderr, flush=True)
   return metrics
 
 

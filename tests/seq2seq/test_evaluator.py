@@ -100,22 +100,25 @@ def test_evaluate_cli_rescores_checkpoint(trained_dir, capsys):
   assert np.load(os.path.join(model_dir, "topk_validation.npy")).shape == (20, 10)
 
 
-def test_evaluate_keeps_the_runs_own_record_of_another_scoring(trained_dir):
+def test_evaluate_keeps_the_runs_own_record_of_another_scoring(trained_dir, capsys):
   model_dir, _ = trained_dir
+  record_path = os.path.join(model_dir, "metrics_validation.json")
   first = evaluator.evaluate(model_dir, "validation", num_users=20)
-  record = open(os.path.join(model_dir, "metrics_validation.json")).read()
-  assert first["written_to"] == os.path.join(model_dir, "metrics_validation.json")
+  record = open(record_path).read()
+  assert f"[evaluate] wrote {record_path}" in capsys.readouterr().err
   # All users is another scoring than the 20 on disk: that record stays, byte for byte.
   every = evaluator.evaluate(model_dir, "validation")
-  assert open(os.path.join(model_dir, "metrics_validation.json")).read() == record
+  assert open(record_path).read() == record
   name = "validation_step60_users60_beams10_top10"
-  assert every["written_to"] == os.path.join(model_dir, f"metrics_{name}.json")
-  assert json.load(open(every["written_to"]))["num_users"] == 60
+  other = os.path.join(model_dir, f"metrics_{name}.json")
+  assert f"[evaluate] wrote {other}" in capsys.readouterr().err
+  assert json.load(open(other))["num_users"] == 60 == every["num_users"]
   assert np.load(os.path.join(model_dir, f"topk_{name}.npy")).shape == (60, 10)
   # The same scoring again replaces its own file (same numbers: the same checkpoint and beams).
   again = evaluator.evaluate(model_dir, "validation", num_users=20)
-  assert again["written_to"] == first["written_to"]
+  assert f"[evaluate] wrote {record_path}" in capsys.readouterr().err
   assert again["recall@10"] == pytest.approx(first["recall@10"])
+  assert json.load(open(record_path))["recall@10"] == pytest.approx(first["recall@10"])
 
 
 def test_evaluate_bad_input(tmp_path, capsys):
