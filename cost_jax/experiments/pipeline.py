@@ -123,18 +123,13 @@ class Pipeline:
       self._add(PlannedStage("data", "data", data_cfg, (), self._run_data))
       self._add(self._embed_stage())
 
-    if "popularity" in p.baselines:
-      cfg = {"data": self._hash("data"), "ks": list(p.ks)}
-      self._add(PlannedStage("popularity", "popularity", cfg, ("data",),
-                             lambda tmp: self.fns.popularity(self.dataset_path("data"), tmp,
-                                                             ks=p.ks), method="popularity",
-                             seed=0))
-    if "transition" in p.baselines:
-      cfg = {"data": self._hash("data"), "ks": list(p.ks)}
-      self._add(PlannedStage("transition", "transition", cfg, ("data",),
-                             lambda tmp: self.fns.transition(self.dataset_path("data"), tmp,
-                                                             ks=p.ks), method="transition",
-                             seed=0))
+    for kind in ("popularity", "transition"):  # count baselines: no seed, no training
+      if kind in p.baselines:
+        cfg = {"data": self._hash("data"), "ks": list(p.ks)}
+        self._add(PlannedStage(kind, kind, cfg, ("data",),
+                               lambda tmp, fn=getattr(self.fns, kind): fn(
+                                   self.dataset_path("data"), tmp, ks=p.ks),
+                               method=kind, seed=0))
     for seed in p.seeds:
       for m in p.methods:
         tok_name = f"tokenize-{m}-s{seed}"
