@@ -168,17 +168,43 @@ class SASRec(nn.Module):
 # --- pure loss / step functions ------------------------------------------------
 
 
-def sequence_loss(item_table, hidden, targets, rng, loss: str):
+def target_positions(targets: np.ndarray, multiple: int = 256) -> tuple[np.ndarray, np.ndarray]:
+  """The flat indices of a batch's non-pad targets, padded to a multiple of `multiple`.
+
+  targets int[B, L] (0 = no target) -> (int32[P], float32[P] weights: 1 for a real target, 0
+  for the padding, which points at position 0). P = count rounded up to the multiple (capped
+  at B·L), so a handful of shapes compile. On a sparse dataset most of a left-padded window is
+  padding (Beauty: ~4 targets per 50 positions), and the output layer then scores only the
+  targets instead of every position against every item.
+  """
+  flat = np.flatnonzero(np.asarray(targets).reshape(-1) > 0)
+  size = max(1, min(targets.size, -(-max(len(flat), 1) // multiple) * multiple))
+  idx = np.zeros(size, np.int32)
+  idx[:len(flat)] = flat
+  weights = np.zeros(size, np.float32)
+  weights[:len(flat)] = 1.0
+  return idx, weights
+
+
+def sequence_loss(item_table, hidden, targets, rng, loss: str, positions=None):
   """Mean loss over non-pad target positions.
 
   item_table float[N, D] (item embeddings, no pad row); hidden float[B, L, D];
-  targets int[B, L] tokens (item index + 1; 0 = no target).
+  targets int[B, L] tokens (item index + 1; 0 = no target). `positions` (from
+  `target_positions`) restricts the output layer to those flat positions; the mean is the same
+  (up to float summation order), at the cost of the targets only.
   """
   num_items = item_table.shape[0]
-  weights = (targets > 0).astype(jnp.float32)
+  if positions is not None:
+    idx, weights = positions
+    hidden = hidden.reshape(-1, hidden.shape[-1])[idx]
+    targets = targets.reshape(-1)[idx]
+    weights = weights * (targets > 0)
+  else:
+    weights = (targets > 0).astype(jnp.float32)
   labels = jnp.maximum(targets - 1, 0)  # item index
   if loss == "softmax":
-    logits = hidden @ item_table.T                               # [B, L, N]
+    logits = hidden @ item_table.T                               # [..., N]
     per_pos = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
   else:  # "bce": one uniform negative != positive (SASRec §3.5)
     shift = jax.random.randint(rng, labels.shape, 1, max(num_items, 2))
@@ -190,16 +216,17 @@ def sequence_loss(item_table, hidden, targets, rng, loss: str):
 
 
 def make_train_step(model: SASRec, tx: optax.GradientTransformation):
-  """Returns a jitted (params, opt_state, inputs, targets, rng) -> (params, opt_state, loss)."""
+  """Returns a jitted (params, opt_state, inputs, targets, rng, positions) -> (params,
+  opt_state, loss); `positions` = `target_positions(targets)` (one compile per size)."""
   config = model.config
 
-  def loss_fn(params, inputs, targets, rng):
+  def loss_fn(params, inputs, targets, rng, positions):
     drop_rng, neg_rng = jax.random.split(rng)
 
     def run(module, toks):
       table, quant_loss = module.item_table()
       hidden = module(toks, deterministic=False, table=table)
-      loss = sequence_loss(table, hidden, targets, neg_rng, config.loss)
+      loss = sequence_loss(table, hidden, targets, neg_rng, config.loss, positions)
       if config.cove is not None:  # COVE eq. 7: L_rec + ω_q L_quant
         loss = loss + config.cove.omega_q * quant_loss
       return loss
@@ -207,8 +234,8 @@ def make_train_step(model: SASRec, tx: optax.GradientTransformation):
     return nn.apply(run, model)({"params": params}, inputs, rngs={"dropout": drop_rng})
 
   @jax.jit
-  def train_step(params, opt_state, inputs, targets, rng):
-    loss, grads = jax.value_and_grad(loss_fn)(params, inputs, targets, rng)
+  def train_step(params, opt_state, inputs, targets, rng, positions):
+    loss, grads = jax.value_and_grad(loss_fn)(params, inputs, targets, rng, positions)
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss
 
@@ -293,7 +320,9 @@ def train(config: SASRecConfig, train_seqs: Sequence[np.ndarray], seed: int = 0,
       if len(idx) < config.batch_size:  # fixed shapes: top up from the front of the order
         idx = np.concatenate([idx, order[:config.batch_size - len(idx)]])
       rng, step_rng = jax.random.split(rng)
-      params, opt_state, loss = step_fn(params, opt_state, inputs[idx], targets[idx], step_rng)
+      batch_targets = targets[idx]
+      params, opt_state, loss = step_fn(params, opt_state, inputs[idx], batch_targets, step_rng,
+                                        target_positions(batch_targets))
       step += 1
       epoch_losses.append(loss)
       progress.update(step, {"loss": float(loss)} if step % 20 == 0 else None)

@@ -100,3 +100,46 @@ def test_best_epoch_is_kept_and_patience_stops():
                         valid_target=valid, curve=[])
   for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(ref)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_target_positions_hand_checked():
+  targets = np.array([[0, 0, 3, 4], [0, 0, 0, 7]])
+  idx, w = sasrec.target_positions(targets, multiple=4)
+  np.testing.assert_array_equal(idx, [2, 3, 7, 0])      # the three targets, then padding
+  np.testing.assert_array_equal(w, [1, 1, 1, 0])
+  idx, w = sasrec.target_positions(targets, multiple=256)  # capped at B·L
+  assert len(idx) == 8 and w.sum() == 3
+  idx, w = sasrec.target_positions(np.zeros((2, 3), np.int64), multiple=4)
+  assert w.sum() == 0 and len(idx) == 4
+
+
+@pytest.mark.parametrize("loss", ["softmax", "bce"])
+def test_packed_targets_give_the_dense_loss_and_gradient(loss):
+  # The output layer on the targets only (a padded pack) is the masked mean over [B, L].
+  rng = np.random.default_rng(3)
+  table = jnp.asarray(rng.normal(size=(9, 5)), jnp.float32)
+  hidden = jnp.asarray(rng.normal(size=(3, 6, 5)), jnp.float32)
+  targets = np.zeros((3, 6), np.int32)
+  targets[0, 3:] = [4, 1, 9]
+  targets[1, 5] = 2
+  targets[2, 1:] = [5, 6, 7, 8, 3]
+  positions = tuple(map(jnp.asarray, sasrec.target_positions(targets, multiple=4)))
+  assert positions[0].shape == (12,)
+  key = jax.random.PRNGKey(0)
+  if loss == "bce":  # same negatives both ways: draw them for the packed shape only
+    dense_fn = lambda t, h: sasrec.sequence_loss(
+        t, h.reshape(1, -1, 5)[:, positions[0]], jnp.asarray(targets).reshape(1, -1)[:, positions[0]]
+        * positions[1].astype(jnp.int32), key, loss)
+  else:
+    dense_fn = lambda t, h: sasrec.sequence_loss(t, h, jnp.asarray(targets), key, loss)
+  packed_fn = lambda t, h: sasrec.sequence_loss(t, h, jnp.asarray(targets), key, loss, positions)
+  want, want_g = jax.value_and_grad(dense_fn, argnums=(0, 1))(table, hidden)
+  got, got_g = jax.value_and_grad(packed_fn, argnums=(0, 1))(table, hidden)
+  np.testing.assert_allclose(got, want, rtol=1e-6)
+  for a, b in zip(got_g, want_g):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+  # A dropped target changes the loss: the pack must hold every target.
+  short = (positions[0][:-4], positions[1][:-4])
+  if loss == "softmax":
+    assert abs(float(sasrec.sequence_loss(table, hidden, jnp.asarray(targets), key, loss, short))
+               - float(want)) > 1e-3
