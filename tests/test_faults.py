@@ -145,7 +145,7 @@ def test_decode_too_big_for_memory_is_refused_up_front():
 
 def test_full_disk_at_a_checkpoint_is_one_line_naming_the_intact_step(tmp_path):
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-  from cost_jax.seq2seq import checkpoints  # pylint: disable=import-outside-toplevel
+  from cost_jax import checkpoints  # pylint: disable=import-outside-toplevel
   ckpt = checkpoints.Checkpointer(str(tmp_path), keep=3, async_save=False)
   state = {"w": jnp.ones((3,)), "step": jnp.asarray(1)}
   assert ckpt.save(1, state)

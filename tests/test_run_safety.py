@@ -14,7 +14,8 @@ sys.path.insert(0, os.path.dirname(__file__))
 import _trainer_toy as toy  # noqa: E402  pylint: disable=wrong-import-position
 
 from cost_jax.io import UserError  # noqa: E402
-from cost_jax.seq2seq import checkpoints, run_dir  # noqa: E402
+from cost_jax import checkpoints  # noqa: E402
+from cost_jax.seq2seq import run_dir  # noqa: E402
 from cost_jax.seq2seq import trainer as train  # noqa: E402
 
 

@@ -56,9 +56,11 @@ def code_report(codes: np.ndarray, config: sasrec.SASRecConfig) -> dict:
 def train_and_evaluate(loo, num_items: int, seed: int = 0, output_dir: str | None = None,
                        ks: Sequence[int] = sasrec.DEFAULT_KS,
                        cove: Mapping[str, Any] | None = None, **sasrec_overrides: Any) -> dict:
-  """COVE_SASRec on `loo`: the test metrics (+ cove_usage_per_level)."""
+  """COVE_SASRec on `loo`: the test metrics (+ cove_usage_per_level); with `output_dir`, its
+  files and per-epoch checkpoints (a rerun into the same folder resumes)."""
   config = make_config(num_items, cove, **sasrec_overrides)
-  result, params, topk, losses, train_s, curve = sasrec.fit_and_score(loo, config, seed, ks)
+  result, params, topk, losses, train_s, curve = sasrec.fit_and_score(
+      loo, config, seed, ks, checkpoint_dir=output_dir)
   codes = item_codes(config, params)
   report = code_report(codes, config)
   result = dict(result, cove_usage_per_level=report["usage_per_level"])

@@ -28,7 +28,9 @@ loss is L_rec + ω_q L_quant (eq. 7), L_quant averaged over all items. With cove
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import sys
 import time
 from typing import Sequence
 
@@ -40,7 +42,8 @@ import optax
 
 from cost_jax import stop
 from cost_jax.baselines.popularity import user_rows
-from cost_jax.io import UserError, atomic_write_json
+from cost_jax.checkpoints import Checkpointer
+from cost_jax.io import UserError, atomic_write_json, json_default, read_json_or
 from cost_jax.progress import Progress
 from cost_jax.results import KS, score_topk, write_results
 from cost_jax.tokenizer.cove import Cove, CoveConfig
@@ -278,17 +281,75 @@ def init_params(model: SASRec, seed: int):
   return model.init(jax.random.PRNGKey(seed), dummy)["params"]
 
 
+# The config fields a resumed run may change: they stop the run or size evaluation batches, but do
+# not change its trajectory up to the epoch it resumes from.
+RESUMABLE_CHANGES = ("num_epochs", "patience", "eval_batch_size")
+STATE_SUBDIR = "train_state"  # next to checkpoints/: one JSON per kept epoch (rngs, curve, best)
+
+
+def _run_record(config: SASRecConfig, seed: int) -> dict:
+  cfg = {k: v for k, v in dataclasses.asdict(config).items() if k not in RESUMABLE_CHANGES}
+  return json.loads(json.dumps({"config": cfg, "seed": seed}, default=json_default))
+
+
+class _EpochCheckpoints:
+  """SASRec's per-epoch state: Orbax arrays (params, optimizer, rng, best params) in
+  `checkpoint_dir/checkpoints`, the rest (numpy rng, losses, curve, best, stale, seconds) in
+  `checkpoint_dir/train_state/<epoch>.json`, written before its arrays, so the newest intact
+  Orbax epoch always has its record. The last `keep` epochs are kept."""
+
+  def __init__(self, checkpoint_dir: str, record: dict, keep: int = 1):
+    self.ckpt = Checkpointer(checkpoint_dir, keep=keep, async_save=False)
+    self.state_dir = os.path.join(checkpoint_dir, STATE_SUBDIR)
+    self.record = record
+
+  def save(self, epoch: int, arrays: dict, meta: dict) -> None:
+    os.makedirs(self.state_dir, exist_ok=True)
+    atomic_write_json(os.path.join(self.state_dir, f"{epoch}.json"), {**self.record, **meta})
+    self.ckpt.save(epoch, arrays)
+    kept = {str(e) for e in self.ckpt.all_steps()}
+    for name in os.listdir(self.state_dir):
+      if name.endswith(".json") and name[:-5].isdigit() and name[:-5] not in kept:
+        os.remove(os.path.join(self.state_dir, name))
+
+  def restore(self, arrays: dict, where: str) -> tuple[dict, dict, int] | None:
+    """(arrays, meta, epoch) of the newest intact epoch, or None when there is none."""
+    if not self.ckpt.all_steps():
+      return None
+    arrays, epoch = self.ckpt.restore_latest(arrays)
+    path = os.path.join(self.state_dir, f"{epoch}.json")
+    meta = read_json_or(path)
+    if not isinstance(meta, dict):
+      raise UserError(f"{path}: missing or unreadable (the record of checkpoint epoch {epoch}); "
+                      f"move {self.ckpt.directory} away to start {where} over")
+    theirs = {k: meta.get(k) for k in self.record}
+    if theirs != self.record:
+      diff = sorted(k for k in self.record["config"]
+                    if (meta.get("config") or {}).get(k) != self.record["config"][k])
+      raise UserError(f"{self.ckpt.directory}: checkpoints of another {where} run ("
+                      + (f"config differs in {', '.join(diff)}" if diff else
+                         f"seed {meta.get('seed')} != {self.record['seed']}")
+                      + "); use another output folder or move them away")
+    return arrays, meta, epoch
+
+
 def train(config: SASRecConfig, train_seqs: Sequence[np.ndarray], seed: int = 0,
           progress_desc: str = "sasrec", valid_target: np.ndarray | None = None,
-          curve: list | None = None, selection: dict | None = None) -> tuple[dict, list[float]]:
-  """Trains from scratch; returns (params, per-epoch mean losses).
+          curve: list | None = None, selection: dict | None = None,
+          checkpoint_dir: str | None = None) -> tuple[dict, list[float]]:
+  """Trains from scratch, or resumes; returns (params, per-epoch mean losses).
 
   With `valid_target` (the validation item of each training sequence) and a `curve` list,
   appends {"epoch", "recall@10", "ndcg@10", "num_users"} on the validation split every
   `config.eval_every_epochs` epochs (the learning curve); with `config.keep_best` the returned
   parameters are those of the best validation Recall@10, and `config.patience` stops the run
-  early. `selection` (a dict) receives {"best_epoch", "final_epoch", "stop_reason"}. Stops with
-  a UserError naming the epoch when the loss stops being finite.
+  early. `selection` (a dict) receives {"best_epoch", "final_epoch", "stop_reason"} and, for a
+  resumed run, "resumed_from_epoch" and the earlier attempts' "earlier_train_seconds". Stops
+  with a UserError naming the epoch when the loss stops being finite.
+
+  With `checkpoint_dir`, the whole state is saved after every epoch (`_EpochCheckpoints`) and
+  a rerun with the same config and seed resumes after the last saved epoch, bit for bit the
+  run it would have been; a stop request (SIGTERM / Ctrl-C) ends at the next epoch boundary.
   """
   eval_rows = None
   if valid_target is not None and curve is not None and config.eval_every_epochs > 0:
@@ -307,11 +368,33 @@ def train(config: SASRecConfig, train_seqs: Sequence[np.ndarray], seed: int = 0,
   if num_users == 0:
     raise UserError("sasrec: no user has >= 2 training items")
   steps_per_epoch = -(-num_users // config.batch_size)
-  progress = Progress(config.num_epochs * steps_per_epoch, desc=progress_desc, unit="steps",
-                      items_per_step=config.batch_size)
-  losses, step = [], 0
+  losses: list[float] = []
   best, best_params, stale, stop_reason = None, None, 0, "num_epochs"
-  for _ in range(config.num_epochs):
+  earlier_s, t0 = 0.0, time.perf_counter()
+  ckpts = (_EpochCheckpoints(checkpoint_dir, _run_record(config, seed))
+           if checkpoint_dir else None)
+  if ckpts is not None:
+    restored = ckpts.restore({"params": params, "opt_state": opt_state, "rng": rng,
+                              "best_params": params}, progress_desc)
+    if restored is not None:
+      arrays, meta, epoch = restored
+      params, opt_state, rng = arrays["params"], arrays["opt_state"], arrays["rng"]
+      best_params = arrays["best_params"] if meta["best"] is not None else None
+      np_rng.bit_generator.state = meta["np_rng"]
+      losses, best, stale = list(meta["losses"]), meta["best"], int(meta["stale"])
+      earlier_s = float(meta["train_seconds"])
+      if curve is not None:
+        curve[:] = list(meta["curve"])
+      if selection is not None:
+        selection.update(resumed_from_epoch=epoch, earlier_train_seconds=earlier_s)
+      print(f"[{progress_desc}] resuming after epoch {epoch} of {config.num_epochs} "
+            f"({checkpoint_dir})", file=sys.stderr, flush=True)
+      if config.patience and stale >= config.patience:
+        stop_reason = "patience"
+  step = len(losses) * steps_per_epoch
+  progress = Progress(config.num_epochs * steps_per_epoch, desc=progress_desc, unit="steps",
+                      items_per_step=config.batch_size, start_step=step)
+  while len(losses) < config.num_epochs and stop_reason != "patience":
     inputs, targets = sample_windows(train_seqs, config.max_len, np_rng)
     order = np_rng.permutation(len(inputs))
     epoch_losses = []
@@ -342,9 +425,16 @@ def train(config: SASRecConfig, train_seqs: Sequence[np.ndarray], seed: int = 0,
         stale += 1
       if config.patience and stale >= config.patience:
         stop_reason = "patience"
-        break
-    stop.check(f"after {progress_desc} epoch {len(losses)} (nothing written)")
-  progress.close({"loss": losses[-1]})
+    if ckpts is not None:
+      ckpts.save(len(losses), {"params": params, "opt_state": opt_state, "rng": rng,
+                               "best_params": params if best_params is None else best_params},
+                 {"losses": losses, "curve": list(curve or []), "best": best, "stale": stale,
+                  "np_rng": np_rng.bit_generator.state,
+                  "train_seconds": earlier_s + time.perf_counter() - t0})
+    stop.check(f"after {progress_desc} epoch {len(losses)} ("
+               + (f"a rerun resumes from it: {checkpoint_dir})" if ckpts is not None else
+                  "nothing written)"))
+  progress.close({"loss": losses[-1]} if losses else None)
   if selection is not None:
     selection.update(final_epoch=len(losses), stop_reason=stop_reason,
                      best_epoch=None if best is None else best["epoch"])
@@ -376,11 +466,13 @@ def predict_topk(config: SASRecConfig, params, histories: Sequence[np.ndarray], 
   return np.concatenate(out).astype(np.int32) if out else np.zeros((0, k), np.int32)
 
 
-def fit_and_score(loo, config: SASRecConfig, seed: int = 0, ks: Sequence[int] = DEFAULT_KS):
-  """Trains on `loo.train`, ranks all items for the test split from train + [valid].
+def fit_and_score(loo, config: SASRecConfig, seed: int = 0, ks: Sequence[int] = DEFAULT_KS,
+                  checkpoint_dir: str | None = None):
+  """Trains on `loo.train` (resuming from `checkpoint_dir` when it holds this run's
+  checkpoints), ranks all items for the test split from train + [valid].
 
-  Returns (metrics, params, topk [U, max(ks)], per-epoch losses, train seconds, the
-  validation learning curve).
+  Returns (metrics, params, topk [U, max(ks)], per-epoch losses, train seconds (all attempts),
+  the validation learning curve).
   """
   t0 = time.perf_counter()
   curve: list[dict] = []
@@ -388,8 +480,8 @@ def fit_and_score(loo, config: SASRecConfig, seed: int = 0, ks: Sequence[int] = 
   params, losses = train(config, loo.train, seed=seed,
                          progress_desc="cove_sasrec" if config.cove is not None else "sasrec",
                          valid_target=np.asarray(loo.valid_target), curve=curve,
-                         selection=selection)
-  train_s = time.perf_counter() - t0
+                         selection=selection, checkpoint_dir=checkpoint_dir)
+  train_s = time.perf_counter() - t0 + selection.pop("earlier_train_seconds", 0.0)
   histories = [np.concatenate([np.asarray(t), [v]]) for t, v in zip(loo.train, loo.valid_target)]
   topk = predict_topk(config, params, histories, max(ks))
   result = score_topk(topk, np.asarray(loo.test_target, np.int32), ks=tuple(ks))
@@ -423,10 +515,12 @@ def train_and_evaluate(loo, num_items: int, config: SASRecConfig | None = None, 
                        **overrides) -> dict:
   """Trains on `loo.train`, scores the test split; returns metrics.json's keys (+ timing).
 
-  With `output_dir`: writes metrics.json, topk.npy, targets.npy, config.json, losses.json.
+  With `output_dir`: writes metrics.json, topk.npy, targets.npy, config.json, losses.json, and
+  checkpoints every epoch there (a rerun into the same folder resumes).
   """
   config = make_config(num_items, config, **overrides)
-  result, _, topk, losses, train_s, curve = fit_and_score(loo, config, seed, ks)
+  result, _, topk, losses, train_s, curve = fit_and_score(loo, config, seed, ks,
+                                                          checkpoint_dir=output_dir)
   if output_dir is not None:
     write_outputs(output_dir, config, loo, result, topk, losses, train_s, seed, curve)
   return result

@@ -164,7 +164,8 @@ class Pipeline:
         self._add(PlannedStage(f"sasrec-s{seed}", "sasrec", cfg, ("data",),
                                lambda tmp, seed=seed: self.fns.sasrec(
                                    self.dataset_path("data"), tmp, seed=seed, ks=p.ks,
-                                   **p.sasrec), method="sasrec", seed=seed))
+                                   **p.sasrec), method="sasrec", seed=seed,
+                               resume=True))  # SASRec resumes from its epoch checkpoints
       if "cove_sasrec" in p.baselines:
         self._cove_sasrec_stage(seed)
 
@@ -245,7 +246,7 @@ class Pipeline:
                              lambda tmp: self.fns.cove_sasrec(
                                  self.dataset_path("data"), tmp, seed=seed, ks=p.ks,
                                  cove=dict(p.cove), **p.sasrec),
-                             method="cove_sasrec", seed=seed))
+                             method="cove_sasrec", seed=seed, resume=True))
     return self._by_name[name]
 
   def _embed_stage(self) -> PlannedStage:

@@ -5,7 +5,7 @@
   model_dir/tokenizer/        the tokenizer's vocabulary.json and semantic IDs as trained on, so
                               the run evaluates after its tokenizer folder is moved or rebuilt
   model_dir/config.gin        the operative gin config (when run from gin)
-  model_dir/checkpoints/      Orbax checkpoints (cost_jax.seq2seq.checkpoints)
+  model_dir/checkpoints/      Orbax checkpoints (cost_jax.checkpoints)
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ import numpy as np
 
 from cost_jax.io import (DirLock, LOCK_NAME, StagedDir, UserError, atomic_write_json, copy_file,
                          read_json)
-from cost_jax.seq2seq import checkpoints, model, network, optim, splits
+from cost_jax import checkpoints
+from cost_jax.seq2seq import model, network, optim, splits
 from cost_jax.seq2seq.config import TrainConfig, model_config_from_dict
 from cost_jax.seq2seq.devices import DeviceLayout
 from cost_jax.tokenizer import artifact

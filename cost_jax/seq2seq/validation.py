@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from cost_jax import results
 from cost_jax.io import atomic_write_json, read_json
-from cost_jax.seq2seq import checkpoints
+from cost_jax import checkpoints
 from cost_jax.seq2seq import evaluator as eval_lib
 from cost_jax.seq2seq.config import TrainConfig
 from cost_jax.seq2seq.selection import best_of_curve, evals_since_best

@@ -143,3 +143,47 @@ def test_packed_targets_give_the_dense_loss_and_gradient(loss):
   if loss == "softmax":
     assert abs(float(sasrec.sequence_loss(table, hidden, jnp.asarray(targets), key, loss, short))
                - float(want)) > 1e-3
+
+
+def test_a_stopped_run_resumes_bit_for_bit(tmp_path, monkeypatch):
+  # Epoch checkpoints: a run stopped after epoch 2 and rerun into the same folder ends with the
+  # parameters, losses, curve and best epoch of the run that was never stopped.
+  from cost_jax import stop  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(1)
+  train = [rng.integers(0, 12, 7) for _ in range(40)]
+  valid = rng.integers(0, 12, 40)
+  cfg = small_config(num_epochs=5, learning_rate=3e-2, eval_num_users=40, dropout_rate=0.2)
+
+  def run(folder, stop_after=None):
+    calls = []
+    real = stop.check
+
+    def check(where):
+      calls.append(where)
+      if stop_after is not None and len(calls) == stop_after:
+        raise stop.Interrupted(f"stopped {where}", 15)
+      real(where)
+
+    monkeypatch.setattr(sasrec.stop, "check", check)
+    curve, sel = [], {}
+    out = sasrec.train(cfg, train, seed=0, valid_target=valid, curve=curve, selection=sel,
+                       checkpoint_dir=folder)
+    return out, curve, sel, calls
+
+  (want, want_losses), want_curve, want_sel, _ = run(None)
+  folder = str(tmp_path / "run")
+  with pytest.raises(stop.Interrupted) as e:
+    run(folder, stop_after=2)
+  assert "a rerun resumes from it" in str(e.value)
+  (got, got_losses), got_curve, got_sel, calls = run(folder)
+  assert len(calls) == 3 and got_sel["resumed_from_epoch"] == 2   # epochs 3..5 only
+  assert got_losses == want_losses and got_curve == want_curve
+  assert got_sel["best_epoch"] == want_sel["best_epoch"]
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  # A finished run rerun does no epoch; another config in the folder is refused by name.
+  (_, again), _, _, calls = run(folder)
+  assert calls == [] and again == want_losses
+  cfg = small_config(num_epochs=5, learning_rate=1e-2, eval_num_users=40, dropout_rate=0.2)
+  with pytest.raises(sasrec.UserError, match="config differs in learning_rate"):
+    run(folder)

@@ -1,6 +1,7 @@
-"""Orbax checkpoints of the trainer state: save every N steps, keep the last k, resume.
+"""Orbax checkpoints of a trainer's state: save every N steps, keep the last k, resume.
 
-The state is a plain pytree {"params", "opt_state", "step", "dropout_rng"}. Orbax writes each
+Shared by the seq2seq trainer (state {"params", "opt_state", "step", "dropout_rng"}, one step
+per `checkpoint_every` steps) and SASRec / COVE_SASRec (one step per epoch). Orbax writes each
 step to a temporary directory and renames it when complete, so a process killed
 mid-save (kill -9) leaves the previous checkpoints intact and the partial one is
 ignored (and cleaned up) on the next start.
