@@ -39,10 +39,10 @@ import jax
 import numpy as np
 from clu import metric_writers
 
-from cost_jax import results, stop
+from cost_jax import checkpoints, results, stop
 from cost_jax.io import UserError, atomic_write_json, atomic_write_npy, atomic_write_text
 from cost_jax.progress import Progress
-from cost_jax.seq2seq import batching, checkpoints, devices, gin_config, model, network, optim, splits
+from cost_jax.seq2seq import batching, devices, gin_config, model, network, optim, splits
 from cost_jax.seq2seq import partitioning
 from cost_jax.seq2seq import packing as packing_lib
 from cost_jax.seq2seq import evaluator as eval_lib
