@@ -296,6 +296,38 @@ def test_interrupted_pipeline_resumes(tmp_path):
   assert ("train", "random", 0) not in fakes.calls
 
 
+def test_an_interrupted_sasrec_stage_keeps_its_epoch_checkpoints(tmp_path):
+  # SASRec and COVE_SASRec resume from the epoch checkpoints in their stage folder: a rerun gets
+  # the interrupted attempt's files (other stages start from an empty folder).
+  seen = {}
+
+  class Interrupt(Fakes):
+    def _resumable(self, kind, output):
+      seen.setdefault(kind, []).append(sorted(set(os.listdir(output)) - {"SPENT_SECONDS"}))
+      if len(seen[kind]) == 1:
+        with open(os.path.join(output, "epoch-3"), "w") as f:
+          f.write("state")
+        raise KeyboardInterrupt
+
+    def sasrec(self, dataset_dir, output, seed, ks, **cfg):
+      self._resumable("sasrec", output)
+      return super().sasrec(dataset_dir, output, seed, ks, **cfg)
+
+    def cove_sasrec(self, dataset_dir, output, seed, ks, cove=None, **cfg):
+      self._resumable("cove_sasrec", output)
+      return super().cove_sasrec(dataset_dir, output, seed, ks, cove=cove, **cfg)
+
+  out = str(tmp_path / "out")
+  prof = dataclasses.replace(small_profile(methods=(), baselines=("sasrec", "cove_sasrec")),
+                             seeds=(0,))
+  fakes = Interrupt()
+  for _ in range(2):
+    with pytest.raises(KeyboardInterrupt):
+      pipeline.Pipeline(prof, out, fns=fakes.fns()).run()
+  pipeline.Pipeline(prof, out, fns=fakes.fns()).run()
+  assert seen == {"sasrec": [[], ["epoch-3"]], "cove_sasrec": [[], ["epoch-3"]]}
+
+
 def test_cli_list_and_overrides(tmp_path, capsys):
   out = str(tmp_path / "o")
   assert cli.main(["--list", "--output", out, "--seeds", "3,4", "--methods", "cost,rqvae",
