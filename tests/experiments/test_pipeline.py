@@ -379,6 +379,25 @@ def test_tiger_cpu_profile_keeps_tigers_model_and_plans_table3(tmp_path, capsys)
   assert "-s1" not in err and "cove" not in err
 
 
+def test_cost_cpu_profile_is_costs_ablation_trained_to_the_best_checkpoint(tmp_path, capsys):
+  """CoST's Table 2 on CPU: its four ID methods with one tokenizer architecture (CoST's preset,
+  equal epochs), the cpu profile's model, validation with patience, three seeds."""
+  prof, cpu = profiles.load("cost-cpu"), profiles.load("cpu")
+  assert prof.methods == ("random", "rqvae", "cost", "rqvae+cost") and prof.seeds == (0, 1, 2)
+  assert {m: prof.tokenizer_overrides(m) for m in prof.methods} == {
+      m: {"preset": "cost", "epochs": 200} for m in prof.methods}
+  model_fields = {f.name for f in dataclasses.fields(network.TransformerConfig)}
+  assert {k: prof.tiger[k] for k in model_fields & set(prof.tiger)} == {
+      k: cpu.tiger[k] for k in model_fields & set(cpu.tiger)}
+  assert prof.tiger["eval_every"] > 0 and prof.tiger["patience"] >= 1
+  assert prof.tiger["eval_at_end"] and prof.tiger["eval_num_users"] == 0
+  out = str(tmp_path / "o")
+  assert cli.main(["--profile", "cost-cpu", "--list", "--output", out], fns=Fakes().fns()) == 0
+  err = capsys.readouterr().err
+  assert "train-rqvae+cost-s2" in err and "transition" in err
+  assert "sasrec" not in err and "lsh" not in err and "cove" not in err
+
+
 def test_gin_values_are_typed_at_the_door():
   cpu = profiles.load("cpu")
   with pytest.raises(UserError, match=r"TrainConfig\.num_train_steps expects int, got 'abc'"):
@@ -413,7 +432,7 @@ def test_profiles_are_gin_files_that_state_only_what_they_change():
   assert tc.tokenizer_overrides("rqkmeans") == {"preset": "tiger"}
   assert tc.seeds == (0,) and tc.sasrec == {"num_epochs": 200, "patience": 10}
   assert tc.title == "TIGER's Table 1 and Table 3" and profiles.load("cpu").title == "CoST ablation"
-  assert set(profiles.names()) == {"cpu", "paper", "tiger-cpu"}
+  assert set(profiles.names()) == {"cpu", "cost-cpu", "paper", "tiger-cpu"}
   with pytest.raises(UserError, match="unknown"):
     profiles.load("gpu")
 
