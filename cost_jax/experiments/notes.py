@@ -10,6 +10,7 @@ import dataclasses
 import datetime
 import os
 import platform
+import shlex
 import sys
 from typing import Any, Mapping, Sequence
 
@@ -48,12 +49,23 @@ def _run_settings(pipe) -> dict[str, Any]:
   return {k: v for k, v in operative_tiger(pipe).items() if k not in paths}
 
 
+def shell_arg(arg: str) -> str:
+  """`arg` as a shell reads it back: bare when safe, in double quotes when it holds single
+  quotes (gin strings: --gin.X="'adamw'"), else in single quotes ('' for an empty one)."""
+  if arg and all(c.isalnum() or c in "-_./=:,@+%" for c in arg):
+    return arg
+  if "'" in arg and not any(c in arg for c in '"$`\\!'):
+    return f'"{arg}"'
+  return shlex.quote(arg)
+
+
 def setup_lines(pipe) -> list[str]:
   p = pipe.profile
-  lines = [f"Command: `python -m cost_jax.reproduce {' '.join(sys.argv[1:])}`".replace(
-      "`python -m cost_jax.reproduce `", "`python -m cost_jax.reproduce`"),
+  command = " ".join(["python -m cost_jax.reproduce", *map(shell_arg, sys.argv[1:])])
+  lines = [f"Command: `{command}`",
            f"Profile `{p.name}`: {p.description}.",
-           f"Methods: {', '.join(p.methods)}; baselines: {', '.join(p.baselines) or 'none'}; "
+           f"Methods: {', '.join(p.methods) or 'none'}; "
+           f"baselines: {', '.join(p.baselines) or 'none'}; "
            f"seeds: {', '.join(map(str, p.seeds))} (the same for every method; a seed drives "
            "the tokenizer and the seq2seq model).",
            f"Seq2seq model and schedule as run: {_fmt_kv(_run_settings(pipe))}.",

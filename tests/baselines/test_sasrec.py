@@ -127,9 +127,10 @@ def test_packed_targets_give_the_dense_loss_and_gradient(loss):
   assert positions[0].shape == (12,)
   key = jax.random.PRNGKey(0)
   if loss == "bce":  # same negatives both ways: draw them for the packed shape only
+    flat_targets = jnp.asarray(targets).reshape(1, -1)[:, positions[0]]
     dense_fn = lambda t, h: sasrec.sequence_loss(
-        t, h.reshape(1, -1, 5)[:, positions[0]], jnp.asarray(targets).reshape(1, -1)[:, positions[0]]
-        * positions[1].astype(jnp.int32), key, loss)
+        t, h.reshape(1, -1, 5)[:, positions[0]], flat_targets * positions[1].astype(jnp.int32),
+        key, loss)
   else:
     dense_fn = lambda t, h: sasrec.sequence_loss(t, h, jnp.asarray(targets), key, loss)
   packed_fn = lambda t, h: sasrec.sequence_loss(t, h, jnp.asarray(targets), key, loss, positions)

@@ -55,3 +55,13 @@ def test_tokenizer_notes_describe_each_method_as_it_ran():
   assert lines[-1] == "rqvae, cost, rqvae+cost share one architecture, so only the loss differs " \
       "between them."
   assert any(line.startswith("IDs of lsh: 4 levels x 8 hyperplanes") for line in lines)
+
+
+def test_the_reports_command_reads_back_as_it_was_typed():
+  import shlex  # pylint: disable=import-outside-toplevel
+  args = ["--methods", "", "--baselines", "sasrec,cove_sasrec",
+          "--gin.TrainConfig.optimizer='adamw'", "--output", "/tmp/a b", "--gin.X=\"q\""]
+  line = " ".join(notes.shell_arg(a) for a in args)
+  assert line.startswith("--methods '' --baselines sasrec,cove_sasrec "
+                         "\"--gin.TrainConfig.optimizer='adamw'\" ")
+  assert shlex.split(line) == args
