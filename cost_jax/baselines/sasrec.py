@@ -16,6 +16,11 @@ items (full ranking, no sampled negatives, history items not filtered - as TIGER
 last max_len items of train (validation) or train + [valid] (test), scored by
 cost_jax.metrics.retrieval_metrics.
 
+Speed: the output layer scores only a batch's target positions (`target_positions`; the same
+mean loss as masking all batch x max_len positions, ~5x faster on Amazon Beauty, where 7% of the
+positions hold a target). Resume: with a checkpoint folder the whole state is saved every epoch
+and a rerun continues bit for bit (`train`).
+
 Token convention: item index i is token i + 1; 0 is padding (sequences are left-padded).
 
 COVE_SASRec (`SASRecConfig.cove`, COVE §3.2 / Fig. 2c): the item embedding table goes through
