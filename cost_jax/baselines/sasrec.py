@@ -33,7 +33,6 @@ loss is L_rec + ω_q L_quant (eq. 7), L_quant averaged over all items. With cove
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -47,8 +46,8 @@ import optax
 
 from cost_jax import stop
 from cost_jax.baselines.popularity import user_rows
-from cost_jax.checkpoints import Checkpointer
-from cost_jax.io import UserError, atomic_write_json, json_default, read_json_or
+from cost_jax.baselines import epoch_checkpoints
+from cost_jax.io import UserError, atomic_write_json
 from cost_jax.progress import Progress
 from cost_jax.results import KS, score_topk, write_results
 from cost_jax.tokenizer.cove import Cove, CoveConfig
@@ -286,58 +285,6 @@ def init_params(model: SASRec, seed: int):
   return model.init(jax.random.PRNGKey(seed), dummy)["params"]
 
 
-# The config fields a resumed run may change: they stop the run or size evaluation batches, but do
-# not change its trajectory up to the epoch it resumes from.
-RESUMABLE_CHANGES = ("num_epochs", "patience", "eval_batch_size")
-STATE_SUBDIR = "train_state"  # next to checkpoints/: one JSON per kept epoch (rngs, curve, best)
-
-
-def _run_record(config: SASRecConfig, seed: int) -> dict:
-  cfg = {k: v for k, v in dataclasses.asdict(config).items() if k not in RESUMABLE_CHANGES}
-  return json.loads(json.dumps({"config": cfg, "seed": seed}, default=json_default))
-
-
-class _EpochCheckpoints:
-  """SASRec's per-epoch state: Orbax arrays (params, optimizer, rng, best params) in
-  `checkpoint_dir/checkpoints`, the rest (numpy rng, losses, curve, best, stale, seconds) in
-  `checkpoint_dir/train_state/<epoch>.json`, written before its arrays, so the newest intact
-  Orbax epoch always has its record. The last `keep` epochs are kept."""
-
-  def __init__(self, checkpoint_dir: str, record: dict, keep: int = 1):
-    self.ckpt = Checkpointer(checkpoint_dir, keep=keep, async_save=False)
-    self.state_dir = os.path.join(checkpoint_dir, STATE_SUBDIR)
-    self.record = record
-
-  def save(self, epoch: int, arrays: dict, meta: dict) -> None:
-    os.makedirs(self.state_dir, exist_ok=True)
-    atomic_write_json(os.path.join(self.state_dir, f"{epoch}.json"), {**self.record, **meta})
-    self.ckpt.save(epoch, arrays)
-    kept = {str(e) for e in self.ckpt.all_steps()}
-    for name in os.listdir(self.state_dir):
-      if name.endswith(".json") and name[:-5].isdigit() and name[:-5] not in kept:
-        os.remove(os.path.join(self.state_dir, name))
-
-  def restore(self, arrays: dict, where: str) -> tuple[dict, dict, int] | None:
-    """(arrays, meta, epoch) of the newest intact epoch, or None when there is none."""
-    if not self.ckpt.all_steps():
-      return None
-    arrays, epoch = self.ckpt.restore_latest(arrays)
-    path = os.path.join(self.state_dir, f"{epoch}.json")
-    meta = read_json_or(path)
-    if not isinstance(meta, dict):
-      raise UserError(f"{path}: missing or unreadable (the record of checkpoint epoch {epoch}); "
-                      f"move {self.ckpt.directory} away to start {where} over")
-    theirs = {k: meta.get(k) for k in self.record}
-    if theirs != self.record:
-      diff = sorted(k for k in self.record["config"]
-                    if (meta.get("config") or {}).get(k) != self.record["config"][k])
-      raise UserError(f"{self.ckpt.directory}: checkpoints of another {where} run ("
-                      + (f"config differs in {', '.join(diff)}" if diff else
-                         f"seed {meta.get('seed')} != {self.record['seed']}")
-                      + "); use another output folder or move them away")
-    return arrays, meta, epoch
-
-
 def train(config: SASRecConfig, train_seqs: Sequence[np.ndarray], seed: int = 0,
           progress_desc: str = "sasrec", valid_target: np.ndarray | None = None,
           curve: list | None = None, selection: dict | None = None,
@@ -352,7 +299,7 @@ def train(config: SASRecConfig, train_seqs: Sequence[np.ndarray], seed: int = 0,
   resumed run, "resumed_from_epoch" and the earlier attempts' "earlier_train_seconds". Stops
   with a UserError naming the epoch when the loss stops being finite.
 
-  With `checkpoint_dir`, the whole state is saved after every epoch (`_EpochCheckpoints`) and
+  With `checkpoint_dir`, the whole state is saved after every epoch (`epoch_checkpoints.EpochCheckpoints`) and
   a rerun with the same config and seed resumes after the last saved epoch, bit for bit the
   run it would have been; a stop request (SIGTERM / Ctrl-C) ends at the next epoch boundary.
   """
@@ -376,7 +323,8 @@ def train(config: SASRecConfig, train_seqs: Sequence[np.ndarray], seed: int = 0,
   losses: list[float] = []
   best, best_params, stale, stop_reason = None, None, 0, "num_epochs"
   earlier_s, t0 = 0.0, time.perf_counter()
-  ckpts = (_EpochCheckpoints(checkpoint_dir, _run_record(config, seed))
+  ckpts = (epoch_checkpoints.EpochCheckpoints(
+               checkpoint_dir, epoch_checkpoints.run_record(dataclasses.asdict(config), seed))
            if checkpoint_dir else None)
   if ckpts is not None:
     restored = ckpts.restore({"params": params, "opt_state": opt_state, "rng": rng,

@@ -136,7 +136,7 @@ def test_packed_targets_give_the_dense_loss_and_gradient(loss):
   packed_fn = lambda t, h: sasrec.sequence_loss(t, h, jnp.asarray(targets), key, loss, positions)
   want, want_g = jax.value_and_grad(dense_fn, argnums=(0, 1))(table, hidden)
   got, got_g = jax.value_and_grad(packed_fn, argnums=(0, 1))(table, hidden)
-  np.testing.assert_allclose(got, want, rtol=1e-6)
+  np.testing.assert_allclose(got, want, rtol=1e-5)  # other summation order
   for a, b in zip(got_g, want_g):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
   # A dropped target changes the loss: the pack must hold every target.
