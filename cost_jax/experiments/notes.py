@@ -163,7 +163,7 @@ def deviation_notes(pipe, rows: Sequence[Mapping]) -> list[str]:
   ]
   if len(p.seeds) < 3:
     notes.append(f"Only {len(p.seeds)} seed(s): spreads are not meaningful.")
-  for m in list(p.methods) + [b for b in p.baselines if b == "sasrec"]:
+  for m in list(p.methods) + [b for b in p.baselines if b in ("sasrec", "sasrec_bce")]:
     done = sorted({r["seed"] for r in rows if r["method"] == m})
     if done != sorted(p.seeds):
       notes.append(f"{m}: results for seed(s) {done or 'none'} of {list(p.seeds)} so far; its "
@@ -272,4 +272,7 @@ def _sasrec_desc(pipe) -> str:
   return (f"{fields['num_blocks']} blocks, d {fields['emb_dim']}, max len {fields['max_len']}, "
           f"{fields['num_epochs']} epochs, loss {fields['loss']}"
           + (" = full softmax cross-entropy over all items" if fields["loss"] == "softmax"
-             else " = BCE with one sampled negative (SASRec paper)"))
+             else " = BCE with one sampled negative (SASRec paper)")
+          + ("; the SASRec (BCE) row: the same with BCE and one sampled negative per position "
+             "(SASRec paper's loss, the setting of the SASRec row TIGER quotes)"
+             if "sasrec_bce" in pipe.profile.baselines else ""))

@@ -7,7 +7,9 @@
   tokenize-<method>-s<seed> cost_jax.tokenizer.fit.fit(embeddings, method, seed, overrides)
   train-<method>-s<seed>    cost_jax.seq2seq.trainer.train_and_evaluate: TIGER seq2seq +
                             constrained beam search on the test split -> metrics.json
-  sasrec-s<seed>            SASRec baseline (cost_jax.baselines.sasrec)
+  sasrec-s<seed>            SASRec baseline (cost_jax.baselines.sasrec), the profile's loss
+  sasrec_bce-s<seed>        the same with SASRec's own loss (BCE, one sampled negative): the
+                            setting of the SASRec row TIGER's Table 1 quotes
   cove_sasrec-s<seed>       COVE_SASRec (cost_jax.baselines.cove_sasrec), SASRec's settings
   tokenize-cove-s<seed>     COVE's codes as semantic IDs, learned in SASRec from the training split
   report                    results.md, results.csv, PNGs in OUTPUT (experiments.report),
@@ -31,7 +33,7 @@ from typing import Any, Callable
 from cost_jax import stop
 from cost_jax.experiments import assemble
 from cost_jax.experiments import capabilities as capabilities_lib
-from cost_jax.experiments.profiles import BASELINES, Profile
+from cost_jax.experiments.profiles import BASELINES, SASREC_ROWS, Profile
 from cost_jax.experiments.stage_cache import StageCache, StageResult, config_hash
 from cost_jax.experiments.stages import (REAL_FNS, StageFns, _is_number, checked_embeddings,
                                          tokenizer_stats, validate_profile)
@@ -158,13 +160,15 @@ class Pipeline:
         self._add(PlannedStage(f"train-{m}-s{seed}", "train", tr_cfg, (tok_name,),
                                self._train_fn(tok_name, seed), method=m, seed=seed,
                                resume=True))
-      if "sasrec" in p.baselines:
-        cfg = {"data": self._hash("data"), "seed": seed, "sasrec": dict(p.sasrec),
-               "ks": list(p.ks)}
-        self._add(PlannedStage(f"sasrec-s{seed}", "sasrec", cfg, ("data",),
-                               lambda tmp, seed=seed: self.fns.sasrec(
+      for b, loss in SASREC_ROWS.items():
+        if b not in p.baselines:
+          continue
+        settings = {**p.sasrec, **({"loss": loss} if loss else {})}
+        cfg = {"data": self._hash("data"), "seed": seed, "sasrec": settings, "ks": list(p.ks)}
+        self._add(PlannedStage(f"{b}-s{seed}", "sasrec", cfg, ("data",),
+                               lambda tmp, seed=seed, settings=settings: self.fns.sasrec(
                                    self.dataset_path("data"), tmp, seed=seed, ks=p.ks,
-                                   **p.sasrec), method="sasrec", seed=seed,
+                                   **settings), method=b, seed=seed,
                                resume=True))  # SASRec resumes from its epoch checkpoints
       if "cove_sasrec" in p.baselines:
         self._cove_sasrec_stage(seed)

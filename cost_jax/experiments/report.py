@@ -42,11 +42,12 @@ METHOD_LABELS = {
     "popularity": "MostPop",
     "transition": "Markov (item transitions)",
     "sasrec": "SASRec",
+    "sasrec_bce": "SASRec (BCE)",
     "cove_sasrec": "COVE_SASRec",
     "cove": "COVE IDs",
 }
 ABLATION_ORDER = ("random", "lsh", "rqvae", "cost", "rqvae+cost", "rqkmeans", "cove")
-BASELINE_ORDER = ("popularity", "transition", "sasrec", "cove_sasrec")
+BASELINE_ORDER = ("popularity", "transition", "sasrec", "sasrec_bce", "cove_sasrec")
 
 # The papers' claims, as (better, worse, source).
 PAPER_ORDERINGS = (

@@ -152,8 +152,8 @@ class Fakes:
     return self._metrics(0.04)
 
   def sasrec(self, dataset_dir, output, seed, ks, **cfg):
-    self.calls.append(("sasrec", seed))
-    return self._metrics(0.03)
+    self.calls.append(("sasrec", seed) + ((cfg["loss"],) if "loss" in cfg else ()))
+    return self._metrics(0.03 if cfg.get("loss", "softmax") == "softmax" else 0.025)
 
   def cove_sasrec(self, dataset_dir, output, seed, ks, cove=None, **cfg):
     self.calls.append(("cove_sasrec", seed))
@@ -359,6 +359,34 @@ def test_cli_list_and_overrides(tmp_path, capsys):
     pipeline.Pipeline(dataclasses.replace(cpu, methods=("nope",)), out)
 
 
+def test_sasrec_bce_row_is_sasrec_with_its_papers_loss_beside_the_default_row(tmp_path):
+  """TIGER's Table 1 quotes SASRec with BCE and one sampled negative: the `sasrec_bce` row runs
+  the profile's SASRec settings with that loss only, is cached apart, and is reported (with
+  TIGER's published SASRec row beside it on TIGER's datasets)."""
+  fakes = Fakes()
+  out = str(tmp_path / "out")
+  prof = small_profile(methods=(), baselines=("sasrec", "sasrec_bce"),
+                       sasrec={"num_epochs": 7, "loss": "softmax"})
+  pipe = pipeline.Pipeline(prof, out, fns=fakes.fns())
+  cfgs = {st.name: st.config["sasrec"] for st in pipe.stages if st.kind == "sasrec"}
+  assert cfgs == {"sasrec-s0": {"num_epochs": 7, "loss": "softmax"},
+                  "sasrec_bce-s0": {"num_epochs": 7, "loss": "bce"},
+                  "sasrec-s1": {"num_epochs": 7, "loss": "softmax"},
+                  "sasrec_bce-s1": {"num_epochs": 7, "loss": "bce"}}
+  assert {r.status for r in pipe.run()} == {"ran"}
+  assert sorted(c for c in fakes.calls if c[0] == "sasrec") == [
+      ("sasrec", 0, "bce"), ("sasrec", 0, "softmax"), ("sasrec", 1, "bce"), ("sasrec", 1, "softmax")]
+  rows = list(csv.DictReader(open(os.path.join(out, "results.csv"))))
+  by = {(r["method"], r["seed"]): float(r["recall@10"]) for r in rows}
+  assert by[("sasrec_bce", "0")] == pytest.approx(0.05) and by[("sasrec", "1")] == pytest.approx(0.06)
+  md = open(os.path.join(out, "results.md")).read()
+  assert "| SASRec (BCE) (n=2) |" in md and "the SASRec (BCE) row: the same with BCE" in md
+  # sasrec_bce is not a default row; an unknown row is refused by name
+  assert "sasrec_bce" not in profiles.Profile(name="x", description="").baselines
+  with pytest.raises(UserError, match="sasrec_ce"):
+    pipeline.Pipeline(dataclasses.replace(prof, baselines=("sasrec_ce",)), out, fns=fakes.fns())
+
+
 def test_tiger_cpu_profile_keeps_tigers_model_and_plans_table3(tmp_path, capsys):
   """The CPU budget of TIGER's own benchmark changes only steps, methods and budgets: the
   seq2seq model is TIGER's (no model field overridden), the RQ-VAE is TIGER's preset."""
@@ -374,7 +402,7 @@ def test_tiger_cpu_profile_keeps_tigers_model_and_plans_table3(tmp_path, capsys)
   assert cli.main(["--profile", "tiger-cpu", "--list", "--output", out], fns=Fakes().fns()) == 0
   err = capsys.readouterr().err
   for stage in ("train-random-s0", "train-lsh-s0", "train-rqvae-s0", "train-rqkmeans-s0",
-                "train-cost-s0", "sasrec-s0", "popularity"):
+                "train-cost-s0", "sasrec-s0", "sasrec_bce-s0", "popularity"):
     assert stage in err
   assert "-s1" not in err and "cove" not in err
 
