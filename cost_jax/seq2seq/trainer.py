@@ -261,10 +261,17 @@ def _train(config: TrainConfig, model_dir: str, model_config=None, *,
   meter = _Throughput(start, config.batch_size)
   step = start
   t_train = time.perf_counter()
+  queued = None  # the metrics of the step dispatched before this one
   try:
     for step_, batch in batching.device_batches(batcher, start, config.num_train_steps,
                                                       put=layout.put):
       state, metrics = train_step(state, batch)
+      # Dispatch is asynchronous: without this wait a large batch queues every step up to the
+      # next checkpoint and the progress line counts dispatches, not steps (minutes of
+      # silence). Waiting for the previous step keeps one step queued behind the running one.
+      if queued is not None:
+        jax.block_until_ready(queued)
+      queued = metrics
       history.append(metrics)
       meter.add_tokens(batcher.real_tokens(step_))
       step = step_ + 1
