@@ -1,0 +1,120 @@
+"""cost_jax.experiments.stage_cache: each stage runs once per config, in a temporary folder, and
+is re-run (never silently reused) when it was interrupted or its outputs changed."""
+
+import hashlib
+import json
+import os
+import time
+
+import pytest
+
+from cost_jax.experiments import stage_cache
+
+
+def test_config_hash_is_canonical_and_changes_with_config():
+  a = stage_cache.config_hash({"x": 1, "y": {"b": 2, "a": [1, 2]}})
+  assert a == stage_cache.config_hash({"y": {"a": [1, 2], "b": 2}, "x": 1})  # key order irrelevant
+  assert a != stage_cache.config_hash({"x": 2, "y": {"b": 2, "a": [1, 2]}})
+  assert a != stage_cache.config_hash({"x": 1, "y": {"b": 2, "a": [2, 1]}})
+  # Pinned: the first 12 hex digits of sha256 of the canonical JSON (sorted keys, no spaces).
+  assert a == hashlib.sha256(b'{"x":1,"y":{"a":[1,2],"b":2}}').hexdigest()[:12]
+
+
+def test_stage_cache_runs_once_then_skips(tmp_path):
+  cache = stage_cache.StageCache(str(tmp_path))
+  calls = []
+
+  def fn(d):
+    calls.append(d)
+    t_end = time.process_time() + 0.2
+    while time.process_time() < t_end:  # 0.2 s of this process's CPU: the marker records it
+      pass
+    with open(os.path.join(d, "out.txt"), "w") as f:
+      f.write("hello")
+    return {"n": 1}
+
+  r1 = cache.run("s", {"a": 1}, fn)
+  assert (r1.status, r1.value) == ("ran", {"n": 1})
+  assert open(os.path.join(r1.path, "out.txt")).read() == "hello"
+  marker = json.load(open(os.path.join(r1.path, stage_cache.DONE_FILE)))
+  assert marker["config"] == {"a": 1} and marker["hash"] == stage_cache.config_hash({"a": 1})
+  assert 0.19 <= marker["cpu_seconds"] <= marker["seconds"] + 0.05 and marker["seconds"] < 300
+  assert r1.hash in os.path.basename(r1.path)
+  r2 = cache.run("s", {"a": 1}, fn)
+  assert (r2.status, r2.value, len(calls)) == ("cached", {"n": 1}, 1)
+  assert r2.seconds == pytest.approx(r1.seconds)
+  r3 = cache.run("s", {"a": 2}, fn)  # new config -> new dir, runs
+  assert r3.status == "ran" and r3.path != r1.path and len(calls) == 2
+
+
+def test_stage_cache_reruns_interrupted_stage(tmp_path):
+  cache = stage_cache.StageCache(str(tmp_path))
+
+  def crash(d):
+    with open(os.path.join(d, "partial"), "w") as f:
+      f.write("x")
+    raise KeyboardInterrupt
+
+  with pytest.raises(KeyboardInterrupt):
+    cache.run("s", {"a": 1}, crash)
+  path = cache.path("s", {"a": 1})
+  assert not os.path.exists(path)                 # nothing half-written in place
+  assert cache.done_marker("s", {"a": 1}) is None
+  # also a final dir without DONE (e.g. copied in by hand) counts as unfinished
+  os.makedirs(path)
+  r = cache.run("s", {"a": 1}, lambda d: open(os.path.join(d, "ok"), "w").close())
+  assert r.status == "ran"
+  assert sorted(os.listdir(path)) == ["DONE", "ok"]
+  assert not os.path.exists(path + ".tmp")
+
+
+def test_resumable_stage_keeps_interrupted_work(tmp_path):
+  cache = stage_cache.StageCache(str(tmp_path))
+  seen = []
+
+  def step(d):
+    seen.append(sorted(os.listdir(d)))
+    if not os.path.exists(os.path.join(d, "ckpt")):
+      open(os.path.join(d, "ckpt"), "w").close()
+      raise RuntimeError("killed after a checkpoint")
+    return {"ok": 1}
+
+  with pytest.raises(RuntimeError):
+    cache.run("train", {"a": 1}, step, resume=True)
+  r = cache.run("train", {"a": 1}, step, resume=True)
+  assert r.status == "ran" and seen[1][0] == stage_cache.SPENT_FILE and "ckpt" in seen[1]
+  assert sorted(os.listdir(r.path)) == ["DONE", "ckpt"]
+
+
+def test_a_cached_stage_whose_outputs_are_gone_is_rerun(tmp_path, capsys):
+  cache = stage_cache.StageCache(str(tmp_path))
+  calls = []
+
+  def work(d):
+    calls.append(d)
+    with open(os.path.join(d, "out.bin"), "wb") as f:
+      f.write(b"12345")
+    return {"ok": 1}
+
+  assert cache.run("s", {"a": 1}, work).status == "ran"
+  assert cache.run("s", {"a": 1}, work).status == "cached"
+  os.remove(os.path.join(cache.path("s", {"a": 1}), "out.bin"))
+  assert cache.run("s", {"a": 1}, work).status == "ran"
+  assert "out.bin is gone" in capsys.readouterr().err
+  with open(os.path.join(cache.path("s", {"a": 1}), "out.bin"), "wb") as f:
+    f.write(b"1")
+  assert cache.run("s", {"a": 1}, work).status == "ran" and len(calls) == 3
+  capsys.readouterr()
+  # A same-size replacement is caught by the content hash.
+  with open(os.path.join(cache.path("s", {"a": 1}), "out.bin"), "wb") as f:
+    f.write(b"54321")
+  assert cache.run("s", {"a": 1}, work).status == "ran" and len(calls) == 4
+  err = capsys.readouterr().err
+  assert "out.bin has other contents (sha256" in err
+  assert cache.run("s", {"a": 1}, work).status == "cached" and len(calls) == 4
+  # Nothing the user had is deleted: each changed version was kept beside the stage.
+  path = cache.path("s", {"a": 1})
+  assert f"kept in {path}.changed-3" in err
+  kept = [open(os.path.join(f"{path}.changed-{n}", "out.bin"), "rb").read() if n > 1 else
+          os.path.exists(os.path.join(f"{path}.changed-{n}", "out.bin")) for n in (1, 2, 3)]
+  assert kept == [False, b"1", b"54321"]
