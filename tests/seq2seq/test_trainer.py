@@ -177,6 +177,24 @@ def test_resume_gives_identical_params(toy_dirs, tmp_path):
   assert record["model"]["vocab_size"] == 128 and record["train"]["seed"] == 0
 
 
+def test_the_loop_keeps_one_step_queued(toy_dirs, tmp_path, monkeypatch):
+  """Dispatch is asynchronous: the loop waits for step s-1's metrics after dispatching step s,
+  so progress counts finished steps and a stop signal is seen within a step or two (a large
+  batch once queued every step up to the next checkpoint, minutes of silence)."""
+  waited = []
+  real = jax.block_until_ready
+
+  def spy(x):
+    if isinstance(x, dict) and "loss" in x:
+      waited.append(x)
+    return real(x)
+
+  monkeypatch.setattr(train.jax, "block_until_ready", spy)
+  _run(toy_dirs, tmp_path / "m", num_train_steps=7, checkpoint_every=100, log_every=100)
+  assert len(waited) == 6  # steps 1..6 waited for, behind steps 2..7
+  assert len({id(m) for m in waited}) == 6
+
+
 def test_tiny_model_learns_the_toy_rule(toy_dirs, tmp_path):
   """Loss falls and validation Recall@5 rises well above chance (5/24) on next = f(last)."""
   kw = dict(num_train_steps=0, eval_at_end=True, num_beams=10, topk=10)
