@@ -115,3 +115,23 @@ def small_profile(**kw):
 def gin(prof, *bindings):
   """`prof` with gin bindings on top (what --gin.X=v does on the command line)."""
   return profiles.override(prof, gin_params=list(bindings))
+
+
+def synthetic_dataset(path, num_users=24, num_items=30, seed=0):
+  """A real processed dataset (+ random embeddings) of short cyclic sequences."""
+  from cost_jax.data import processed  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(seed)
+  events = {}
+  for u in range(num_users):
+    start = int(rng.integers(0, num_items))
+    n = int(rng.integers(5, 10))
+    events[f"u{u}"] = [(t, f"i{(start + t) % num_items}") for t in range(n)]
+  fields = {f"i{i}": {"text": f"Item category: c{i % 3}. Title: item {i}."}
+            for i in range(num_items)}
+  data = processed.Interactions(user_events=events, item_fields=fields, sources=[])
+  processed.build_and_write("synthetic", data, str(path), malformed_json={"rows": 0},
+                            min_seq_len=None, max_seq_len=None, options={})
+  ds = processed.ProcessedDataset.load(str(path))
+  np.save(os.path.join(path, "embeddings.npy"),
+          rng.normal(size=(ds.num_items, 16)).astype(np.float32))
+  return str(path)

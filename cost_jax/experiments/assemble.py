@@ -2,8 +2,9 @@
 
 `write_report(pipe, partial)` reads what the stages wrote (metrics.json, top-K lists, tokenizer
 reports, validation curves, capabilities.json) and hands it to experiments.report (tables and
-plots), experiments.paired (intervals and paired tests), experiments.published (TIGER's rows)
-and experiments.capabilities (TIGER's capability studies). `pipe` is an
+plots), experiments.paired (intervals and paired tests), experiments.published (TIGER's rows),
+experiments.breakdown (hits by target popularity, catalogue coverage) and
+experiments.capabilities (TIGER's capability studies). `pipe` is an
 experiments.pipeline.Pipeline; this module only reads it.
 """
 
@@ -12,10 +13,11 @@ from __future__ import annotations
 import os
 
 from cost_jax.experiments import capabilities as capabilities_lib
-from cost_jax.experiments import notes, paired, published
+from cost_jax.data.processed import ProcessedDataset
+from cost_jax.experiments import breakdown, notes, paired, published
 from cost_jax.experiments import report as report_lib
 from cost_jax.experiments.stages import _is_number
-from cost_jax.io import read_json, read_json_or
+from cost_jax.io import UserError, read_json, read_json_or
 
 SCORED_KINDS = ("train", "popularity", "transition", "sasrec", "cove_sasrec")
 
@@ -70,10 +72,13 @@ def write_report(pipe, partial: bool) -> dict[str, str] | None:
   if partial:
     title += f" - PARTIAL (seeds finished so far: {seeds_done})"
   order = report_lib.order_methods({r["method"] for r in rows})
-  sections = paired.significance_markdown(scored_lists(pipe), order, report_lib.label,
+  lists = scored_lists(pipe)
+  sections = paired.significance_markdown(lists, order, report_lib.label,
                                           report_lib.PAPER_ORDERINGS)
+  counts = train_counts(pipe)
+  hits = breakdown.markdown(lists, counts, order, report_lib.label) if counts is not None else []
   sections = (published.markdown(pipe.profile.dataset, report_lib.summarize(rows),
-                                 report_lib.label) + list(sections)
+                                 report_lib.label) + list(sections) + hits
               + capabilities_section(pipe))
   paths = report_lib.write_report(pipe.output, rows, tokenizer_stats=tok, timings=timings,
                                   title=title, setup=notes.setup_lines(pipe),
@@ -81,6 +86,19 @@ def write_report(pipe, partial: bool) -> dict[str, str] | None:
                                   sections=sections, curves=learning_curves(pipe))
   pipe.log(f"reproduce: wrote {paths['results.md']}")
   return paths
+
+
+def train_counts(pipe):
+  """Each item's interactions in the training parts of the data stage's dataset (None before
+  the data stage has finished)."""
+  r = pipe.results.get("data")
+  if r is None or r.status not in ("ran", "cached"):
+    return None
+  try:
+    ds = ProcessedDataset.load(pipe.dataset_path("data"))
+    return breakdown.train_counts(ds.leave_one_out().train, ds.num_items)
+  except (UserError, OSError, ValueError):
+    return None
 
 
 def learning_curves(pipe) -> dict[str, list[dict]]:

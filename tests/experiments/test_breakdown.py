@@ -1,0 +1,79 @@
+"""cost_jax.experiments.breakdown: Recall@K by the test target's training interactions, and how
+much of the catalogue the top-K lists cover, on hand-checked numbers."""
+
+import dataclasses
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from cost_jax import results
+from cost_jax.experiments import assemble, breakdown, pipeline
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from _pipeline_fakes import Fakes, small_profile, synthetic_dataset  # noqa: E402  pylint: disable=wrong-import-position
+
+# 5 items; training parts [0, 0, 1] and [0, 2]: counts 3, 1, 1, 0, 0.
+TRAIN = [np.array([0, 0, 1]), np.array([0, 2])]
+TARGETS = np.array([0, 1, 3, 2])          # training counts 3, 1, 0, 1
+TOPK = np.array([[0, 1], [0, 4], [3, -1], [2, 0]])  # hit, miss, hit, hit
+
+
+def test_counts_buckets_and_recall_by_bucket_hand_checked():
+  counts = breakdown.train_counts(TRAIN, 5)
+  np.testing.assert_array_equal(counts, [3, 1, 1, 0, 0])
+  b = breakdown.buckets(counts, TARGETS, edges=(1, 2))
+  np.testing.assert_array_equal(b, [2, 1, 0, 1])   # 3 -> ">= 2", 1 -> "1", 0 -> "0"
+  assert breakdown.bucket_labels((1, 2)) == ["0", "1", ">= 2"]
+  assert breakdown.bucket_labels() == ["0", "1-4", "5-19", "20-99", ">= 100"]
+  np.testing.assert_allclose(breakdown.recall_by_bucket(TOPK, TARGETS, b, 3, k=2),
+                             [1.0, 0.5, 1.0])
+  # k=1 keeps only the first column: users 0, 2 and 3 still hit, user 1 not
+  np.testing.assert_allclose(breakdown.recall_by_bucket(TOPK, TARGETS, b, 4, k=1),
+                             [1.0, 0.5, 1.0, np.nan])
+
+
+def test_coverage_counts_distinct_items_and_the_head_share():
+  # slots without the padding: 0 1 0 4 3 2 0 -> item 0 three times, four others once
+  assert breakdown.coverage(TOPK, k=2, head=1) == (5, pytest.approx(3 / 7))
+  assert breakdown.coverage(TOPK, k=1, head=2) == (3, pytest.approx(3 / 4))  # 0 0 3 2
+  assert breakdown.coverage(np.full((2, 3), -1), k=3)[0] == 0
+
+
+def test_markdown_averages_seeds_and_orders_rows():
+  counts = breakdown.train_counts(TRAIN, 5)
+  users = np.arange(4)
+  worse = TOPK.copy()
+  worse[0] = [4, 1]  # seed 2 misses user 0 (bucket ">= 2")
+  lists = {"a": [(users, TOPK, TARGETS), (users, worse, TARGETS)], "b": [(users, TOPK, TARGETS)]}
+  md = "\n".join(breakdown.markdown(lists, counts, ["b", "a", "c"], str.upper, k=2,
+                                    edges=(1, 2)))
+  assert "| row | 0 (25.0%) | 1 (50.0%) | >= 2 (25.0%) | distinct items | top-100 share |" in md
+  assert md.index("| B |") < md.index("| A |")
+  assert "| A | 1.0000 | 0.5000 | 0.5000 | 5 | 100.0% |" in md
+  assert breakdown.markdown({}, counts, ["a"]) == []
+
+
+def test_the_report_has_the_section_once_the_data_and_lists_exist(tmp_path):
+  """Through the pipeline: a real processed dataset from the data stage, lists written by a
+  scored stage the way every model writes them (cost_jax.results)."""
+
+  class ListFakes(Fakes):
+    def prepare(self, dataset, output):
+      return synthetic_dataset(output)
+
+    def transition(self, dataset_dir, output, ks):
+      m = self._metrics(0.04)
+      n = 24  # the synthetic dataset's users, all with >= 5 items
+      topk = np.tile(np.arange(10), (n, 1))
+      results.write_results(output, "test", m, topk, np.arange(n) % 30, user_ids=np.arange(n))
+      return m
+
+  out = str(tmp_path / "out")
+  prof = dataclasses.replace(small_profile(methods=(), baselines=("transition",)), seeds=(0,))
+  pipeline.Pipeline(prof, out, fns=ListFakes().fns()).run()
+  md = open(os.path.join(out, "results.md")).read()
+  assert "## Where the hits come from (Recall@10" in md
+  assert "| Markov (item transitions) |" in md and "| 10 | 100.0% |" in md
+  assert assemble.train_counts(type("P", (), {"results": {}})()) is None  # no data stage yet
