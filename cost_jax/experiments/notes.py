@@ -275,4 +275,6 @@ def _sasrec_desc(pipe) -> str:
              else " = BCE with one sampled negative (SASRec paper)")
           + ("; the SASRec (BCE) row: the same with BCE and one sampled negative per position "
              "(SASRec paper's loss, the setting of the SASRec row TIGER quotes)"
+             + "".join(f", {k} {v}" for k, v in pipe.profile.sasrec_rows.get("sasrec_bce", {})
+                       .items())
              if "sasrec_bce" in pipe.profile.baselines else ""))

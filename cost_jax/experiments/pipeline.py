@@ -160,10 +160,10 @@ class Pipeline:
         self._add(PlannedStage(f"train-{m}-s{seed}", "train", tr_cfg, (tok_name,),
                                self._train_fn(tok_name, seed), method=m, seed=seed,
                                resume=True))
-      for b, loss in SASREC_ROWS.items():
+      for b in SASREC_ROWS:
         if b not in p.baselines:
           continue
-        settings = {**p.sasrec, **({"loss": loss} if loss else {})}
+        settings = p.sasrec_settings(b)
         cfg = {"data": self._hash("data"), "seed": seed, "sasrec": settings, "ks": list(p.ks)}
         self._add(PlannedStage(f"{b}-s{seed}", "sasrec", cfg, ("data",),
                                lambda tmp, seed=seed, settings=settings: self.fns.sasrec(

@@ -60,11 +60,20 @@ class Profile:
   # cost_jax.baselines.sasrec.SASRecConfig fields (also COVE_SASRec's host and the `cove`
   # tokenizer's host, so that COVE_SASRec is paired with the SASRec row by seed).
   sasrec: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  # SASRecConfig fields of one SASRec row only, from `<row>/SASRecConfig.X` bindings (e.g.
+  # `sasrec_bce/SASRecConfig.patience = 30`): {row: {field: value}}.
+  sasrec_rows: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
   # cost_jax.tokenizer.cove.CoveConfig fields (COVE_SASRec and the `cove` tokenizer method).
   cove: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   # TIGER's capability studies (cost_jax.experiments.capabilities.DEFAULTS): "studies" picks
   # some of cold_start, diversity, invalid_ids; none by default.
   capabilities: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+  def sasrec_settings(self, row: str) -> dict[str, Any]:
+    """The SASRecConfig fields of SASRec row `row` (a key of SASREC_ROWS): the profile's,
+    the row's loss, then the row's own bindings."""
+    loss = SASREC_ROWS[row]
+    return {**self.sasrec, **({"loss": loss} if loss else {}), **self.sasrec_rows.get(row, {})}
 
   def tokenizer_overrides(self, method: str) -> dict[str, Any]:
     out = dict(self.tokenizer.get("*", {}))
@@ -77,6 +86,7 @@ class Profile:
 
 # Profile fields filled from the bindings of other classes, never bound on Profile itself.
 DERIVED = {"tiger": "TrainConfig.X / TransformerConfig.X", "sasrec": "SASRecConfig.X",
+           "sasrec_rows": "<row>/SASRecConfig.X (row: one of the SASREC_ROWS)",
            "cove": "CoveConfig.X", "tokenizer": "TokenizerConfig.X or <method>/TokenizerConfig.X",
            "capabilities": "CapabilityConfig.X"}
 
@@ -106,6 +116,12 @@ def override(base: Profile, gin_files: Sequence[str] = (),
       raise UserError(f"Profile.{wrong[0]}: set {DERIVED[wrong[0]]} instead")
     tiger = {**gin_cli.bindings(TrainConfig), **gin_cli.bindings(TransformerConfig)}
     sasrec = gin_cli.bindings(SASRecConfig)
+    rows = copy.deepcopy({k: dict(v) for k, v in base.sasrec_rows.items()})
+    for row in SASREC_ROWS:
+      scoped = {k: v for k, v in gin_cli.bindings(SASRecConfig, row).items()
+                if k not in sasrec or sasrec[k] != v}
+      if scoped:
+        rows.setdefault(row, {}).update(scoped)
     cove = gin_cli.bindings(CoveConfig)
     caps = gin_cli.bindings(CapabilityConfig)
     every = gin_cli.bindings(TokenizerConfig)
@@ -119,6 +135,7 @@ def override(base: Profile, gin_files: Sequence[str] = (),
         tokenizer.setdefault(m, {}).update(scoped)
   return dataclasses.replace(
       base, **top, tiger={**base.tiger, **tiger}, sasrec={**base.sasrec, **sasrec},
+      sasrec_rows=rows,
       cove={**base.cove, **cove}, capabilities={**base.capabilities, **caps},
       tokenizer=tokenizer)
 

@@ -137,6 +137,9 @@ def validate_profile(profile) -> None:
       TrainConfig(dataset_dir="-", tokenizer_dir="-"), **train_kw).validate())
   check("TransformerConfig", lambda: TransformerConfig(**model_kw))
   check("SASRecConfig", lambda: sasrec.SASRecConfig(num_items=1, **profile.sasrec))
+  for row in profile.sasrec_rows:
+    check(f"{row}/SASRecConfig",
+          lambda row=row: sasrec.SASRecConfig(num_items=1, **profile.sasrec_settings(row)))
   check("CoveConfig", lambda: CoveConfig(**profile.cove))
   for m in profile.methods:
     if m not in tc.INTERACTION_METHODS and m in tc.METHODS:

@@ -69,6 +69,16 @@ def test_sasrec_bce_row_is_sasrec_with_its_papers_loss_beside_the_default_row(tm
   assert by[("sasrec_bce", "0")] == pytest.approx(0.05) and by[("sasrec", "1")] == pytest.approx(0.06)
   md = open(os.path.join(out, "results.md")).read()
   assert "| SASRec (BCE) (n=2) |" in md and "the SASRec (BCE) row: the same with BCE" in md
+  # a row's own bindings reach that row only
+  scoped = gin(prof, "sasrec_bce/SASRecConfig.patience = 30")
+  assert scoped.sasrec_settings("sasrec_bce") == {"num_epochs": 7, "loss": "bce", "patience": 30}
+  assert scoped.sasrec_settings("sasrec") == {"num_epochs": 7, "loss": "softmax"}
+  planned = {st.name: st.config["sasrec"] for st in pipeline.Pipeline(
+      scoped, str(tmp_path / "scoped"), fns=fakes.fns()).stages if st.kind == "sasrec"}
+  assert planned["sasrec_bce-s0"]["patience"] == 30 and "patience" not in planned["sasrec-s0"]
+  assert profiles.load("tiger-cpu").sasrec_settings("sasrec_bce")["patience"] == 30
+  with pytest.raises(UserError, match="sasrec_bce/SASRecConfig"):
+    pipeline.Pipeline(gin(prof, "sasrec_bce/SASRecConfig.max_len = 0"), out, fns=fakes.fns())
   # sasrec_bce is not a default row; an unknown row is refused by name
   assert "sasrec_bce" not in profiles.Profile(name="x", description="").baselines
   with pytest.raises(UserError, match="sasrec_ce"):
