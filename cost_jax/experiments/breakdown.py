@@ -18,6 +18,8 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
+from cost_jax import significance
+
 # Bucket edges in training interactions: 0, 1-4, 5-19, 20-99, >= 100.
 POPULARITY_EDGES = (1, 5, 20, 100)
 HEAD_ITEMS = 100  # the coverage view: share of all list slots taken by the 100 most listed items
@@ -44,7 +46,7 @@ def buckets(counts: np.ndarray, targets: np.ndarray,
 def recall_by_bucket(topk: np.ndarray, targets: np.ndarray, bucket: np.ndarray,
                      num_buckets: int, k: int) -> np.ndarray:
   """[num_buckets] Recall@k of the users in each bucket (nan where a bucket has no user)."""
-  hit = (np.asarray(topk)[:, :k] == np.asarray(targets)[:, None]).any(axis=1)
+  hit = significance.per_user(topk, targets, k)[f"recall@{k}"]
   n = np.bincount(bucket, minlength=num_buckets).astype(np.float64)
   h = np.bincount(bucket, weights=hit, minlength=num_buckets)
   with np.errstate(invalid="ignore", divide="ignore"):
