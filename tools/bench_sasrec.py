@@ -20,7 +20,7 @@ import time
 import jax
 import numpy as np
 
-from cost_jax.baselines import sasrec
+from cost_jax.baselines import sasrec, sasrec_train
 from cost_jax.tokenizer.cove import CoveConfig
 
 
@@ -56,7 +56,7 @@ def main(argv=None) -> dict:
   tx = optax.adam(config.learning_rate, b2=0.98)
   step_fn = sasrec.make_train_step(model, tx)
   rng = np.random.default_rng(1)
-  inputs, targets = sasrec.sample_windows(seqs, config.max_len, rng)
+  inputs, targets = sasrec_train.sample_windows(seqs, config.max_len, rng)
   batches = []
   for _ in range(args.steps):
     idx = rng.choice(len(inputs), args.batch, replace=False)

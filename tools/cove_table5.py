@@ -24,7 +24,7 @@ cost_io.quiet_tensorflow_logs()  # before TensorFlow loads
 import numpy as np
 
 from cost_jax import gin_cli
-from cost_jax.baselines import cove_sasrec, sasrec
+from cost_jax.baselines import cove_sasrec, sasrec, sasrec_train
 from cost_jax.experiments import profiles
 from cost_jax.data.processed import ProcessedDataset
 from cost_jax.experiments import paired
@@ -53,7 +53,7 @@ def main(argv=None) -> list[dict]:
       config = sasrec.SASRecConfig(num_items=ds.num_items, **host)
     else:
       config = cove_sasrec.make_config(ds.num_items, {"codebook_sizes": sizes}, **host)
-    params, _ = sasrec.train(config, loo.train, seed=args.seed,
+    params, _ = sasrec_train.train(config, loo.train, seed=args.seed,
                              progress_desc=f"table5 {sizes or 'sasrec'}")
     topk = sasrec.predict_topk(config, params, loo.train, 10)
     m = score_topk(topk, loo.valid_target, ks=(5, 10))

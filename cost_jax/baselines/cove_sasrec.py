@@ -23,7 +23,7 @@ from typing import Any, Mapping, Sequence
 import jax
 import numpy as np
 
-from cost_jax.baselines import sasrec
+from cost_jax.baselines import sasrec, sasrec_train
 from cost_jax.io import StagedDir, UserError, atomic_write_json, atomic_write_npy, read_json
 from cost_jax.tokenizer import artifact, dedup
 from cost_jax.tokenizer import cove as cove_lib
@@ -54,18 +54,18 @@ def code_report(codes: np.ndarray, config: sasrec.SASRecConfig) -> dict:
 
 
 def train_and_evaluate(loo, num_items: int, seed: int = 0, output_dir: str | None = None,
-                       ks: Sequence[int] = sasrec.DEFAULT_KS,
+                       ks: Sequence[int] = sasrec_train.DEFAULT_KS,
                        cove: Mapping[str, Any] | None = None, **sasrec_overrides: Any) -> dict:
   """COVE_SASRec on `loo`: the test metrics (+ cove_usage_per_level); with `output_dir`, its
   files and per-epoch checkpoints (a rerun into the same folder resumes)."""
   config = make_config(num_items, cove, **sasrec_overrides)
-  result, params, topk, losses, train_s, curve = sasrec.fit_and_score(
+  result, params, topk, losses, train_s, curve = sasrec_train.fit_and_score(
       loo, config, seed, ks, checkpoint_dir=output_dir)
   codes = item_codes(config, params)
   report = code_report(codes, config)
   result = dict(result, cove_usage_per_level=report["usage_per_level"])
   if output_dir is not None:
-    sasrec.write_outputs(output_dir, config, loo, result, topk, losses, train_s, seed, curve)
+    sasrec_train.write_outputs(output_dir, config, loo, result, topk, losses, train_s, seed, curve)
     atomic_write_npy(os.path.join(output_dir, CODES_FILE), codes)
     atomic_write_json(os.path.join(output_dir, REPORT_FILE), report)
   return result
@@ -102,7 +102,7 @@ def fit_tokenizer(loo, num_items: int, output: str, seed: int = 0,
     raise UserError("cove tokenizer: the dataset has no items")
   config = make_config(num_items, cove, **sasrec_overrides)
   t0 = time.perf_counter()
-  params, losses = sasrec.train(config, loo.train, seed=seed, progress_desc="cove tokenizer")
+  params, losses = sasrec_train.train(config, loo.train, seed=seed, progress_desc="cove tokenizer")
   codes = item_codes(config, params)
   report = code_report(codes, config)
   report.update(host={k: v for k, v in dataclasses.asdict(config).items() if k != "cove"},

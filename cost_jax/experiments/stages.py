@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from cost_jax import data
-from cost_jax.baselines import cove_sasrec, popularity, sasrec, transition
+from cost_jax.baselines import cove_sasrec, popularity, sasrec, sasrec_train, transition
 from cost_jax.data import cold_start, embed
 from cost_jax.experiments import capabilities as capabilities_lib
 from cost_jax.data.processed import ProcessedDataset
@@ -113,8 +113,8 @@ def _real_popularity(dataset_dir: str, output: str, ks: Sequence[int]) -> dict:
 
 def _real_sasrec(dataset_dir: str, output: str, seed: int, ks: Sequence[int], **cfg: Any) -> dict:
   ds = ProcessedDataset.load(dataset_dir)
-  return sasrec.train_and_evaluate(ds.leave_one_out(), ds.num_items, seed=seed, output_dir=output,
-                                   ks=ks, **cfg)
+  return sasrec_train.train_and_evaluate(ds.leave_one_out(), ds.num_items, seed=seed,
+                                         output_dir=output, ks=ks, **cfg)
 
 
 REAL_FNS = StageFns(prepare=_real_prepare, embed=_real_embed, tokenize=_real_tokenize,

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cost_jax.baselines import sasrec
+from cost_jax.baselines import sasrec, sasrec_train
 
 
 def small_config(**kw):
@@ -42,7 +42,7 @@ def test_left_pad_and_windows():
   np.testing.assert_array_equal(sasrec.left_pad([np.array([0, 4]), np.array([1, 2, 3, 4, 5])], 3),
                                 [[0, 1, 5], [4, 5, 6]])  # item i -> token i + 1
   rng = np.random.default_rng(0)
-  inputs, targets = sasrec.sample_windows([np.array([5, 6, 7, 8]), np.array([1])], 3, rng)
+  inputs, targets = sasrec_train.sample_windows([np.array([5, 6, 7, 8]), np.array([1])], 3, rng)
   assert inputs.shape == targets.shape == (1, 3)  # the user with 1 item has no window
   # targets are the inputs shifted by one (in token space, 0 = pad)
   nz = inputs[0] > 0
@@ -61,7 +61,7 @@ def test_loss_falls_on_toy_task(loss):
   rng = np.random.default_rng(0)
   train = [np.array([(s + t) % 12 for t in range(9)]) for s in rng.integers(0, 12, 48)]
   cfg = small_config(num_epochs=25, loss=loss)
-  params, losses = sasrec.train(cfg, train, seed=0)
+  params, losses = sasrec_train.train(cfg, train, seed=0)
   assert losses[-1] < 0.5 * losses[0], losses
   top = sasrec.predict_topk(cfg, params, [np.array([2, 3, 4]), np.array([9, 10])], k=1)
   np.testing.assert_array_equal(top[:, 0], [5, 11])
@@ -84,7 +84,7 @@ def test_best_epoch_is_kept_and_patience_stops():
   valid = rng.integers(0, 12, 40)
   cfg = small_config(num_epochs=8, learning_rate=3e-2, eval_num_users=40, patience=2)
   curve, sel = [], {}
-  params, losses = sasrec.train(cfg, train, seed=0, valid_target=valid, curve=curve,
+  params, losses = sasrec_train.train(cfg, train, seed=0, valid_target=valid, curve=curve,
                                 selection=sel)
   recalls = [c["recall@10"] for c in curve]
   best = int(np.argmax(recalls))  # the first maximum
@@ -95,7 +95,7 @@ def test_best_epoch_is_kept_and_patience_stops():
   else:
     assert sel["final_epoch"] == 8 and len(curve) - best - 1 < 2
   # The returned parameters are those after the best epoch: a run that stops there agrees.
-  ref, _ = sasrec.train(small_config(num_epochs=sel["best_epoch"], learning_rate=3e-2,
+  ref, _ = sasrec_train.train(small_config(num_epochs=sel["best_epoch"], learning_rate=3e-2,
                                      eval_num_users=40, keep_best=False), train, seed=0,
                         valid_target=valid, curve=[])
   for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(ref)):
@@ -165,9 +165,9 @@ def test_a_stopped_run_resumes_bit_for_bit(tmp_path, monkeypatch):
         raise stop.Interrupted(f"stopped {where}", 15)
       real(where)
 
-    monkeypatch.setattr(sasrec.stop, "check", check)
+    monkeypatch.setattr(sasrec_train.stop, "check", check)
     curve, sel = [], {}
-    out = sasrec.train(cfg, train, seed=0, valid_target=valid, curve=curve, selection=sel,
+    out = sasrec_train.train(cfg, train, seed=0, valid_target=valid, curve=curve, selection=sel,
                        checkpoint_dir=folder)
     return out, curve, sel, calls
 

@@ -1,13 +1,11 @@
 """COVE (cost_jax.tokenizer.cove) and COVE_SASRec: hand-checked numbers."""
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cost_jax.baselines import cove_sasrec, sasrec
+from cost_jax.baselines import cove_sasrec, sasrec, sasrec_train
 from cost_jax.data.processed import leave_one_out
 from cost_jax.io import UserError
 from cost_jax.tokenizer import artifact
@@ -119,8 +117,8 @@ def test_alpha_zero_is_plain_sasrec_bit_for_bit():
   b = sasrec.SASRec(with_cove).apply({"params": p_cove}, tokens, method=sasrec.SASRec.score_last)
   assert np.array_equal(np.asarray(a), np.asarray(b))
   # Training with alpha = omega_q = 0 moves the shared parameters exactly as plain SASRec.
-  t_plain, l_plain = sasrec.train(plain, loo.train, seed=3)
-  t_cove, l_cove = sasrec.train(with_cove, loo.train, seed=3)
+  t_plain, l_plain = sasrec_train.train(plain, loo.train, seed=3)
+  t_cove, l_cove = sasrec_train.train(with_cove, loo.train, seed=3)
   assert l_plain == l_cove
   for x, y in zip(jax.tree.leaves(t_plain), jax.tree.leaves({k: v for k, v in t_cove.items()
                                                              if k != "cove"})):
