@@ -26,7 +26,7 @@ from cost_jax.baselines import epoch_checkpoints
 from cost_jax.baselines.popularity import user_rows
 from cost_jax.baselines.sasrec import (SASRec, SASRecConfig, init_params, left_pad,
                                        make_train_step, predict_topk, target_positions)
-from cost_jax.io import UserError, atomic_write_json
+from cost_jax.io import UserError, atomic_write_json, read_json_or
 from cost_jax.progress import Progress
 from cost_jax.results import KS, score_topk, write_results
 
@@ -46,6 +46,10 @@ def sample_windows(train: Sequence[np.ndarray], max_len: int, rng: np.random.Gen
     inputs.append(w[:-1])
     targets.append(w[1:])
   return left_pad(inputs, max_len), left_pad(targets, max_len)
+
+
+def make_tx(config: SASRecConfig) -> optax.GradientTransformation:
+  return optax.adam(config.learning_rate, b2=0.98)  # SASRec: Adam, beta2 = 0.98
 
 
 def train(config: SASRecConfig, train_seqs: Sequence[np.ndarray], seed: int = 0,
@@ -74,7 +78,7 @@ def train(config: SASRecConfig, train_seqs: Sequence[np.ndarray], seed: int = 0,
     eval_rows = eval_rows[[len(train_seqs[i]) > 0 for i in eval_rows]]
   model = SASRec(config)
   params = init_params(model, seed)
-  tx = optax.adam(config.learning_rate, b2=0.98)  # SASRec: beta2 = 0.98
+  tx = make_tx(config)
   opt_state = tx.init(params)
   step_fn = make_train_step(model, tx)
   np_rng = np.random.default_rng(seed)
@@ -217,3 +221,25 @@ def train_and_evaluate(loo, num_items: int, config: SASRecConfig | None = None, 
   if output_dir is not None:
     write_outputs(output_dir, config, loo, result, topk, losses, train_s, seed, curve)
   return result
+
+
+def load_scored_params(output_dir: str) -> tuple[SASRecConfig, dict, int]:
+  """(config, parameters, epoch) that a finished run in `output_dir` scored on test: its best
+  validation epoch's with `keep_best`, else its last epoch's (from its per-epoch checkpoint)."""
+  cfg = read_json_or(os.path.join(output_dir, "config.json"))
+  losses = read_json_or(os.path.join(output_dir, "losses.json"))
+  if not isinstance(cfg, dict) or not isinstance(losses, dict) or "seed" not in losses:
+    raise UserError(f"{output_dir}: no config.json / losses.json of a finished SASRec run")
+  config, seed = SASRecConfig(**cfg), int(losses["seed"])
+  params = init_params(SASRec(config), seed)
+  template = {"params": params, "opt_state": make_tx(config).init(params),
+              "rng": jax.random.PRNGKey(seed + 1), "best_params": params}
+  ckpts = epoch_checkpoints.EpochCheckpoints(output_dir,
+                                             epoch_checkpoints.run_record(cfg, seed))
+  restored = ckpts.restore(template, "sasrec")
+  if restored is None:
+    raise UserError(f"{output_dir}: no SASRec checkpoint")
+  arrays, meta, epoch = restored
+  if config.keep_best and meta.get("best") is not None:
+    return config, arrays["best_params"], int(meta["best"]["epoch"])
+  return config, arrays["params"], int(epoch)

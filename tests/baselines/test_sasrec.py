@@ -85,7 +85,7 @@ def test_best_epoch_is_kept_and_patience_stops():
   cfg = small_config(num_epochs=8, learning_rate=3e-2, eval_num_users=40, patience=2)
   curve, sel = [], {}
   params, losses = sasrec_train.train(cfg, train, seed=0, valid_target=valid, curve=curve,
-                                selection=sel)
+                                      selection=sel)
   recalls = [c["recall@10"] for c in curve]
   best = int(np.argmax(recalls))  # the first maximum
   assert sel["best_epoch"] == curve[best]["epoch"]
@@ -96,8 +96,8 @@ def test_best_epoch_is_kept_and_patience_stops():
     assert sel["final_epoch"] == 8 and len(curve) - best - 1 < 2
   # The returned parameters are those after the best epoch: a run that stops there agrees.
   ref, _ = sasrec_train.train(small_config(num_epochs=sel["best_epoch"], learning_rate=3e-2,
-                                     eval_num_users=40, keep_best=False), train, seed=0,
-                        valid_target=valid, curve=[])
+                                           eval_num_users=40, keep_best=False), train, seed=0,
+                              valid_target=valid, curve=[])
   for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(ref)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
@@ -167,8 +167,8 @@ def test_a_stopped_run_resumes_bit_for_bit(tmp_path, monkeypatch):
 
     monkeypatch.setattr(sasrec_train.stop, "check", check)
     curve, sel = [], {}
-    out = sasrec_train.train(cfg, train, seed=0, valid_target=valid, curve=curve, selection=sel,
-                       checkpoint_dir=folder)
+    out = sasrec_train.train(cfg, train, seed=0, valid_target=valid, curve=curve,
+                             selection=sel, checkpoint_dir=folder)
     return out, curve, sel, calls
 
   (want, want_losses), want_curve, want_sel, _ = run(None)
@@ -188,3 +188,22 @@ def test_a_stopped_run_resumes_bit_for_bit(tmp_path, monkeypatch):
   cfg = small_config(num_epochs=5, learning_rate=1e-2, eval_num_users=40, dropout_rate=0.2)
   with pytest.raises(sasrec.UserError, match="config differs in learning_rate"):
     run(folder)
+
+
+def test_a_finished_run_gives_back_the_parameters_it_scored(tmp_path):
+  # The best epoch's parameters, read back from the run's folder, rank the test split exactly
+  # as the run's topk.npy does (same function, same batches).
+  from cost_jax.data.processed import leave_one_out  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(2)
+  seqs = [rng.integers(0, 12, 9) for _ in range(40)]
+  loo = leave_one_out([f"u{i}" for i in range(40)], seqs)
+  cfg = small_config(num_epochs=6, learning_rate=3e-2, eval_num_users=40, patience=2)
+  out = str(tmp_path / "run")
+  m = sasrec_train.train_and_evaluate(loo, 12, cfg, seed=3, output_dir=out, ks=(5, 10))
+  config, params, epoch = sasrec_train.load_scored_params(out)
+  assert config == cfg and epoch == m["best_epoch"]
+  histories = [np.concatenate([t, [v]]) for t, v in zip(loo.train, loo.valid_target)]
+  np.testing.assert_array_equal(sasrec.predict_topk(config, params, histories, 10),
+                                np.load(tmp_path / "run" / "topk.npy"))
+  with pytest.raises(sasrec.UserError, match="no config.json"):
+    sasrec_train.load_scored_params(str(tmp_path))

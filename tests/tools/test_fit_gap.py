@@ -7,6 +7,7 @@ import sys
 
 import jax
 import numpy as np
+import pytest
 
 _TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _TESTS)
@@ -14,6 +15,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(_TESTS), "tools"))
 import _trainer_toy as toy  # noqa: E402  pylint: disable=wrong-import-position
 import fit_gap  # noqa: E402  pylint: disable=wrong-import-position
 
+from cost_jax.baselines import sasrec, sasrec_train  # noqa: E402
+from cost_jax.data.processed import ProcessedDataset  # noqa: E402
+from cost_jax.experiments import breakdown  # noqa: E402
 from cost_jax.seq2seq import model, run_dir, splits  # noqa: E402
 from cost_jax.seq2seq import trainer as train  # noqa: E402
 
@@ -26,8 +30,13 @@ def test_levels_items_and_the_gap_over_checkpoints(tmp_path, capsys):
   train.train_and_evaluate(model_dir=str(tmp_path / "m"), dataset_dir=ds, tokenizer_dir=tok,
                            eval_at_end=False, eval_test=False, show_progress=False, **settings)
   # 50 examples in batches of 16: the last batch is padded, and padding must not count.
+  loo = ProcessedDataset.load(ds).leave_one_out()
+  sasrec_cfg = sasrec.SASRecConfig(num_items=toy.NUM_ITEMS, max_len=8, emb_dim=16, num_blocks=1,
+                                   batch_size=16, num_epochs=3)
+  sasrec_dir = str(tmp_path / "sasrec")
+  sasrec_train.train_and_evaluate(loo, toy.NUM_ITEMS, sasrec_cfg, output_dir=sasrec_dir)
   rows = fit_gap.main(["--model_dir", str(tmp_path / "m"), "--steps", "20,60", "--num", "50",
-                       "--batch", "16"])
+                       "--batch", "16", "--sasrec_dir", sasrec_dir])
   assert [r["step"] for r in rows] == [20, 60]
   for r in rows:
     assert r["num_train"] == 50 and r["num_valid"] == 50
@@ -48,6 +57,25 @@ def test_levels_items_and_the_gap_over_checkpoints(tmp_path, capsys):
   nll = -np.take_along_axis(logp, tgt[..., None], -1)[..., 0]
   expected = (nll * w).sum(0) / np.maximum(w.sum(0), 1.0)
   np.testing.assert_allclose(rows[1]["valid_nll"], expected, rtol=1e-4, atol=1e-6)
+
+  # SASRec's losses on the same 50 users, from the parameters its run scored, by hand.
+  config, params, _ = sasrec_train.load_scored_params(sasrec_dir)
+  rows_of = {int(u): i for i, u in enumerate(loo.user_index)}
+  users = [rows_of[int(u)] for u in valid.user_index]
+  logits = sasrec.SASRec(config).apply(
+      {"params": params}, sasrec.left_pad([loo.train[i] for i in users], config.max_len),
+      method=sasrec.SASRec.score_last)
+  lp = np.asarray(jax.nn.log_softmax(logits, axis=-1), np.float64)
+  want = -lp[np.arange(len(users)), loo.valid_target[users]]
+  assert rows[1]["sasrec_valid_nats_per_item"] == pytest.approx(want.mean(), rel=1e-5)
+  # The buckets partition the users: their user-weighted means give the overall mean.
+  counts = breakdown.train_counts(loo.train, toy.NUM_ITEMS)
+  share = np.bincount(breakdown.buckets(counts, loo.valid_target[users]),
+                      minlength=len(rows[1]["buckets"]))
+  total = sum(n * v for n, v in zip(share, rows[1]["sasrec_by_bucket"]) if v is not None)
+  assert total / share.sum() == pytest.approx(want.mean(), rel=1e-5)
+  tiger = sum(n * v for n, v in zip(share, rows[1]["tiger_by_bucket"]) if v is not None)
+  assert tiger / share.sum() == pytest.approx(rows[1]["valid_nats_per_item"], rel=1e-5)
 
   out = capsys.readouterr().out
   summary = json.loads(out.strip().splitlines()[-1][len("summary: "):])
