@@ -6,6 +6,13 @@ drawn from numpy's `default_rng(SeedSequence([seed, e]))`. A run that
 stops at step k and resumes therefore sees the same batches as one that never
 stopped. The hot loop only gathers rows: no tf.data per step. Packed rows:
 cost_jax.seq2seq.packing.
+
+History cropping (`history_crop` = p, TrainConfig.history_crop): each example of a step is, with
+probability p, cut to a suffix of its history of 1..n items (n = its history length), drawn
+uniformly, also a pure function of (seed, step); the user token and the target stay. At p = 1
+a target is seen with every history length equally often, as when training on every contiguous
+sub-sequence of a user's items (the augmentation of the GRID reproduction of TIGER); TIGER's
+paper trains on the full histories (p = 0, the default).
 """
 
 from __future__ import annotations
@@ -21,6 +28,22 @@ from cost_jax.seq2seq import packing as packing_lib
 from cost_jax.seq2seq.splits import ExampleArrays
 
 
+def crop_histories(encoder_tokens: np.ndarray, lengths: np.ndarray, keep_items: np.ndarray,
+                   tokens_per_item: int, prefix_tokens: int = 1) -> np.ndarray:
+  """Rows of left-aligned [prefix tokens] + items x `tokens_per_item` tokens, each cut to its
+  last `keep_items` items (the prefix kept, zeros after); a row keeps all its items where
+  `keep_items` >= their number."""
+  tokens = np.asarray(encoder_tokens)
+  lengths = np.asarray(lengths, np.int64)
+  items = (lengths - prefix_tokens) // tokens_per_item
+  drop = np.maximum(items - np.asarray(keep_items, np.int64), 0) * tokens_per_item
+  t = np.arange(tokens.shape[1])[None, :]
+  source = np.where(t < prefix_tokens, t, t + drop[:, None])
+  keep = source < lengths[:, None]
+  out = np.take_along_axis(tokens, np.minimum(source, tokens.shape[1] - 1), axis=1)
+  return np.where(keep, out, 0).astype(tokens.dtype)
+
+
 class EpochBatcher:
   """Training batches as a pure function of (seed, step), no dropped examples.
 
@@ -30,7 +53,8 @@ class EpochBatcher:
 
   def __init__(self, arrays: ExampleArrays, batch_size: int, seed: int, cached_epochs: int = 3,
                packing: str = "off", pack_row_multiple: int = 8, pack_widths: str = "",
-               pack_max_segments: int | None = None):
+               pack_max_segments: int | None = None, history_crop: float = 0.0,
+               tokens_per_item: int = 0, prefix_tokens: int = 1):
     if len(arrays) == 0:
       raise UserError("training split has no examples")
     if batch_size < 1:
@@ -58,6 +82,15 @@ class EpochBatcher:
     self.max_segments = packing_lib.max_segments(self.encoder_lengths, full)
     if pack_max_segments:
       self.max_segments = min(self.max_segments, int(pack_max_segments))
+    self.history_crop = float(history_crop)
+    self.tokens_per_item, self.prefix_tokens = int(tokens_per_item), int(prefix_tokens)
+    if self.history_crop:
+      if not 0.0 < self.history_crop <= 1.0:
+        raise UserError(f"history_crop must be in [0, 1], got {history_crop}")
+      history = self.encoder_lengths - self.prefix_tokens
+      if self.tokens_per_item < 1 or (history < 0).any() or (history % self.tokens_per_item).any():
+        raise UserError(f"history_crop: the training inputs are not {self.prefix_tokens} prefix "
+                        f"token(s) + whole items of {self.tokens_per_item} tokens")
     self._perms: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
     self._cached_epochs = cached_epochs
 
@@ -85,10 +118,27 @@ class EpochBatcher:
       out[m] = self.permutation(int(e))[offsets[m]]
     return out
 
+  def kept_items(self, step: int, idx: np.ndarray) -> np.ndarray | None:
+    """History items each example of step `step` keeps (None: no cropping); a pure function
+    of (seed, step)."""
+    if not self.history_crop:
+      return None
+    items = (self.encoder_lengths[idx] - self.prefix_tokens) // self.tokens_per_item
+    rng = np.random.default_rng(np.random.SeedSequence([self.seed, int(step), 0xC409]))
+    crop = rng.random(len(idx)) < self.history_crop
+    drawn = rng.integers(1, np.maximum(items, 1) + 1)
+    return np.where(crop, np.minimum(drawn, items), items)
+
   def batch(self, step: int) -> dict[str, np.ndarray]:
     """The step's examples: padded rows, or packed (cost_jax.seq2seq.packing) with the same
-    examples in the same decoder order."""
-    padded = self.arrays.model_batch(self.indices(step))
+    examples in the same decoder order; histories cropped with `history_crop`."""
+    idx = self.indices(step)
+    padded = self.arrays.model_batch(idx)
+    keep = self.kept_items(step, idx)
+    if keep is not None:
+      padded["encoder_input_tokens"] = crop_histories(
+          padded["encoder_input_tokens"], self.encoder_lengths[idx], keep, self.tokens_per_item,
+          self.prefix_tokens)
     if self.packing == "off":
       return padded
     return packing_lib.pack_batch(padded, self.pack_row_multiple, self.pack_widths,
@@ -112,7 +162,10 @@ class EpochBatcher:
   def real_tokens(self, step: int) -> int:
     """Real (non-padding) encoder + decoder tokens of step `step`."""
     idx = self.indices(step)
-    return int(self.encoder_lengths[idx].sum() + self.decoder_lengths[idx].sum())
+    keep = self.kept_items(step, idx)
+    enc = (self.encoder_lengths[idx] if keep is None
+           else self.prefix_tokens + keep * self.tokens_per_item)
+    return int(enc.sum() + self.decoder_lengths[idx].sum())
 
   def epoch_of(self, step: int) -> float:
     return step * self.batch_size / self.num_examples
@@ -220,9 +273,13 @@ def auto_bucket_widths(lengths: np.ndarray, full: int,
 
 def make_batcher(arrays: ExampleArrays, batch_size: int, seed: int, packing: str,
                  pack_row_multiple: int = 8, pack_widths: str = "",
-                 pack_max_segments: int | None = None) -> EpochBatcher:
+                 pack_max_segments: int | None = None, history_crop: float = 0.0,
+                 tokens_per_item: int = 0) -> EpochBatcher:
   """The trainer's batcher for TrainConfig.packing ("off", "encoder" or "bucket")."""
   if packing == "bucket":
+    if history_crop:
+      raise UserError("history_crop needs packing 'encoder' or 'off' (length buckets are drawn "
+                      "once per epoch, before any cropping)")
     full = arrays.encoder_input_tokens.shape[1]
     lengths = packing_lib.token_lengths(arrays.encoder_input_tokens)
     if pack_widths in ("auto", ""):
@@ -234,7 +291,8 @@ def make_batcher(arrays: ExampleArrays, batch_size: int, seed: int, packing: str
     return BucketBatcher(arrays, batch_size, seed, widths)
   return EpochBatcher(arrays, batch_size, seed, packing=packing,
                       pack_row_multiple=pack_row_multiple, pack_widths=pack_widths,
-                      pack_max_segments=pack_max_segments)
+                      pack_max_segments=pack_max_segments, history_crop=history_crop,
+                      tokens_per_item=tokens_per_item)
 
 
 def device_batches(batcher: EpochBatcher, start_step: int, end_step: int, sharding: Any = None,

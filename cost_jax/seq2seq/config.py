@@ -80,6 +80,11 @@ class TrainConfig:
   # once per row over its segment slots, so its cost grows with this cap; on Amazon Beauty 8
   # costs 3% more rows than no cap (16) and makes cross-attention 2.5x cheaper.
   pack_max_segments: int = 8
+  # Probability that a training example's history is cut to a uniformly drawn suffix of 1..n of
+  # its n items (cost_jax.seq2seq.batching.crop_histories), redrawn every step. 0 = TIGER's full
+  # histories (§4.1.1); 1 = every history length of a target equally often, as training on all
+  # contiguous sub-sequences does (the GRID reproduction of TIGER). Not part of any paper.
+  history_crop: float = 0.0
   # Row widths besides the full input length T. "encoder" packing: narrower packed rows
   # ("auto" = about T/4 and T/2, each where at least a quarter of the examples fit:
   # packing.auto_widths), whose self-attention costs width^2 instead of T^2; every distinct
@@ -122,6 +127,9 @@ class TrainConfig:
         (self.packing in PACKING_MODES, f"packing must be one of {PACKING_MODES}"),
         (self.pack_row_multiple >= 1, "pack_row_multiple must be >= 1"),
         (self.pack_max_segments >= 1, "pack_max_segments must be >= 1"),
+        (0.0 <= self.history_crop <= 1.0, "history_crop must be in [0, 1]"),
+        (self.history_crop == 0.0 or self.packing != "bucket",
+         "history_crop needs packing 'encoder' or 'off'"),
         (self.pack_widths in ("", "auto", "none") or all(
             w.strip().isdigit() and int(w) > 0 for w in self.pack_widths.split(",")),
          "pack_widths must be 'auto', 'none' or positive widths such as '21,41'"),

@@ -225,13 +225,16 @@ def _train(config: TrainConfig, model_dir: str, model_config=None, *,
   batcher = batching.make_batcher(
       train_arrays, config.batch_size, config.seed, config.packing,
       pack_row_multiple=int(np.lcm(config.pack_row_multiple, layout.data_size)),
-      pack_widths=config.pack_widths, pack_max_segments=config.pack_max_segments)
+      pack_widths=config.pack_widths, pack_max_segments=config.pack_max_segments,
+      history_crop=config.history_crop, tokens_per_item=int(lengths["targets"]))
   widths = getattr(batcher, "widths", None) or (
       batcher.pack_widths + (lengths["inputs"],) if config.packing == "encoder" else ())
   log(f"[train] batches: {'no' if config.packing == 'off' else config.packing} packing"
       + (f" (row widths {', '.join(map(str, widths))})" if widths else "") + "; "
       f"{packing_lib.padded_share(train_arrays.encoder_input_tokens):.0%} of the padded "
-      "encoder tokens are real")
+      "encoder tokens are real"
+      + (f"; histories cropped with probability {config.history_crop:g}"
+         if config.history_crop else ""))
   if config.packing != "off" and start < config.num_train_steps:
     # Compile every batch shape of the run (bucket widths; packed row counts) before the
     # first step, so that no compilation lands inside the timed steps.
