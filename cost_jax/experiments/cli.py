@@ -52,6 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
                   "cold_start (§4.4.1), diversity (§4.4.2), invalid_ids (§5); settings with "
                   "--gin.CapabilityConfig.X=V (epsilons, temperatures, category_field, method)")
   gin_cli.add_flags(ap, old_set_example="TrainConfig.num_train_steps=500")
+  ap.add_argument("--reuse_stages_from", "--reuse-stages-from", dest="reuse_stages_from",
+                  action="append", default=[], metavar="OUTPUT",
+                  help="another output folder (repeatable): a stage that finished there with "
+                       "the same config is linked in, not run again (e.g. an ablation sharing "
+                       "the data, embedding and tokenizer stages of an earlier run)")
   ap.add_argument("--list", action="store_true", help="print the stage plan and exit")
   ap.add_argument("--report_only", "--report-only", dest="report_only", action="store_true",
                   help="rewrite the report from finished stages; run nothing")
@@ -103,13 +108,17 @@ def processed_dataset_name(dataset_dir: str) -> str:
 def main(argv: Sequence[str] | None = None, fns: StageFns = REAL_FNS) -> int:
   args = gin_cli.parse_args(build_parser(), argv, set_spelling=profiles.set_spelling)
   profile = profile_from_args(args)
-  pipe = Pipeline(profile, args.output, fns=fns, dataset_dir=args.dataset_dir)
+  for other in args.reuse_stages_from:
+    if not os.path.isdir(os.path.join(other, "stages")):
+      raise UserError(f"--reuse_stages_from {other}: not an output folder (no stages/ in it)")
+  pipe = Pipeline(profile, args.output, fns=fns, dataset_dir=args.dataset_dir,
+                  reuse_from=args.reuse_stages_from)
   if args.list:
     pipe.print_plan()
     return 0
   if args.report_only:
     for st in pipe.stages:
-      marker = pipe.cache.done_marker(st.name, st.config)
+      marker = pipe.cache.adopt(st.name, st.config)
       if marker is not None:
         pipe.results[st.name] = StageResult(st.name, pipe.cache.path(st.name, st.config),
                                             config_hash(st.config), "cached",

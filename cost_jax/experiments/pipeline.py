@@ -26,7 +26,7 @@ import os
 import sys
 import time
 import traceback
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 
 
@@ -61,13 +61,13 @@ class Pipeline:
   """Plans the stages of a profile, runs them in order (seed by seed), writes the report."""
 
   def __init__(self, profile: Profile, output: str, fns: StageFns = REAL_FNS,
-               dataset_dir: str | None = None, stream=None):
+               dataset_dir: str | None = None, stream=None, reuse_from: Sequence[str] = ()):
     self.profile = profile
     self.output = os.path.abspath(output)
     self.fns = fns
     self.external_dataset = os.path.abspath(dataset_dir) if dataset_dir else None
     self.stream = stream or sys.stderr
-    self.cache = StageCache(self.output, log=self.log)
+    self.cache = StageCache(self.output, log=self.log, reuse_from=reuse_from)
     self.results: dict[str, StageResult] = {}
     self.stages: list[PlannedStage] = []
     self._plan()
@@ -318,7 +318,9 @@ class Pipeline:
 
   # .. running ..
   def status_of(self, stage: PlannedStage) -> str:
-    return "cached" if self.cache.done_marker(stage.name, stage.config) else "pending"
+    if self.cache.done_marker(stage.name, stage.config):
+      return "cached"
+    return "reuse" if self.cache.reusable(stage.name, stage.config) else "pending"
 
   def print_plan(self) -> None:
     self.log(f"reproduce: profile {self.profile.name} -> {self.output}")
@@ -335,7 +337,7 @@ class Pipeline:
     t_start = time.perf_counter()
     self.print_plan()
     total = len(self.stages)
-    pending = [st.name for st in self.stages if self.status_of(st) != "cached"]
+    pending = [st.name for st in self.stages if self.status_of(st) not in ("cached", "reuse")]
     # Rate and ETA over the stages that have to run (cached ones take no time).
     progress = Progress(max(len(pending), 1), desc="reproduce", unit="stages to run",
                         min_interval=0.0)
@@ -359,7 +361,7 @@ class Pipeline:
           progress.update(done_pending)
         continue
       stop.check(f"before stage {st.name}")
-      cached = self.status_of(st) == "cached"
+      cached = self.status_of(st) in ("cached", "reuse")
       if (not cached and time_budget_s is not None and
           time.perf_counter() - t_start > time_budget_s):
         self.log(f"[stage {i}/{total}] {st.name}: not started (time budget of "

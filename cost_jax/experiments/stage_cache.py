@@ -4,6 +4,12 @@ The work happens in <dir>.tmp, renamed to <dir> with a DONE marker (the stage's 
 timings, summary and a manifest of the files written, with their sizes and sha256) at the end;
 a re-run skips every stage whose marker matches and whose files are all still there, unchanged.
 A stage whose outputs were deleted or changed is re-run, with a message naming what changed.
+
+With `reuse_from` (other output folders), a stage that has not run here but finished there with
+the same config (same name and hash, its files unchanged) is linked in (a symlink to that
+folder's stage dir) instead of run again: e.g. an ablation that shares its data, embedding and
+tokenizer stages with an earlier run. The other folder is only read; if its stage changes later,
+the link is set aside here (never followed into a write) and the stage runs here.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import os
 import shutil
 import sys
 import time
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from cost_jax.io import atomic_write_json, atomic_write_text, read_json_or, sha256_file
 
@@ -45,28 +51,58 @@ class StageResult:
 class StageCache:
   """Runs a stage function into OUTPUT/stages/<name>-<hash>/ unless a finished one exists."""
 
-  def __init__(self, root: str, log: Callable[[str], None] | None = None):
+  def __init__(self, root: str, log: Callable[[str], None] | None = None,
+               reuse_from: Sequence[str] = ()):
     self.root = os.path.abspath(root)
     self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    self.reuse_from = tuple(r for r in (os.path.abspath(x) for x in reuse_from)
+                            if os.path.realpath(r) != os.path.realpath(self.root))
 
   def path(self, name: str, config: Mapping[str, Any]) -> str:
     return os.path.join(self.root, STAGES_SUBDIR, f"{safe_name(name)}-{config_hash(config)}")
 
   def done_marker(self, name: str, config: Mapping[str, Any]) -> dict | None:
     """The DONE marker of a finished stage with this exact config, else None."""
-    file = os.path.join(self.path(name, config), DONE_FILE)
-    marker = read_json_or(file)
+    return self._marker_at(self.path(name, config), name, config, quiet=False)
+
+  def _marker_at(self, directory: str, name: str, config: Mapping[str, Any],
+                 quiet: bool) -> dict | None:
+    marker = read_json_or(os.path.join(directory, DONE_FILE))
     if not isinstance(marker, dict):
       return None
     canonical = json.loads(json.dumps(config, sort_keys=True, default=str))
     if marker.get("config") != canonical:
       return None
-    problems = manifest_problems(os.path.dirname(file), marker.get("manifest"))
+    problems = manifest_problems(directory, marker.get("manifest"))
     if problems:
-      self.log(f"[stage {name}] cached outputs changed ({'; '.join(problems[:3])}"
-               + (f"; {len(problems) - 3} more" if len(problems) > 3 else "") + "): re-running")
+      if not quiet:
+        self.log(f"[stage {name}] cached outputs changed ({'; '.join(problems[:3])}"
+                 + (f"; {len(problems) - 3} more" if len(problems) > 3 else "")
+                 + "): re-running")
       return None
     return marker
+
+  def reusable(self, name: str, config: Mapping[str, Any]) -> str | None:
+    """The finished stage dir with this config in a `reuse_from` folder (the first one), when
+    nothing of that stage is here yet; else None."""
+    here = self.path(name, config)
+    if os.path.lexists(here):
+      return None
+    for other in self.reuse_from:
+      there = os.path.join(other, STAGES_SUBDIR, os.path.basename(here))
+      if os.path.isdir(there) and self._marker_at(there, name, config, quiet=True) is not None:
+        return os.path.realpath(there)
+    return None
+
+  def adopt(self, name: str, config: Mapping[str, Any]) -> dict | None:
+    """done_marker(), after linking in a reusable stage from a `reuse_from` folder."""
+    there = self.reusable(name, config)
+    if there is not None:
+      here = self.path(name, config)
+      os.makedirs(os.path.dirname(here), exist_ok=True)
+      os.symlink(there, here, target_is_directory=True)
+      self.log(f"[stage {name}] reused from {there}")
+    return self.done_marker(name, config)
 
   def run(self, name: str, config: Mapping[str, Any], fn: Callable[[str], Any],
           resume: bool = False) -> StageResult:
@@ -78,7 +114,7 @@ class StageCache:
     """
     path = self.path(name, config)
     h = config_hash(config)
-    marker = self.done_marker(name, config)
+    marker = self.adopt(name, config)
     if marker is not None:
       return StageResult(name, path, h, "cached", float(marker.get("seconds", 0.0)),
                          cpu_seconds=marker.get("cpu_seconds"), value=marker.get("result"))
@@ -115,7 +151,9 @@ class StageCache:
         "manifest": manifest(tmp),
     }
     atomic_write_json(os.path.join(tmp, DONE_FILE), marker, sort_keys=True)
-    if os.path.exists(path):  # an unfinished (no DONE) or foreign dir in the way
+    if os.path.islink(path):  # a link to another folder's stage whose files changed there
+      os.remove(path)
+    elif os.path.exists(path):  # an unfinished (no DONE) or foreign dir in the way
       shutil.rmtree(path)
     os.replace(tmp, path)
     return StageResult(name, path, h, "ran", seconds, cpu_seconds=cpu_seconds,

@@ -220,6 +220,29 @@ def test_cli_end_to_end_with_fakes_and_report_only(tmp_path):
                              fail_train=("cost", 0)).fns()) == 1
 
 
+def test_cli_reuses_the_stages_another_output_finished(tmp_path, capsys):
+  first, second = str(tmp_path / "first"), str(tmp_path / "second")
+  fakes = Fakes()
+  assert cli.main(["--output", first, "--seeds", "0", "--methods", "rqvae",
+                   "--baselines", ""], fns=fakes.fns()) == 0
+  fakes.calls.clear()
+  capsys.readouterr()
+  # Another training setting: data, embedding and tokenizer stages are the first run's.
+  assert cli.main(["--output", second, "--seeds", "0", "--methods", "rqvae", "--baselines", "",
+                   "--reuse_stages_from", first, "--gin.TrainConfig.num_train_steps=7"],
+                  fns=fakes.fns()) == 0
+  assert [c[0] for c in fakes.calls] == ["train"]
+  linked = sorted(n for n in os.listdir(os.path.join(second, "stages"))
+                  if os.path.islink(os.path.join(second, "stages", n)))
+  assert [n.split("-")[0] for n in linked] == ["data", "embed", "tokenize"]
+  assert "reused from" in capsys.readouterr().err
+  with pytest.raises(SystemExit) as e:
+    cli.main(["--output", second, "--reuse_stages_from", str(tmp_path / "nowhere")],
+             fns=fakes.fns())
+  assert e.value.code != 0
+  assert "--reuse_stages_from" in capsys.readouterr().err
+
+
 def test_tokenizer_stats_normalizes_report():
   rep = {"usage_per_level": [1.0, 0.75], "collisions_before_dedup": {
       "colliding_items": 7, "largest_group": 3, "collision_groups": 2, "unique_ids": 9},

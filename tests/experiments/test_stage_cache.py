@@ -118,3 +118,61 @@ def test_a_cached_stage_whose_outputs_are_gone_is_rerun(tmp_path, capsys):
   kept = [open(os.path.join(f"{path}.changed-{n}", "out.bin"), "rb").read() if n > 1 else
           os.path.exists(os.path.join(f"{path}.changed-{n}", "out.bin")) for n in (1, 2, 3)]
   assert kept == [False, b"1", b"54321"]
+
+
+def _writer(calls, text):
+  def fn(d):
+    calls.append(d)
+    with open(os.path.join(d, "out.txt"), "w") as f:
+      f.write(text)
+    return {"text": text}
+  return fn
+
+
+def test_a_stage_finished_in_another_folder_is_linked_in_not_run(tmp_path):
+  calls = []
+  first = stage_cache.StageCache(str(tmp_path / "a"))
+  ran = first.run("s", {"a": 1}, _writer(calls, "from a"))
+  second = stage_cache.StageCache(str(tmp_path / "b"), reuse_from=[str(tmp_path / "a")])
+  assert second.reusable("s", {"a": 1}) == os.path.realpath(ran.path)
+  assert second.reusable("s", {"a": 2}) is None  # another config: nothing to reuse
+  r = second.run("s", {"a": 1}, _writer(calls, "from b"))
+  assert (r.status, r.value, len(calls)) == ("cached", {"text": "from a"}, 1)
+  here = second.path("s", {"a": 1})
+  assert os.path.islink(here) and open(os.path.join(here, "out.txt")).read() == "from a"
+  assert second.reusable("s", {"a": 1}) is None  # linked now: done here
+  r = second.run("s", {"a": 2}, _writer(calls, "from b"))  # a config only b has: runs in b
+  assert r.status == "ran" and not os.path.islink(r.path) and len(calls) == 2
+
+
+def test_a_reused_stage_changed_in_its_folder_reruns_here_and_leaves_that_folder_alone(tmp_path):
+  calls = []
+  first = stage_cache.StageCache(str(tmp_path / "a"))
+  ran = first.run("s", {"a": 1}, _writer(calls, "from a"))
+  second = stage_cache.StageCache(str(tmp_path / "b"), reuse_from=[str(tmp_path / "a")])
+  second.run("s", {"a": 1}, _writer(calls, "from b"))
+  with open(os.path.join(ran.path, "out.txt"), "w") as f:  # a's stage edited by hand
+    f.write("edited")
+  r = second.run("s", {"a": 1}, _writer(calls, "from b"))
+  assert r.status == "ran" and not os.path.islink(r.path) and len(calls) == 2
+  assert open(os.path.join(r.path, "out.txt")).read() == "from b"
+  assert open(os.path.join(ran.path, "out.txt")).read() == "edited"  # a's files untouched
+  kept = [n for n in os.listdir(os.path.dirname(r.path)) if ".changed-" in n]
+  assert len(kept) == 1 and os.path.islink(os.path.join(os.path.dirname(r.path), kept[0]))
+
+
+def test_a_reused_stage_whose_folder_is_gone_reruns_here(tmp_path):
+  import shutil
+  calls = []
+  stage_cache.StageCache(str(tmp_path / "a")).run("s", {"a": 1}, _writer(calls, "from a"))
+  second = stage_cache.StageCache(str(tmp_path / "b"), reuse_from=[str(tmp_path / "a")])
+  second.run("s", {"a": 1}, _writer(calls, "from b"))
+  shutil.rmtree(tmp_path / "a")  # the link is broken now
+  r = second.run("s", {"a": 1}, _writer(calls, "from b"))
+  assert r.status == "ran" and not os.path.islink(r.path)
+  assert open(os.path.join(r.path, "out.txt")).read() == "from b"
+
+
+def test_reuse_from_the_same_folder_is_ignored(tmp_path):
+  cache = stage_cache.StageCache(str(tmp_path), reuse_from=[str(tmp_path)])
+  assert cache.reuse_from == ()
