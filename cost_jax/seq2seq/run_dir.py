@@ -34,7 +34,9 @@ CONFIG_FORMAT = "cost_jax.train/v1"
 TOKENIZER_SNAPSHOT = "tokenizer"
 
 # Fields that change the training trajectory: a resumed run must match them.
-TRAJECTORY_FIELDS = ("batch_size", "optimizer", "weight_decay", "grad_clip_norm", "seed")
+# A record written before a field existed holds that field's default.
+TRAJECTORY_FIELDS = ("batch_size", "optimizer", "weight_decay", "grad_clip_norm", "seed",
+                     "history_crop", "max_history")
 # The schedule may change on resume where the new one gives the same rate at every step taken
 # (e.g. a constant run extended by a "wsd" cooldown that starts at or after the resumed step).
 SCHEDULE_FIELDS = ("learning_rate", "lr_schedule", "lr_constant_steps", "lr_decay_steps")
@@ -72,9 +74,12 @@ def write_or_check_config(model_dir: str, record: dict, resume_step: int | None)
       keys = sorted(set(old.get("model", {})) | set(record["model"]))
       diffs += [f"model.{k}: {old.get('model', {}).get(k)!r} -> {record['model'].get(k)!r}"
                 for k in keys if old.get("model", {}).get(k) != record["model"].get(k)]
+    defaults = dataclasses.asdict(TrainConfig())
     for k in TRAJECTORY_FIELDS:
-      if old.get("train", {}).get(k) != record["train"].get(k):
-        diffs.append(f"TrainConfig.{k}: {old.get('train', {}).get(k)!r} -> {record['train'][k]!r}")
+      was = old.get("train", {}).get(k, defaults[k])
+      now = record["train"].get(k, defaults[k])
+      if was != now:
+        diffs.append(f"TrainConfig.{k}: {was!r} -> {now!r}")
     why = schedule_change(old.get("train", {}), record["train"], resume_step)
     if why:
       diffs.append(why)

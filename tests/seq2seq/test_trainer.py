@@ -345,6 +345,18 @@ def test_resuming_with_another_model_is_refused(toy_dirs, tmp_path):
     _run(toy_dirs, tmp_path / "m", num_train_steps=4, emb_dim=16)
 
 
+def test_resuming_with_another_history_crop_is_refused(toy_dirs, tmp_path):
+  _run(toy_dirs, tmp_path / "m", num_train_steps=2, checkpoint_every=2)
+  with pytest.raises(UserError, match=r"TrainConfig.history_crop: 0.0 -> 0.5"):
+    _run(toy_dirs, tmp_path / "m", num_train_steps=4, history_crop=0.5)
+  # A record from before the field existed holds its default (0.0): it resumes as before.
+  path = os.path.join(tmp_path / "m", run_dir.CONFIG_FILE)
+  record = json.load(open(path))
+  del record["train"]["history_crop"]
+  json.dump(record, open(path, "w"))
+  _run(toy_dirs, tmp_path / "m", num_train_steps=4)
+
+
 def test_cli_bad_input_exits_2_without_traceback(toy_dirs, tmp_path, capsys):
   with pytest.raises(SystemExit) as e:
     cli.train_main(["--model_dir", str(tmp_path / "m"), "--gin.TrainConfig.dataset_dir='/nonexistent'",
