@@ -84,9 +84,6 @@ def _prepare_locked(name: str, output: str, force: bool, strict: bool, settings:
     directory = opts.pop("directory", None)
     _no_extra(name, opts)
     options = {"dataset": name, **settings, "directory": directory}
-    sources = None
-    if directory is None:
-      sources = [{"file": f, "sha256": s} for f, s in movielens.FILES.items()]
     if not force and directory is None and processed.existing_matches(output, options):
       return output
     data, malformed = movielens.load(directory, strict=strict)
@@ -105,7 +102,6 @@ def _prepare_locked(name: str, output: str, force: bool, strict: bool, settings:
     recbole_name = opts.pop("recbole_name", None)
     text_fields = opts.pop("text_fields", None)
     _no_extra(name, opts)
-    dataset = recbole_dataset_name(recbole_dir, recbole_name)
     if isinstance(text_fields, str):
       text_fields = [f.strip() for f in text_fields.split(",") if f.strip()]
     options = {"dataset": name, **settings,

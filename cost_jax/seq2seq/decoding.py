@@ -170,7 +170,6 @@ def temperature_sample(step_fn: StepFn, cache: Any, batch_size: int, trie: ItemT
   scores = jnp.zeros((bs,), jnp.float32)
   tokens = jnp.zeros((bs, 0), jnp.int32)
   for l in range(trie.num_levels):
-    k = trie.level_sizes[l]
     if l == 0:
       logp, cache = step_fn(jnp.zeros((b, 1), jnp.int32), jnp.zeros((b, 0), jnp.int32), cache, 0)
       logp = jnp.repeat(logp.astype(jnp.float32), s, axis=0)

@@ -27,7 +27,7 @@ def test_two_runs_with_hand_checked_means_and_differences(tmp_path, capsys):
   out = capsys.readouterr().out
   assert "| a | 4 | 0.7500 [" in out and "| b | 4 | 0.2500 [" in out  # b: the stage above model/
   assert f"{0.25 / np.log2(3):.4f} [" in out
-  assert f"| a | b | +0.5000 (" in out and f"{0.75 - 0.25 / np.log2(3):+.4f} (" in out
+  assert "| a | b | +0.5000 (" in out and f"{0.75 - 0.25 / np.log2(3):+.4f} (" in out
   assert open(tmp_path / "c.md").read().strip() == out.strip()
 
 
