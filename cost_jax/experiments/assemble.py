@@ -75,8 +75,9 @@ def write_report(pipe, partial: bool) -> dict[str, str] | None:
   lists = scored_lists(pipe)
   sections = paired.significance_markdown(lists, order, report_lib.label,
                                           report_lib.PAPER_ORDERINGS)
-  counts = train_counts(pipe)
-  hits = breakdown.markdown(lists, counts, order, report_lib.label) if counts is not None else []
+  view = training_view(pipe)
+  hits = breakdown.markdown(lists, view[0], order, report_lib.label, seen=view[1]) \
+      if view is not None else []
   sections = (published.markdown(pipe.profile.dataset, report_lib.summarize(rows),
                                  report_lib.label) + list(sections) + hits
               + capabilities_section(pipe))
@@ -88,15 +89,16 @@ def write_report(pipe, partial: bool) -> dict[str, str] | None:
   return paths
 
 
-def train_counts(pipe):
-  """Each item's interactions in the training parts of the data stage's dataset (None before
-  the data stage has finished)."""
+def training_view(pipe):
+  """(each item's interactions in the training parts, breakdown.seen_by_user) of the data
+  stage's dataset (None before the data stage has finished)."""
   r = pipe.results.get("data")
   if r is None or r.status not in ("ran", "cached"):
     return None
   try:
     ds = ProcessedDataset.load(pipe.dataset_path("data"))
-    return breakdown.train_counts(ds.leave_one_out().train, ds.num_items)
+    split = ds.leave_one_out()
+    return breakdown.train_counts(split.train, ds.num_items), breakdown.seen_by_user(split)
   except (UserError, OSError, ValueError):
     return None
 

@@ -11,7 +11,8 @@ not in the report of the run it is measured against; this puts the two on the sa
 A run is a folder holding the test lists every model writes (user_ids.npy, topk.npy,
 targets.npy): a trained model_dir, a reproduction stage, or a baseline's stage. Runs scored on
 different test users are compared on the users they share. With --dataset_dir (the processed
-dataset the runs were trained on) Recall@10 by the test target's popularity is added.
+dataset the runs were trained on) Recall@10 by the test target's popularity is added, and by
+whether the user's last transition occurs in training (cost_jax.experiments.breakdown).
 """
 
 from __future__ import annotations
@@ -56,12 +57,13 @@ def markdown(lists: dict[str, list[tuple]], metrics: Sequence[str],
       ds = ProcessedDataset.load(dataset_dir)
     except (OSError, ValueError) as e:
       raise UserError(f"--dataset_dir {dataset_dir}: {e}") from None
-    counts = breakdown.train_counts(ds.leave_one_out().train, ds.num_items)
+    split = ds.leave_one_out()
+    counts = breakdown.train_counts(split.train, ds.num_items)
     top = max((int(t.max()) for runs in lists.values() for _, _, t in runs), default=-1)
     if top >= len(counts):
       raise UserError(f"--dataset_dir {dataset_dir}: {ds.num_items} items, but a run's test "
                       f"targets go up to item {top}: not the dataset these runs were scored on")
-    md += breakdown.markdown(lists, counts, order)
+    md += breakdown.markdown(lists, counts, order, seen=breakdown.seen_by_user(split))
   return "\n".join(md)
 
 

@@ -76,4 +76,38 @@ def test_the_report_has_the_section_once_the_data_and_lists_exist(tmp_path):
   md = open(os.path.join(out, "results.md")).read()
   assert "## Where the hits come from (Recall@10" in md
   assert "| Markov (item transitions) |" in md and "| 10 | 100.0% |" in md
-  assert assemble.train_counts(type("P", (), {"results": {}})()) is None  # no data stage yet
+  assert "seen transition (" in md and "| unseen (" in md
+  assert assemble.training_view(type("P", (), {"results": {}})()) is None  # no data stage yet
+
+
+def test_seen_transitions_hand_checked():
+  # training pairs: (0,0), (0,1), (0,2); users' (last, target): (0,1) seen, (1,0) not (order
+  # matters), (0,2) seen, (2,2) not
+  seen = breakdown.seen_transitions(TRAIN, np.array([0, 1, 0, 2]), np.array([1, 0, 2, 2]))
+  np.testing.assert_array_equal(seen, [True, False, True, False])
+  assert not breakdown.seen_transitions([np.array([3])], np.array([3]), np.array([3])).any()
+
+
+def test_markdown_splits_recall_by_seen_transition_over_the_users_it_knows():
+  counts = breakdown.train_counts(TRAIN, 5)
+  # user ids 10..13 in list order; flags known for 10, 11, 12 (13 is not in the table)
+  seen = (np.array([10, 11, 12]), np.array([True, False, True]))
+  lists = {"a": [(np.array([13, 10, 11, 12]), TOPK, TARGETS)]}
+  md = "\n".join(breakdown.markdown(lists, counts, ["a"], k=2, edges=(1, 2), seen=seen))
+  # the shares are over the users found: 2 seen of 3
+  assert "| seen transition (66.7%) | unseen (33.3%) |" in md
+  # buckets as above (1.0, .5, 1.0); list users 13 (hit, unknown), 10 (miss, seen), 11 (hit,
+  # unseen), 12 (hit, seen): seen .5, unseen 1.0
+  assert "| a | 1.0000 | 0.5000 | 1.0000 | 0.5000 | 1.0000 | 5 | 100.0% |" in md
+  found, flag = breakdown.user_flags(seen, np.array([12, 9, 10]))
+  np.testing.assert_array_equal(found, [True, False, True])
+  np.testing.assert_array_equal(flag, [True, False, True])
+
+
+def test_seen_by_user_reads_a_leave_one_out_split():
+  split = type("S", (), {"user_index": np.array([7, 3]), "train": [np.array([1, 2]),
+                                                                     np.array([2, 1])],
+                         "valid_target": np.array([1, 1]), "test_target": np.array([2, 0])})()
+  users, flags = breakdown.seen_by_user(split)
+  np.testing.assert_array_equal(users, [3, 7])
+  np.testing.assert_array_equal(flags, [False, True])  # user 7: (1, 2) occurs; user 3: (1, 0) not
