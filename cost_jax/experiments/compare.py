@@ -9,7 +9,9 @@ not in the report of the run it is measured against; this puts the two on the sa
       --dataset_dir /runs/beauty_rqvae/stages/data-e974984a8550/dataset
 
 A run is a folder holding the test lists every model writes (user_ids.npy, topk.npy,
-targets.npy): a trained model_dir, a reproduction stage, or a baseline's stage. Runs scored on
+targets.npy): a trained model_dir, a reproduction stage, or a baseline's stage; or one of the
+metrics_<split>_step<S>_... .json files `python -m cost_jax.evaluate` writes for another
+checkpoint, split or user sample (its lists lie beside it with the same suffix). Runs scored on
 different test users are compared on the users they share. With --dataset_dir (the processed
 dataset the runs were trained on) Recall@10 by the test target's popularity is added, and by
 whether the user's last transition occurs in training (cost_jax.experiments.breakdown).
@@ -22,22 +24,50 @@ import os
 import sys
 from typing import Sequence
 
+import numpy as np
+
 from cost_jax.data.processed import ProcessedDataset
 from cost_jax.experiments import breakdown, paired
 from cost_jax.io import UserError, exits_cleanly
 
 
 def run_name(path: str) -> str:
-  """A run's default name: its folder, or the stage above a `model` folder."""
+  """A run's default name: its folder, or the stage above a `model` folder; for a metrics file,
+  that name and the file's suffix."""
   path = os.path.normpath(os.path.abspath(path))
   base = os.path.basename(path)
+  if os.path.isfile(path):
+    return f"{run_name(os.path.dirname(path))}{base[len('metrics'):-len('.json')]}"
   return os.path.basename(os.path.dirname(path)) if base == "model" else base
 
 
+def read_scoring(path: str) -> tuple | None:
+  """(user_ids, topk, targets) of a `metrics*.json` file's scoring: `python -m cost_jax.evaluate`
+  writes metrics_<split>_step<S>_users<N>_... .json with topk_<same suffix>.npy etc. beside it."""
+  folder, base = os.path.split(os.path.abspath(path))
+  suffix = base[len("metrics"):-len(".json")]
+  files = [os.path.join(folder, f"{n}{suffix}.npy") for n in ("user_ids", "topk", "targets")]
+  if not all(os.path.isfile(f) for f in files):
+    return None
+  try:
+    return tuple(np.load(f, allow_pickle=False) for f in files)
+  except (OSError, ValueError):
+    return None
+
+
 def load_runs(paths: Sequence[str], names: Sequence[str]) -> dict[str, list[tuple]]:
-  """name -> [(user_ids, topk, targets)] of each run; a folder without test lists is refused."""
+  """name -> [(user_ids, topk, targets)] of each run; a folder without test lists is refused.
+  A run may also be one scoring's metrics*.json file (another step, split or user sample)."""
   lists = {}
   for path, name in zip(paths, names):
+    base = os.path.basename(path)
+    if os.path.isfile(path) and base.startswith("metrics") and base.endswith(".json"):
+      got = read_scoring(path)
+      if got is None:
+        raise UserError(f"{path}: its lists (user_ids, topk, targets with the same suffix) are "
+                        "not beside it")
+      lists[name] = [got]
+      continue
     if not os.path.isdir(path):
       raise UserError(f"{path}: no such folder")
     got = paired.read_lists(path)
@@ -71,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
   ap = argparse.ArgumentParser(prog="python -m cost_jax.compare", description=__doc__.split(
       "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
   ap.add_argument("runs", nargs="+", metavar="RUN",
-                  help="a finished run's folder (model_dir or stage), two or more")
+                  help="a finished run's folder (model_dir or stage) or a metrics*.json of "
+                       "`cost_jax.evaluate`; two or more")
   ap.add_argument("--names", help="comma-separated names, one per run (default: the folders')")
   ap.add_argument("--metrics", default="recall@10,ndcg@10",
                   help="comma-separated metric@k (default recall@10,ndcg@10)")

@@ -77,3 +77,21 @@ def test_dataset_dir_adds_recall_by_popularity_and_refuses_another_dataset(tmp_p
   with pytest.raises(SystemExit):
     compare.main([a, bad, "--dataset_dir", ds_dir])
   assert "not the dataset these runs were scored on" in capsys.readouterr().err
+
+
+def test_a_metrics_file_of_another_scoring_is_a_run(tmp_path, capsys):
+  m = tmp_path / "stage" / "model"
+  a = _run(m, [0, 1], [[5], [1]], [5, 6])  # the run's own test lists
+  suffix = "_test_step3000_users2_beams50_top40"
+  for n, v in (("user_ids", [0, 1]), ("topk", [[1], [6]]), ("targets", [5, 6])):
+    np.save(m / f"{n}{suffix}.npy", np.asarray(v, np.int64))
+  (m / f"metrics{suffix}.json").write_text("{}")
+  assert compare.main([a, str(m / f"metrics{suffix}.json"), "--metrics", "recall@1"]) == 0
+  out = capsys.readouterr().out
+  # names: the stage above model/, and the same with the scoring's suffix
+  assert "| stage | 2 | 0.5000 [" in out and f"| stage{suffix} | 2 | 0.5000 [" in out
+  assert f"| stage | stage{suffix} | +0.0000 (" in out
+  (m / "metrics_other.json").write_text("{}")
+  with pytest.raises(SystemExit):
+    compare.main([a, str(m / "metrics_other.json")])
+  assert "not beside it" in capsys.readouterr().err
