@@ -130,10 +130,9 @@ def markdown(lists: Mapping[str, Sequence[tuple]], counts: np.ndarray, order: Se
       if seen_cols:
         found, flag = user_flags(seen, np.asarray(user_ids))
         hit = significance.per_user(topk, targets, k)[f"recall@{k}"]
-        with np.errstate(invalid="ignore"):
-          row = np.concatenate([row, [hit[found & flag].mean() if (found & flag).any() else np.nan,
-                                      hit[found & ~flag].mean() if (found & ~flag).any()
-                                      else np.nan]])
+        row = np.concatenate([row, [hit[found & flag].mean() if (found & flag).any() else np.nan,
+                                    hit[found & ~flag].mean() if (found & ~flag).any()
+                                    else np.nan]])
       rec.append(row)
       d, h = coverage(topk, k)
       dist.append(d)

@@ -28,7 +28,7 @@ import numpy as np
 
 from cost_jax.data.processed import ProcessedDataset
 from cost_jax.experiments import breakdown, paired
-from cost_jax.io import UserError, exits_cleanly
+from cost_jax.io import UserError, atomic_write_text, exits_cleanly
 
 
 def run_name(path: str) -> str:
@@ -131,7 +131,6 @@ def main(argv: Sequence[str] | None = None) -> int:
   text = markdown(load_runs(args.runs, names), metrics, args.dataset_dir)
   print(text)
   if args.output:
-    from cost_jax.io import atomic_write_text
     atomic_write_text(args.output, text + "\n")
   return 0
 
