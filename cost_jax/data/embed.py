@@ -193,13 +193,12 @@ class SentenceTransformerEncoder:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
-      import torch  # noqa: F401
+      import torch
       from sentence_transformers import SentenceTransformer
     except ImportError as e:
       raise UserError(f"embedding needs the optional extra: `pip install -e .[embed]` ({e}); "
                       "or pass precomputed vectors with `embed DIR --from_npy FILE`") from None
     if self.threads:
-      import torch
       torch.set_num_threads(self.threads)
     try:
       self.model = SentenceTransformer(self.path, device=self.device or "cpu")

@@ -105,11 +105,15 @@ def markdown(lists: Mapping[str, Sequence[tuple]], counts: np.ndarray, order: Se
   if not methods:
     return []
   names = bucket_labels(edges)
-  first = lists[methods[0]][0]
-  share = np.bincount(buckets(counts, first[2], edges), minlength=len(names)) / len(first[2])
+  # The header's shares are over every user that some row scored (rows may score samples).
+  users, first_at = np.unique(np.concatenate([np.asarray(u, np.int64) for m in methods
+                                              for u, _, _ in lists[m]]), return_index=True)
+  all_targets = np.concatenate([np.asarray(t) for m in methods for _, _, t in lists[m]])
+  share = (np.bincount(buckets(counts, all_targets[first_at], edges), minlength=len(names))
+           / len(users))
   seen_cols = []
   if seen is not None:
-    found, flag = user_flags(seen, np.asarray(first[0]))
+    found, flag = user_flags(seen, users)
     if found.any():
       p = flag[found].mean()
       seen_cols = [f"seen transition ({p:.1%})", f"unseen ({1 - p:.1%})"]

@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import sys
+import threading
 import time
 from typing import Any, Callable, Mapping, Sequence
 
@@ -52,8 +53,11 @@ class StageCache:
   """Runs a stage function into OUTPUT/stages/<name>-<hash>/ unless a finished one exists."""
 
   def __init__(self, root: str, log: Callable[[str], None] | None = None,
-               reuse_from: Sequence[str] = ()):
+               reuse_from: Sequence[str] = (), spent_every_s: float = 60.0):
     self.root = os.path.abspath(root)
+    # A resumable stage's SPENT_SECONDS is rewritten this often while it runs, so that a stage
+    # killed outright (SIGKILL, the end of a machine's session) still counts the time it spent.
+    self.spent_every_s = spent_every_s
     self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     self.reuse_from = tuple(r for r in (os.path.abspath(x) for x in reuse_from)
                             if os.path.realpath(r) != os.path.realpath(self.root))
@@ -130,13 +134,29 @@ class StageCache:
     os.makedirs(tmp, exist_ok=True)
     spent, spent_cpu = _read_spent(tmp)  # earlier interrupted attempts (resumable stages)
     t0, c0 = time.perf_counter(), time.process_time()
+
+    def record_spent():
+      _write_spent(tmp, spent + time.perf_counter() - t0, spent_cpu + time.process_time() - c0)
+
+    stop = threading.Event()
+    clock = None
+    if resume:
+      def tick():
+        while not stop.wait(self.spent_every_s):
+          record_spent()
+      clock = threading.Thread(target=tick, name=f"spent-{name}", daemon=True)
+      clock.start()
     try:
       value = fn(tmp)
     except BaseException:
       if resume:
-        _write_spent(tmp, spent + time.perf_counter() - t0,
-                     spent_cpu + time.process_time() - c0)
+        stop.set()
+        clock.join()
+        record_spent()
       raise
+    stop.set()
+    if clock is not None:
+      clock.join()
     seconds = spent + time.perf_counter() - t0
     cpu_seconds = spent_cpu + time.process_time() - c0
     if os.path.exists(os.path.join(tmp, SPENT_FILE)):

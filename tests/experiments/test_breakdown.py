@@ -111,3 +111,17 @@ def test_seen_by_user_reads_a_leave_one_out_split():
   users, flags = breakdown.seen_by_user(split)
   np.testing.assert_array_equal(users, [3, 7])
   np.testing.assert_array_equal(flags, [False, True])  # user 7: (1, 2) occurs; user 3: (1, 0) not
+
+
+def test_markdown_header_shares_are_over_every_user_some_row_scored():
+  counts = breakdown.train_counts(TRAIN, 5)
+  seen = (np.arange(4), np.array([True, False, False, False]))
+  # the first row scored a sample of users 1 and 3 only (both unseen, buckets "1" and "1"); the
+  # second row all four (buckets ">= 2", "1", "0", "1"; user 0 seen)
+  lists = {"sample": [(np.array([1, 3]), TOPK[[1, 3]], TARGETS[[1, 3]])],
+           "all": [(np.arange(4), TOPK, TARGETS)]}
+  md = "\n".join(breakdown.markdown(lists, counts, ["sample", "all"], k=2, edges=(1, 2),
+                                    seen=seen))
+  assert "| 0 (25.0%) | 1 (50.0%) | >= 2 (25.0%) | seen transition (25.0%) | unseen (75.0%) |" in md
+  # the sample's row has no user in buckets "0" and ">= 2" and no seen user
+  assert "| sample | - | 0.5000 | - | - | 0.5000 |" in md

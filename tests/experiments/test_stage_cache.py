@@ -176,3 +176,26 @@ def test_a_reused_stage_whose_folder_is_gone_reruns_here(tmp_path):
 def test_reuse_from_the_same_folder_is_ignored(tmp_path):
   cache = stage_cache.StageCache(str(tmp_path), reuse_from=[str(tmp_path)])
   assert cache.reuse_from == ()
+
+
+def test_a_resumable_stage_records_its_time_while_it_runs(tmp_path):
+  # A stage killed outright (no exception, no cleanup) must still have counted its time: the
+  # SPENT file is rewritten while the stage runs, not only when it fails.
+  cache = stage_cache.StageCache(str(tmp_path), spent_every_s=0.02)
+  seen = []
+
+  def step(d):
+    spent_file = os.path.join(d, stage_cache.SPENT_FILE)
+    deadline = time.monotonic() + 10.0
+    while not os.path.exists(spent_file) and time.monotonic() < deadline:
+      time.sleep(0.01)
+    seen.append(stage_cache._read_spent(d))
+    return {"ok": 1}
+
+  r = cache.run("train", {"a": 1}, step, resume=True)
+  assert seen[0][0] > 0.0                      # written during the run
+  assert r.status == "ran"
+  assert sorted(os.listdir(r.path)) == ["DONE"]  # and gone once the stage finished
+  # a stage that does not resume keeps no such file
+  cache.run("other", {"a": 1}, lambda d: seen.append(sorted(os.listdir(d))))
+  assert seen[-1] == []
