@@ -76,7 +76,8 @@ def write_report(pipe, partial: bool) -> dict[str, str] | None:
   sections = paired.significance_markdown(lists, order, report_lib.label,
                                           report_lib.PAPER_ORDERINGS)
   view = training_view(pipe)
-  hits = breakdown.markdown(lists, view[0], order, report_lib.label, seen=view[1]) \
+  hits = (breakdown.markdown(lists, view[0], order, report_lib.label, seen=view[1])
+          + breakdown.seen_steps_markdown(lists, order, view[1], view[2], report_lib.label)) \
       if view is not None else []
   sections = (published.markdown(pipe.profile.dataset, report_lib.summarize(rows),
                                  report_lib.label) + list(sections) + hits
@@ -90,15 +91,17 @@ def write_report(pipe, partial: bool) -> dict[str, str] | None:
 
 
 def training_view(pipe):
-  """(each item's interactions in the training parts, breakdown.seen_by_user) of the data
-  stage's dataset (None before the data stage has finished)."""
+  """(each item's interactions in the training parts, breakdown.seen_by_user,
+  breakdown.steps_out_by_user) of the data stage's dataset (None before the data stage has
+  finished)."""
   r = pipe.results.get("data")
   if r is None or r.status not in ("ran", "cached"):
     return None
   try:
     ds = ProcessedDataset.load(pipe.dataset_path("data"))
     split = ds.leave_one_out()
-    return breakdown.train_counts(split.train, ds.num_items), breakdown.seen_by_user(split)
+    return (breakdown.train_counts(split.train, ds.num_items), breakdown.seen_by_user(split),
+            breakdown.steps_out_by_user(split))
   except (UserError, OSError, ValueError):
     return None
 

@@ -15,7 +15,9 @@ of the history, i.e. the validation item, followed by the test target) either oc
 in the training parts or it does not. An item-transition table hits most of the first kind and
 almost none of the second; a model that generalises from content does the reverse. On Amazon
 Beauty 8.6% of the test users are of the first kind, and they carry most of the Markov chain's
-Recall@10.
+Recall@10. Those seen steps are split further by how many training steps leave the user's last
+item: a step out of a rare item is unambiguous for a transition table (one or two successors)
+and the hardest thing for a model that has to recognise that item from its semantic ID.
 """
 
 from __future__ import annotations
@@ -74,9 +76,20 @@ def seen_transitions(train: Sequence[np.ndarray], last: np.ndarray, targets: np.
   return np.isin(last * n + targets, known)
 
 
+def steps_out(train: Sequence[np.ndarray], last: np.ndarray) -> np.ndarray:
+  """[U] how many consecutive-item steps in the training parts start at each user's `last`
+  item (repeats counted)."""
+  last = np.asarray(last, np.int64)
+  starts = [np.asarray(t[:-1], np.int64) for t in train if len(t) > 1]
+  n = int(max([last.max(initial=-1)] + [int(s.max(initial=-1)) for s in starts])) + 1
+  out = np.bincount(np.concatenate(starts), minlength=n) if starts else np.zeros(n, np.int64)
+  return out[last]
+
+
 def user_flags(flags_users: tuple[np.ndarray, np.ndarray], user_ids: np.ndarray
                ) -> tuple[np.ndarray, np.ndarray]:
-  """(found, flag) for each of `user_ids`, looked up in (sorted user ids, flags)."""
+  """(found, value) for each of `user_ids`, looked up in (sorted user ids, values): a flag or a
+  count per user; users not found get False (0)."""
   users, flags = flags_users
   pos = np.clip(np.searchsorted(users, user_ids), 0, max(len(users) - 1, 0))
   found = (users[pos] == user_ids) if len(users) else np.zeros(len(user_ids), bool)
@@ -148,6 +161,63 @@ def markdown(lists: Mapping[str, Sequence[tuple]], counts: np.ndarray, order: Se
     md.append(f"| {label(m)} | " + " | ".join(cells)
               + f" | {np.mean(dist):,.0f} | {np.mean(head):.1%} |")
   return md + [""]
+
+
+# Seen steps by the training steps out of the user's last item: 1-2, 3-5, 6-15, >= 16.
+STEPS_OUT_EDGES = (3, 6, 16)
+
+
+def seen_steps_markdown(lists: Mapping[str, Sequence[tuple]], order: Sequence[str],
+                        seen: tuple[np.ndarray, np.ndarray], steps: tuple[np.ndarray, np.ndarray],
+                        label: Callable[[str], str] = str, k: int = 10,
+                        edges: Sequence[int] = STEPS_OUT_EDGES) -> list[str]:
+  """Recall@k of the users whose test transition was seen in training, by the number of training
+  steps out of their last item (`seen`: seen_by_user, `steps`: steps_out_by_user; users missing
+  from either are skipped). Nothing when no listed user has a seen transition."""
+  methods = [m for m in order if lists.get(m)]
+  if not methods:
+    return []
+  users = np.unique(np.concatenate([np.asarray(u, np.int64) for m in methods
+                                    for u, _, _ in lists[m]]))
+  found, flag = user_flags(seen, users)
+  has, n_out = user_flags(steps, users)
+  known = found & flag & has
+  if not known.any():
+    return []
+  lo = [1, *edges]
+  names = [f"{a}" if b == a + 1 else f"{a}-{b - 1}" for a, b in zip(lo, edges)] + [f">= {edges[-1]}"]
+  share = np.bincount(np.searchsorted(edges, n_out[known], side="right"),
+                      minlength=len(names)) / known.sum()
+  md = [f"## Seen transitions by the training steps out of the last item (Recall@{k})", "",
+        f"The {known.sum():,} users whose test transition occurs in training, grouped by how many "
+        "training steps start at their last history item (share in brackets): with few, the "
+        "step is nearly certain for a transition table. Means over seeds.", "",
+        "| row | " + " | ".join(f"{n} ({s:.1%})" for n, s in zip(names, share)) + " |",
+        "|---|" + "---|" * len(names)]
+  for m in methods:
+    rec = []
+    for user_ids, topk, targets in lists[m]:
+      u = np.asarray(user_ids)
+      f1, s1 = user_flags(seen, u)
+      f2, c = user_flags(steps, u)
+      keep = f1 & s1 & f2
+      rec.append(recall_by_bucket(topk[keep], targets[keep],
+                                  np.searchsorted(edges, c[keep], side="right"), len(names), k)
+                 if keep.any() else np.full(len(names), np.nan))
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore", RuntimeWarning)
+      r = np.nanmean(np.stack(rec), axis=0)
+    md.append(f"| {label(m)} | " + " | ".join("-" if np.isnan(v) else f"{v:.4f}" for v in r)
+              + " |")
+  return md + [""]
+
+
+def steps_out_by_user(split) -> tuple[np.ndarray, np.ndarray]:
+  """(sorted user index, training steps out of each user's last test-history item, i.e. the
+  validation item) of a LeaveOneOut split: seen_steps_markdown's `steps`."""
+  order = np.argsort(np.asarray(split.user_index), kind="stable")
+  return (np.asarray(split.user_index)[order],
+          steps_out(split.train, split.valid_target)[order])
 
 
 def seen_by_user(split) -> tuple[np.ndarray, np.ndarray]:

@@ -14,7 +14,8 @@ metrics_<split>_step<S>_... .json files `python -m cost_jax.evaluate` writes for
 checkpoint, split or user sample (its lists lie beside it with the same suffix). Runs scored on
 different test users are compared on the users they share. With --dataset_dir (the processed
 dataset the runs were trained on) Recall@10 by the test target's popularity is added, and by
-whether the user's last transition occurs in training (cost_jax.experiments.breakdown).
+whether the user's last transition occurs in training, the seen ones by how many training steps
+leave the user's last item (cost_jax.experiments.breakdown).
 """
 
 from __future__ import annotations
@@ -93,7 +94,9 @@ def markdown(lists: dict[str, list[tuple]], metrics: Sequence[str],
     if top >= len(counts):
       raise UserError(f"--dataset_dir {dataset_dir}: {ds.num_items} items, but a run's test "
                       f"targets go up to item {top}: not the dataset these runs were scored on")
-    md += breakdown.markdown(lists, counts, order, seen=breakdown.seen_by_user(split))
+    seen = breakdown.seen_by_user(split)
+    md += breakdown.markdown(lists, counts, order, seen=seen)
+    md += breakdown.seen_steps_markdown(lists, order, seen, breakdown.steps_out_by_user(split))
   return "\n".join(md)
 
 

@@ -125,3 +125,29 @@ def test_markdown_header_shares_are_over_every_user_some_row_scored():
   assert "| 0 (25.0%) | 1 (50.0%) | >= 2 (25.0%) | seen transition (25.0%) | unseen (75.0%) |" in md
   # the sample's row has no user in buckets "0" and ">= 2" and no seen user
   assert "| sample | - | 0.5000 | - | - | 0.5000 |" in md
+
+
+def test_steps_out_counts_training_steps_leaving_each_last_item():
+  # TRAIN's steps: 0->0, 0->1 (part 1), 0->2 (part 2): item 0 has 3, items 1, 2, 7 none
+  np.testing.assert_array_equal(breakdown.steps_out(TRAIN, np.array([0, 1, 2, 0])), [3, 0, 0, 3])
+  np.testing.assert_array_equal(breakdown.steps_out([np.array([4])], np.array([4])), [0])
+
+
+def test_seen_steps_markdown_splits_the_seen_users_by_steps_out_of_the_last_item():
+  # users 0..3: seen, seen, seen, unseen; steps out of their last item 1, 4, 20, 1
+  seen = (np.arange(4), np.array([True, True, True, False]))
+  steps = (np.arange(4), np.array([1, 4, 20, 1]))
+  topk = np.array([[5, 6], [7, 8], [9, 1], [2, 3]])
+  # user 0 hits, user 1 misses, user 2 hits at rank 2, user 3 (unseen) hits but does not count
+  lists = {"a": [(np.arange(4), topk, np.array([5, 0, 1, 2]))],
+           "b": [(np.array([1, 2]), topk[[1, 2]], np.array([7, 0]))]}  # a sample: hit, miss
+  md = "\n".join(breakdown.seen_steps_markdown(lists, ["a", "b"], seen, steps, str.upper, k=2,
+                                               edges=(3, 6, 16)))
+  assert "The 3 users whose test transition" in md
+  assert "| row | 1-2 (33.3%) | 3-5 (33.3%) | 6-15 (0.0%) | >= 16 (33.3%) |" in md
+  assert "| A | 1.0000 | 0.0000 | - | 1.0000 |" in md
+  assert "| B | - | 1.0000 | - | 0.0000 |" in md
+  # no seen user among the listed ones: no section
+  assert breakdown.seen_steps_markdown({"a": [(np.array([3]), topk[[3]], np.array([2]))]},
+                                       ["a"], seen, steps) == []
+  assert breakdown.seen_steps_markdown({}, ["a"], seen, steps) == []
