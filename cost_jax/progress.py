@@ -4,6 +4,7 @@ One line per `update` call at most every `min_interval` seconds (and always on
 the last step), written to stderr so stdout stays machine-readable:
 
   [tokenize cost] 1200/5000 epochs  24.0%  3.1 it/s  items/s 81,920  ETA 0:20:31  loss=0.412 usage=0.93
+  [train] 2000/4000 steps  50.0%  0.7 steps/s  examples/s 179  ETA 0:47:37  loss=2.9 epoch=3.9
 """
 
 from __future__ import annotations
@@ -31,12 +32,14 @@ def _format_value(v) -> str:
 
 @dataclasses.dataclass
 class Progress:
-  """Rate/ETA reporter. `total` is in `unit`s; `items_per_step` adds an items/s figure."""
+  """Rate/ETA reporter. `total` is in `unit`s; `items_per_step` adds a `<items_name>/s` figure
+  (what one step processes: catalogue items, training examples, users)."""
 
   total: int
   desc: str = ""
   unit: str = "it"
   items_per_step: int | None = None
+  items_name: str = "items"
   min_interval: float = 2.0
   stream: IO[str] | None = None
   start_step: int = 0
@@ -68,7 +71,7 @@ class Progress:
     parts.append(f"{pct:5.1f}%")
     parts.append(f"{rate:.3g} {self.unit}/s")
     if self.items_per_step:
-      parts.append(f"items/s {rate * self.items_per_step:,.0f}")
+      parts.append(f"{self.items_name}/s {rate * self.items_per_step:,.0f}")
     parts.append(f"elapsed {format_duration(self.elapsed)}")
     parts.append(f"ETA {format_duration(remaining)}")
     if metrics:

@@ -113,7 +113,7 @@ def train(config: SASRecConfig, train_seqs: Sequence[np.ndarray], seed: int = 0,
         stop_reason = "patience"
   step = len(losses) * steps_per_epoch
   progress = Progress(config.num_epochs * steps_per_epoch, desc=progress_desc, unit="steps",
-                      items_per_step=config.batch_size, start_step=step)
+                      items_per_step=config.batch_size, items_name="sequences", start_step=step)
   while len(losses) < config.num_epochs and stop_reason != "patience":
     inputs, targets = sample_windows(train_seqs, config.max_len, np_rng)
     order = np_rng.permutation(len(inputs))

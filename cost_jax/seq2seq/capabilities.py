@@ -99,7 +99,7 @@ def sampled_lists(run: Any, encoder_tokens: np.ndarray, temperature: float, k: i
   batch_size = run.round_batch(batch_size)
   num_batches = -(-n // batch_size)
   progress = Progress(num_batches, desc=f"sample T={temperature:g}", unit="batches",
-                      items_per_step=batch_size)
+                      items_per_step=batch_size, items_name="users")
   key = jax.random.PRNGKey(seed)
   parts, draws = [], []
   for b in range(num_batches):

@@ -98,7 +98,7 @@ def predict_arrays(predict_fn: Callable, params: Any, encoder_input_tokens: np.n
     raise UserError("nothing to evaluate: the split has no users")
   num_batches = -(-n // batch_size)
   progress = Progress(num_batches, desc=desc, unit="batches",
-                      items_per_step=batch_size) if show_progress else None
+                      items_per_step=batch_size, items_name="users") if show_progress else None
   items, scores = [], []
   for b in range(num_batches):
     rows = np.arange(b * batch_size, (b + 1) * batch_size)

@@ -256,7 +256,7 @@ def _train(config: TrainConfig, model_dir: str, model_config=None, *,
   stop_reason = "num_train_steps"
 
   progress = Progress(config.num_train_steps, desc="train", unit="steps",
-                      items_per_step=config.batch_size, start_step=start,
+                      items_per_step=config.batch_size, items_name="examples", start_step=start,
                       stream=sys.stderr if show_progress else io.StringIO())
   history: list[dict] = []
   last_train: dict[str, float] = {}
@@ -286,7 +286,8 @@ def _train(config: TrainConfig, model_dir: str, model_config=None, *,
         rates = {**meter.interval(step), "epoch": batcher.epoch_of(step)}
         writer.write_scalars(step, {**{f"train/{k}": v for k, v in last_train.items()}, **rates})
         progress.update(step, {"loss": last_train["loss"], "lr": last_train["learning_rate"],
-                               "tok/s": rates["real_tokens_per_sec"]}, force=True)
+                               "tok/s": rates["real_tokens_per_sec"],
+                               "epoch": round(rates["epoch"], 2)}, force=True)
       else:
         progress.update(step)
       if step % config.checkpoint_every == 0:
