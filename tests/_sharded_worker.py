@@ -55,7 +55,7 @@ def main() -> None:
 
   # The trainer's own placement, rebuilt the same way for inspection.
   from cost_jax.seq2seq import model, network, optim
-  from cost_jax.seq2seq.config import TrainConfig, finalize_model_config
+  from cost_jax.seq2seq.config import TrainConfig
   record = json.load(open(os.path.join(args.model_dir, run_dir.CONFIG_FILE)))
   layout = devices.DeviceLayout.create(args.num_partitions)
   module = network.Transformer(run_dir.model_config_from_dict(record["model"]))

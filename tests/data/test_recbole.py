@@ -10,7 +10,6 @@ import pytest
 
 from cost_jax import data
 from cost_jax.data import recbole
-from cost_jax.data.malformed import MalformedRows
 from cost_jax.data.processed import ProcessedDataset
 from cost_jax.io import UserError
 

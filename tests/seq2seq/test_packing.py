@@ -1,7 +1,5 @@
 """Packed batches: first-fit by hand, and every example's loss equal to its padded one."""
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -6,7 +6,6 @@ parameters and IDs; and it reads pieces, never the whole matrix.
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import pytest
