@@ -38,7 +38,9 @@ CapabilityConfig.num_samples and .category_field.
 
 Writes beside the checkpoints (split "test"; other splits get a `_{split}` suffix): metrics.json
 (Recall/NDCG@{5,10,20,40}, invalid_id_rate, num_users, split, step, num_beams, topk), topk.npy,
-targets.npy, user_ids.npy, scores.npy.
+targets.npy, user_ids.npy, scores.npy. A record already there is never replaced: another step,
+user sample or beam count gets `_step{S}_users{N}_beams{B}_top{K}` files, the same scoring again
+is left as it is (same lists) or written as `_rescore<n>` (lists that differ).
 
 TIGER's capabilities (§4.4, §5), each instead of the plain beam search:
   --temperature 1.5 [--gin.CapabilityConfig.num_samples=200] [--gin.CapabilityConfig.category_field="'genres'"]

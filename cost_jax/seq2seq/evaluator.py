@@ -5,10 +5,13 @@ decodes the top-K items of every user of the split with trie-constrained beam se
 (cost_jax.seq2seq.decoding.predict_topk) and writes the split's files with
 cost_jax.results.write_results (metrics.json, topk.npy, targets.npy, user_ids.npy,
 scores.npy = beam log-probabilities). CLI: `python -m cost_jax.evaluate` (cost_jax.seq2seq.cli).
-A scoring that differs from the one already written under the split's name (the trainer's
-validation sample of `eval_num_users` users, another step, beam count or list length) never
-replaces it: it is written under `{split}_step{S}_users{N}_beams{B}_top{K}` instead (the path
-is printed on stderr).
+A scoring never replaces a record already on disk (the trainer's test record, its validation
+sample of `eval_num_users` users, or an earlier scoring): another scoring (step, users, beams,
+list length) is written under `{split}_step{S}_users{N}_beams{B}_top{K}`; the same scoring
+again leaves the record as it is when it gives the same lists, and is written under
+`<name>_rescore<n>` when it does not (e.g. decoded on another machine, where near-ties can
+swap). So re-scoring a finished reproduction stage never changes its files (which would make
+the next `reproduce` re-run the stage). Paths are printed on stderr.
 """
 
 from __future__ import annotations
@@ -172,6 +175,12 @@ def evaluate(model_dir: str, split: str = "test", *, num_beams: int | None = Non
     # How the run chose this checkpoint (best step, stop reason, ...) stays with its scores.
     if isinstance(old, dict) and old.get("step") == run.step:
       metrics.update({k: old[k] for k in SELECTION_KEYS if k in old})
+    if isinstance(old, dict) and old and same_scoring(old, metrics):
+      if same_lists(model_dir, name, items, arrays.user_index):
+        print(f"[evaluate] {result_file(model_dir, 'metrics.json', name)} holds the same lists: "
+              "left as it is", file=sys.stderr, flush=True)
+        return metrics
+      name = free_name(model_dir, f"{name}_rescore")
     path = write_results(model_dir, name, metrics, items, arrays.item_index, arrays.user_index,
                          scores)
     print(f"[evaluate] wrote {path}", file=sys.stderr, flush=True)
@@ -179,6 +188,25 @@ def evaluate(model_dir: str, split: str = "test", *, num_beams: int | None = Non
 
 
 SCORING_KEYS = ("step", "num_users", "num_beams", "topk")
+
+
+def same_lists(model_dir: str, name: str, topk: np.ndarray, user_ids: np.ndarray) -> bool:
+  """True when the top-K lists and users written under `name` equal these."""
+  try:
+    old_topk = np.load(result_file(model_dir, "topk.npy", name), allow_pickle=False)
+    old_users = np.load(result_file(model_dir, "user_ids.npy", name), allow_pickle=False)
+  except (OSError, ValueError):
+    return False
+  return (np.array_equal(old_topk, np.asarray(topk, np.int32))
+          and np.array_equal(old_users, np.asarray(user_ids, np.int32)))
+
+
+def free_name(model_dir: str, base: str) -> str:
+  """`base`1, `base`2, ...: the first whose metrics file does not exist yet."""
+  n = 1
+  while os.path.exists(result_file(model_dir, "metrics.json", f"{base}{n}")):
+    n += 1
+  return f"{base}{n}"
 
 
 def same_scoring(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:

@@ -105,7 +105,7 @@ def test_evaluate_keeps_the_runs_own_record_of_another_scoring(trained_dir, caps
   record_path = os.path.join(model_dir, "metrics_validation.json")
   first = evaluator.evaluate(model_dir, "validation", num_users=20)
   record = open(record_path).read()
-  assert f"[evaluate] wrote {record_path}" in capsys.readouterr().err
+  assert record_path in capsys.readouterr().err  # written, or already there from another test
   # All users is another scoring than the 20 on disk: that record stays, byte for byte.
   every = evaluator.evaluate(model_dir, "validation")
   assert open(record_path).read() == record
@@ -114,11 +114,26 @@ def test_evaluate_keeps_the_runs_own_record_of_another_scoring(trained_dir, caps
   assert f"[evaluate] wrote {other}" in capsys.readouterr().err
   assert json.load(open(other))["num_users"] == 60 == every["num_users"]
   assert np.load(os.path.join(model_dir, f"topk_{name}.npy")).shape == (60, 10)
-  # The same scoring again replaces its own file (same numbers: the same checkpoint and beams).
+  # The same scoring again gives the same lists: the record is left as it is, byte for byte.
+  topk_path = os.path.join(model_dir, "topk_validation.npy")
+  stamp = os.stat(topk_path).st_mtime_ns
   again = evaluator.evaluate(model_dir, "validation", num_users=20)
-  assert f"[evaluate] wrote {record_path}" in capsys.readouterr().err
+  assert "holds the same lists: left as it is" in capsys.readouterr().err
   assert again["recall@10"] == pytest.approx(first["recall@10"])
-  assert json.load(open(record_path))["recall@10"] == pytest.approx(first["recall@10"])
+  assert open(record_path).read() == record and os.stat(topk_path).st_mtime_ns == stamp
+  # Lists that differ from the record's (here: the record's lists edited) get their own name,
+  # and the record stays as it was.
+  edited = np.load(topk_path)[:, ::-1].copy()
+  np.save(topk_path, edited)
+  evaluator.evaluate(model_dir, "validation", num_users=20)
+  rescored = os.path.join(model_dir, "metrics_validation_rescore1.json")
+  assert f"[evaluate] wrote {rescored}" in capsys.readouterr().err
+  assert open(record_path).read() == record
+  np.testing.assert_array_equal(np.load(topk_path), edited)
+  assert not np.array_equal(np.load(os.path.join(model_dir, "topk_validation_rescore1.npy")),
+                            edited)
+  evaluator.evaluate(model_dir, "validation", num_users=20)  # and again: the next free name
+  assert os.path.isfile(os.path.join(model_dir, "metrics_validation_rescore2.json"))
 
 
 def test_evaluate_bad_input(tmp_path, capsys):
