@@ -41,8 +41,9 @@ def train_counts(train: Sequence[np.ndarray], num_items: int) -> np.ndarray:
   return np.bincount(flat, minlength=num_items)[:num_items]
 
 
-def bucket_labels(edges: Sequence[int] = POPULARITY_EDGES) -> list[str]:
-  lo = [0, *edges]
+def bucket_labels(edges: Sequence[int] = POPULARITY_EDGES, start: int = 0) -> list[str]:
+  """"a-b" labels of the buckets [start, e1), [e1, e2), ..., [e_last, inf)."""
+  lo = [start, *edges]
   return [f"{a}" if b == a + 1 else f"{a}-{b - 1}" for a, b in zip(lo, edges)] + [f">= {edges[-1]}"]
 
 
@@ -184,8 +185,7 @@ def seen_steps_markdown(lists: Mapping[str, Sequence[tuple]], order: Sequence[st
   known = found & flag & has
   if not known.any():
     return []
-  lo = [1, *edges]
-  names = [f"{a}" if b == a + 1 else f"{a}-{b - 1}" for a, b in zip(lo, edges)] + [f">= {edges[-1]}"]
+  names = bucket_labels(edges, start=1)  # a seen step leaves its last item at least once
   share = np.bincount(np.searchsorted(edges, n_out[known], side="right"),
                       minlength=len(names)) / known.sum()
   md = [f"## Seen transitions by the training steps out of the last item (Recall@{k})", "",
