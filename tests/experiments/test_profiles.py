@@ -93,6 +93,9 @@ def test_tiger_cpu_profile_keeps_tigers_model_and_plans_table3(tmp_path, capsys)
   assert not model_fields & set(prof.tiger) and "max_history" not in prof.tiger
   assert prof.embed == profiles.load("paper").embed
   assert prof.tokenizer_overrides("rqvae") == {"preset": "tiger"}  # TIGER's preset as it is
+  # TIGER §4.3.3's Random ID: 4 codewords of 255 each (not CoST's 3 x 64)
+  assert prof.tokenizer_overrides("random") == {"preset": "cost", "num_levels": 4,
+                                                "codebook_size": 255}
   # Trained to the best validation checkpoint, with a time budget per run.
   assert prof.tiger["patience"] >= 1 and prof.tiger["eval_every"] > 0
   assert prof.tiger["time_budget_min"] > 0 and prof.sasrec["patience"] >= 1
