@@ -47,10 +47,25 @@ def bucket_labels(edges: Sequence[int] = POPULARITY_EDGES, start: int = 0) -> li
   return [f"{a}" if b == a + 1 else f"{a}-{b - 1}" for a, b in zip(lo, edges)] + [f">= {edges[-1]}"]
 
 
+def bucket_index(values: np.ndarray, edges: Sequence[int]) -> np.ndarray:
+  """Bucket of each value: 0 below edges[0], i for edges[i-1] <= v < edges[i], len(edges) above."""
+  return np.searchsorted(np.asarray(edges), np.asarray(values), side="right")
+
+
 def buckets(counts: np.ndarray, targets: np.ndarray,
             edges: Sequence[int] = POPULARITY_EDGES) -> np.ndarray:
   """Bucket index of each test target's training count (0 .. len(edges))."""
-  return np.searchsorted(np.asarray(edges), counts[np.asarray(targets)], side="right")
+  return bucket_index(counts[np.asarray(targets)], edges)
+
+
+def scored_users(lists: Mapping[str, Sequence[tuple]], methods: Sequence[str]
+                 ) -> tuple[np.ndarray, np.ndarray]:
+  """(sorted user ids that some row scored, the target of each): the users a header's shares
+  are over (rows may score samples)."""
+  users, first_at = np.unique(np.concatenate([np.asarray(u, np.int64) for m in methods
+                                              for u, _, _ in lists[m]]), return_index=True)
+  targets = np.concatenate([np.asarray(t) for m in methods for _, _, t in lists[m]])
+  return users, targets[first_at]
 
 
 def recall_by_bucket(topk: np.ndarray, targets: np.ndarray, bucket: np.ndarray,
@@ -119,12 +134,8 @@ def markdown(lists: Mapping[str, Sequence[tuple]], counts: np.ndarray, order: Se
   if not methods:
     return []
   names = bucket_labels(edges)
-  # The header's shares are over every user that some row scored (rows may score samples).
-  users, first_at = np.unique(np.concatenate([np.asarray(u, np.int64) for m in methods
-                                              for u, _, _ in lists[m]]), return_index=True)
-  all_targets = np.concatenate([np.asarray(t) for m in methods for _, _, t in lists[m]])
-  share = (np.bincount(buckets(counts, all_targets[first_at], edges), minlength=len(names))
-           / len(users))
+  users, user_targets = scored_users(lists, methods)
+  share = np.bincount(buckets(counts, user_targets, edges), minlength=len(names)) / len(users)
   seen_cols = []
   if seen is not None:
     found, flag = user_flags(seen, users)
@@ -178,16 +189,14 @@ def seen_steps_markdown(lists: Mapping[str, Sequence[tuple]], order: Sequence[st
   methods = [m for m in order if lists.get(m)]
   if not methods:
     return []
-  users = np.unique(np.concatenate([np.asarray(u, np.int64) for m in methods
-                                    for u, _, _ in lists[m]]))
+  users, _ = scored_users(lists, methods)
   found, flag = user_flags(seen, users)
   has, n_out = user_flags(steps, users)
   known = found & flag & has
   if not known.any():
     return []
   names = bucket_labels(edges, start=1)  # a seen step leaves its last item at least once
-  share = np.bincount(np.searchsorted(edges, n_out[known], side="right"),
-                      minlength=len(names)) / known.sum()
+  share = np.bincount(bucket_index(n_out[known], edges), minlength=len(names)) / known.sum()
   md = [f"## Seen transitions by the training steps out of the last item (Recall@{k})", "",
         f"The {known.sum():,} users whose test transition occurs in training, grouped by how many "
         "training steps start at their last history item (share in brackets): with few, the "
@@ -202,7 +211,7 @@ def seen_steps_markdown(lists: Mapping[str, Sequence[tuple]], order: Sequence[st
       f2, c = user_flags(steps, u)
       keep = f1 & s1 & f2
       rec.append(recall_by_bucket(topk[keep], targets[keep],
-                                  np.searchsorted(edges, c[keep], side="right"), len(names), k)
+                                  bucket_index(c[keep], edges), len(names), k)
                  if keep.any() else np.full(len(names), np.nan))
     with warnings.catch_warnings():
       warnings.simplefilter("ignore", RuntimeWarning)

@@ -147,16 +147,16 @@ class StageCache:
       clock = threading.Thread(target=tick, name=f"spent-{name}", daemon=True)
       clock.start()
     try:
-      value = fn(tmp)
+      try:
+        value = fn(tmp)
+      finally:
+        stop.set()
+        if clock is not None:
+          clock.join()
     except BaseException:
       if resume:
-        stop.set()
-        clock.join()
         record_spent()
       raise
-    stop.set()
-    if clock is not None:
-      clock.join()
     seconds = spent + time.perf_counter() - t0
     cpu_seconds = spent_cpu + time.process_time() - c0
     if os.path.exists(os.path.join(tmp, SPENT_FILE)):
